@@ -1,0 +1,3 @@
+from seedgrid.cli import main
+
+main()

@@ -1,0 +1,258 @@
+"""Experiment configuration: a TOML file (or a packaged preset) becomes one frozen, validated Config.
+
+Sections, in the order a TOML file gives them::
+
+    [model]    what is fine-tuned            (part of the config hash)
+    [task]     on which data, which subset   (part of the config hash)
+    [train]    hyperparameters               (part of the config hash)
+    [runtime]  how it is computed            (not hashed: it does not change what a cell is)
+    [grid]     which seeds                   (not hashed: cells of one config merge across seeds)
+
+The config hash identifies which cells may be merged into one cube: two cells with the same
+hash differ only in their seeds. ``runtime`` settings (gradient accumulation, evaluation batch
+size, deterministic kernels) are excluded because a cell means the same sequence of global
+batches whatever they are (see :mod:`seedgrid.seeds`).
+
+Presets live in ``seedgrid/presets/<name>.toml``; ``load_config("demo")`` reads one,
+``load_config("my.toml")`` reads a file.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import tomllib
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import tomli_w
+
+from seedgrid.errors import UsageError
+from seedgrid.seeds import DROPOUT_SOURCES
+
+MIXED_PRECISION = ("no", "bf16", "fp16")
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    #: HF hub id or local folder; offline: "embedded:minilm" (packaged MiniLM-L6) or
+    #: "tiny-random-bert" (a 2-layer random BERT built in-process, for tests).
+    name: str
+    max_length: int = 128
+    #: std of the freshly initialised head; 0 means the model config's own (0.02 for BERT).
+    initializer_range: float = 0.0
+
+
+@dataclass(frozen=True)
+class TaskConfig:
+    #: a name from seedgrid.tasks.TASKS
+    name: str
+    #: examples kept from each split (0 = all); a fixed subset, the same for every seed
+    train_size: int = 0
+    validation_size: int = 0
+    #: local files instead of the hub: {train = "x.csv", validation = "y.jsonl"} (csv/jsonl/parquet)
+    data_files: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    epochs: int = 3
+    batch_size: int = 16
+    learning_rate: float = 2e-5
+    weight_decay: float = 0.0
+    warmup_ratio: float = 0.1
+    max_grad_norm: float = 1.0
+    dropout: float = 0.1
+    #: evaluations per epoch, plus one before training
+    evals_per_epoch: int = 10
+    #: what torch's global RNG (dropout) follows: "seed_do", "seed_wi" or "fixed"
+    dropout_seed: str = "seed_do"
+    mixed_precision: str = "no"
+
+
+@dataclass(frozen=True)
+class RuntimeConfig:
+    #: micro-batches per global batch (per process); does not change the global batches
+    gradient_accumulation: int = 1
+    eval_batch_size: int = 64
+    #: torch deterministic algorithms: the same cell on the same hardware reproduces bitwise
+    deterministic: bool = False
+
+
+@dataclass(frozen=True)
+class GridConfig:
+    seeds_wi: tuple[int, ...] = tuple(range(1, 6))
+    seeds_do: tuple[int, ...] = tuple(range(1, 6))
+
+
+@dataclass(frozen=True)
+class Config:
+    model: ModelConfig
+    task: TaskConfig
+    train: TrainConfig = TrainConfig()
+    runtime: RuntimeConfig = RuntimeConfig()
+    grid: GridConfig = GridConfig()
+    #: where the config came from (a preset name or a path); not hashed
+    source: str = ""
+
+    @property
+    def hash(self) -> str:
+        """12 hex digits over model, task and train: equal hashes may be merged into one cube."""
+        semantic = {k: dataclasses.asdict(getattr(self, k)) for k in ("model", "task", "train")}
+        text = json.dumps(semantic, sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(text.encode()).hexdigest()[:12]
+
+    def to_dict(self) -> dict[str, Any]:
+        d = {k: dataclasses.asdict(getattr(self, k)) for k in ("model", "task", "train", "runtime")}
+        d["grid"] = {k: list(v) for k, v in dataclasses.asdict(self.grid).items()}
+        return d
+
+    def to_toml(self) -> str:
+        header = f"# seedgrid config (hash {self.hash}), frozen from {self.source or 'a dict'}\n"
+        return header + tomli_w.dumps(self.to_dict())
+
+
+def preset_names() -> list[str]:
+    folder = resources.files("seedgrid") / "presets"
+    return sorted(p.name.removesuffix(".toml") for p in folder.iterdir() if p.name.endswith(".toml"))
+
+
+def load_config(spec: str | Path) -> Config:
+    """A Config from a preset name (``demo``) or a TOML file path."""
+    spec = str(spec)
+    path = Path(spec)
+    if path.is_file():
+        text = path.read_text()
+    elif spec in preset_names():
+        text = (resources.files("seedgrid") / "presets" / f"{spec}.toml").read_text()
+    elif spec.endswith(".toml") or "/" in spec:
+        raise UsageError(f"config file {spec!r} not found: give an existing TOML file or a preset "
+                         f"({', '.join(preset_names())})")
+    else:
+        raise UsageError(f"unknown preset {spec!r}: choose one of {', '.join(preset_names())}, "
+                         "or give a path to a TOML file")
+    try:
+        raw = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as e:
+        raise UsageError(f"config {spec!r} is not valid TOML ({e}): fix the file") from None
+    return config_from_dict(raw, source=spec)
+
+
+def config_from_dict(raw: dict[str, Any], source: str = "") -> Config:
+    """Validate a nested dict (as read from TOML) into a Config; one UsageError per bad value."""
+    sections = {"model": ModelConfig, "task": TaskConfig, "train": TrainConfig,
+                "runtime": RuntimeConfig, "grid": None}
+    _check_keys("config", raw, sections)
+    for required in ("model", "task"):
+        if required not in raw:
+            raise UsageError(f"config has no [{required}] section: add one (see the presets in "
+                             "seedgrid/presets/)")
+    parts = {name: _section(name, cls, raw.get(name, {}))
+             for name, cls in sections.items() if cls is not None}
+    cfg = Config(**parts, grid=_grid(raw.get("grid", {})), source=source)
+    _validate(cfg)
+    return cfg
+
+
+def with_seeds(cfg: Config, seeds_wi: list[int], seeds_do: list[int]) -> Config:
+    """The same config with another grid (validated like one read from a file)."""
+    raw = cfg.to_dict()
+    raw["grid"] = {"seeds_wi": list(seeds_wi), "seeds_do": list(seeds_do)}
+    return config_from_dict(raw, source=cfg.source)
+
+
+def _check_keys(where: str, raw: dict[str, Any], valid) -> None:
+    unknown = sorted(set(raw) - set(valid))
+    if unknown:
+        raise UsageError(f"unknown key {unknown[0]!r} in {where}: valid keys are "
+                         f"{', '.join(sorted(valid))}")
+
+
+def _section(name: str, cls, raw: dict[str, Any]):
+    if not isinstance(raw, dict):
+        raise UsageError(f"[{name}] must be a table, got {raw!r}")
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    _check_keys(f"[{name}]", raw, fields)
+    for key, value in raw.items():
+        default = cls.__dataclass_fields__[key].default
+        expected = type(default) if default is not dataclasses.MISSING else str
+        if key == "data_files":
+            expected = dict
+        ok = isinstance(value, expected) and not (expected is int and isinstance(value, bool))
+        if expected is float and isinstance(value, int) and not isinstance(value, bool):
+            ok, raw[key] = True, float(value)
+        if not ok:
+            raise UsageError(f"[{name}] {key} = {value!r} should be a {expected.__name__}")
+    try:
+        return cls(**raw)
+    except TypeError as e:  # a required key is missing
+        raise UsageError(f"[{name}] is incomplete ({e}): add the missing key") from None
+
+
+def _grid(raw: dict[str, Any]) -> GridConfig:
+    _check_keys("[grid]", raw, ("seeds_wi", "seeds_do", "n_wi", "n_do"))
+    seeds = {}
+    for kind in ("wi", "do"):
+        explicit, n = raw.get(f"seeds_{kind}"), raw.get(f"n_{kind}")
+        if explicit is not None and n is not None:
+            raise UsageError(f"[grid] has both seeds_{kind} and n_{kind}: keep one")
+        if n is not None:
+            if not isinstance(n, int) or isinstance(n, bool) or n < 1:
+                raise UsageError(f"[grid] n_{kind} = {n!r} must be a positive integer "
+                                 f"(seeds 1..n_{kind})")
+            explicit = list(range(1, n + 1))
+        seeds[kind] = tuple(check_seeds(f"seed_{kind}", explicit)) if explicit is not None \
+            else getattr(GridConfig(), f"seeds_{kind}")
+    return GridConfig(seeds_wi=seeds["wi"], seeds_do=seeds["do"])
+
+
+def check_seeds(name: str, seeds) -> list[int]:
+    """Seeds are distinct non-negative integers; anything else is a UsageError naming the value."""
+    if not isinstance(seeds, (list, tuple)) or not seeds:
+        raise UsageError(f"{name} seeds {seeds!r} must be a non-empty list of integers")
+    for s in seeds:
+        if not isinstance(s, int) or isinstance(s, bool) or s < 0:
+            raise UsageError(f"{name} = {s!r} is not a non-negative integer: use seeds 0, 1, 2, ...")
+    dup = sorted({s for s in seeds if list(seeds).count(s) > 1})
+    if dup:
+        raise UsageError(f"{name} {dup[0]} is given twice: each seed once")
+    return list(seeds)
+
+
+def _validate(cfg: Config) -> None:
+    t, r, m = cfg.train, cfg.runtime, cfg.model
+    checks = [
+        (t.epochs >= 1, f"[train] epochs = {t.epochs} must be at least 1"),
+        (t.batch_size >= 1, f"[train] batch_size = {t.batch_size} must be at least 1"),
+        (t.learning_rate > 0, f"[train] learning_rate = {t.learning_rate} must be positive"),
+        (0 <= t.warmup_ratio < 1, f"[train] warmup_ratio = {t.warmup_ratio} must be in [0, 1)"),
+        (0 <= t.dropout < 1, f"[train] dropout = {t.dropout} must be in [0, 1)"),
+        (t.weight_decay >= 0, f"[train] weight_decay = {t.weight_decay} must be >= 0"),
+        (t.max_grad_norm >= 0, f"[train] max_grad_norm = {t.max_grad_norm} must be >= 0 "
+                               "(0 turns clipping off)"),
+        (t.evals_per_epoch >= 1, f"[train] evals_per_epoch = {t.evals_per_epoch} must be at least 1"),
+        (t.dropout_seed in DROPOUT_SOURCES, f"[train] dropout_seed = {t.dropout_seed!r} must be "
+                                            f"one of {', '.join(DROPOUT_SOURCES)}"),
+        (t.mixed_precision in MIXED_PRECISION, f"[train] mixed_precision = {t.mixed_precision!r} "
+                                               f"must be one of {', '.join(MIXED_PRECISION)}"),
+        (r.gradient_accumulation >= 1, f"[runtime] gradient_accumulation = "
+                                       f"{r.gradient_accumulation} must be at least 1"),
+        (r.eval_batch_size >= 1, f"[runtime] eval_batch_size = {r.eval_batch_size} must be >= 1"),
+        (m.max_length >= 8, f"[model] max_length = {m.max_length} must be at least 8"),
+        (m.initializer_range >= 0, f"[model] initializer_range = {m.initializer_range} must be "
+                                   ">= 0 (0 = the model's own)"),
+        (cfg.task.train_size >= 0 and cfg.task.validation_size >= 0,
+         "[task] train_size and validation_size must be >= 0 (0 = the whole split)"),
+    ]
+    for ok, message in checks:
+        if not ok:
+            raise UsageError(message)
+    bad = sorted(set(cfg.task.data_files) - {"train", "validation"})
+    if bad:
+        raise UsageError(f"[task] data_files key {bad[0]!r}: use 'train' and 'validation'")
+    from seedgrid.tasks import get_task  # the registry validates the task name
+
+    get_task(cfg.task.name)

@@ -1,0 +1,10 @@
+"""The one exception type for bad input.
+
+Anything the user can fix (a config value, a path, a seed) raises :class:`UsageError` with one
+line that names the bad value and the fix; the CLI prints it and exits with status 2. Raise it
+before anything is written.
+"""
+
+
+class UsageError(Exception):
+    """Bad input: one line naming the value and the fix. The CLI exits with status 2."""

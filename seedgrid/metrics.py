@@ -1,0 +1,57 @@
+"""Task metrics, vectorised over any leading dimensions.
+
+Every function takes predictions ``pred`` of shape ``(..., example)`` and gold ``labels`` of
+shape ``(example,)`` and returns one value per leading index — e.g. a whole
+(seed_wi, seed_do, step) array at once. Conventions follow scikit-learn: F1 and the Matthews
+correlation are 0 where their denominator is 0 (constant predictions or labels). F1 and MCC are
+binary, with class 1 positive.
+
+:func:`score` goes from logits to the metric and gives NaN where a run has no logits (a missing
+or diverged evaluation).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def _counts(pred: np.ndarray, labels: np.ndarray):
+    pos, gold = pred == 1, labels == 1
+    tp = np.sum(pos & gold, axis=-1, dtype=np.float64)
+    fp = np.sum(pos & ~gold, axis=-1, dtype=np.float64)
+    fn = np.sum(~pos & gold, axis=-1, dtype=np.float64)
+    tn = np.sum(~pos & ~gold, axis=-1, dtype=np.float64)
+    return tp, fp, fn, tn
+
+
+def _ratio(num: np.ndarray, den: np.ndarray) -> np.ndarray:
+    return np.divide(num, den, out=np.zeros_like(num), where=den != 0)
+
+
+def accuracy(pred: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    return np.mean(pred == labels, axis=-1)
+
+
+def f1(pred: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    tp, fp, fn, _ = _counts(pred, labels)
+    return _ratio(2 * tp, 2 * tp + fp + fn)
+
+
+def mcc(pred: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    tp, fp, fn, tn = _counts(pred, labels)
+    return _ratio(tp * tn - fp * fn, np.sqrt((tp + fp) * (tp + fn) * (tn + fp) * (tn + fn)))
+
+
+def acc_f1(pred: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """MRPC's metric in Dodge et al. 2020: the mean of accuracy and F1."""
+    return (accuracy(pred, labels) + f1(pred, labels)) / 2
+
+
+METRICS = {"accuracy": accuracy, "f1": f1, "mcc": mcc, "acc_f1": acc_f1}
+
+
+def score(logits: np.ndarray, labels: np.ndarray, metric: str) -> np.ndarray:
+    """Metric of ``logits`` (..., example, class); NaN where any logit of a run is NaN."""
+    missing = np.isnan(logits).any(axis=(-1, -2))
+    value = METRICS[metric](np.argmax(np.where(np.isnan(logits), 0.0, logits), axis=-1), labels)
+    return np.where(missing, np.nan, value)

@@ -1,0 +1,59 @@
+"""The run folder ``runs/<name>/``: everything a later shell needs is read from here.
+
+It holds the frozen ``config.toml`` and ``shards/wi<W>_do<D>.nc`` (one per finished cell); later,
+``jobs.json``, submitit logs, ``checkpoints/``, ``cube.nc`` and ``report/``. A folder belongs to
+one config (by hash): cells of another config are refused, never mixed in.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+from seedgrid.config import Config, load_config
+from seedgrid.errors import UsageError
+from seedgrid.store import shard_path
+
+CONFIG = "config.toml"
+
+
+def check_writable(run_dir: Path) -> None:
+    """Raise UsageError unless ``run_dir`` exists as a folder or can be created; writes nothing."""
+    probe = run_dir
+    while not probe.exists():
+        probe = probe.parent
+    if not probe.is_dir():
+        raise UsageError(f"output folder {str(run_dir)!r} cannot be made: {str(probe)!r} is a file;"
+                         " choose another --out")
+    try:
+        with tempfile.TemporaryFile(dir=probe):
+            pass
+    except OSError as e:
+        raise UsageError(f"output folder {str(run_dir)!r} is not writable ({e.strerror}): choose "
+                         "another --out") from None
+
+
+def check_config(run_dir: Path, cfg: Config) -> None:
+    """Refuse a run folder made with another config (a different hash)."""
+    path = run_dir / CONFIG
+    if path.exists():
+        old = load_config(path)
+        if old.hash != cfg.hash:
+            raise UsageError(f"{str(run_dir)!r} holds cells of config {old.hash}, not {cfg.hash} "
+                             "(model, task or train settings differ): use another --out")
+
+
+def write_config(run_dir: Path, cfg: Config) -> None:
+    """Freeze the config into the run folder (once; atomically)."""
+    path = run_dir / CONFIG
+    if path.exists():
+        return
+    run_dir.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{CONFIG}.{os.getpid()}.tmp")
+    tmp.write_text(cfg.to_toml())
+    os.replace(tmp, path)
+
+
+def cell_done(run_dir: Path, seed_wi: int, seed_do: int) -> bool:
+    return shard_path(run_dir, seed_wi, seed_do).exists()

@@ -1,0 +1,56 @@
+"""What a seed means — the one place where seedgrid turns seeds into random streams.
+
+A cell of the grid is a pair (seed_wi, seed_do):
+
+- ``seed_wi`` (weight initialisation) drives every freshly initialised parameter and nothing
+  else: the classification head is drawn from :func:`wi_generator` after the pretrained
+  weights are loaded.
+- ``seed_do`` (data order) drives the order of training examples: epoch ``e`` uses
+  :func:`epoch_permutation` ``(seed_do, e)``. By default dropout follows ``seed_do`` too (as in
+  Dodge et al. 2020's code, where the data-order seed was set after the model was built); the
+  config's ``train.dropout_seed`` can tie it to ``seed_wi`` or to a fixed value instead.
+
+Each stream is derived from (stream name, seed, ...) through :class:`numpy.random.SeedSequence`,
+so seed 3 of the WI stream and seed 3 of the DO stream are unrelated, and no stream depends on
+the number of processes, the gradient-accumulation split or a restart.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+# Stream identifiers: part of the reproducibility contract, never renumber them.
+_STREAMS = {"wi": 0, "do": 1, "dropout": 2}
+
+# What torch's global RNG (dropout) may follow; the index is part of the derived seed.
+DROPOUT_SOURCES = ("seed_do", "seed_wi", "fixed")
+
+
+def derive(stream: str, *keys: int) -> int:
+    """A 63-bit integer seed for ``stream`` keyed by ``keys`` (e.g. a seed and an epoch)."""
+    seq = np.random.SeedSequence([_STREAMS[stream], *[int(k) for k in keys]])
+    return int(seq.generate_state(1, np.uint64)[0] >> np.uint64(1))
+
+
+def wi_generator(seed_wi: int) -> torch.Generator:
+    """The CPU generator that draws every freshly initialised parameter of a cell."""
+    return torch.Generator().manual_seed(derive("wi", seed_wi))
+
+
+def epoch_permutation(seed_do: int, epoch: int, n: int) -> np.ndarray:
+    """Order of the ``n`` training examples in ``epoch`` (0-based) for data-order seed ``seed_do``."""
+    g = torch.Generator().manual_seed(derive("do", seed_do, epoch))
+    return torch.randperm(n, generator=g).numpy()
+
+
+def dropout_seed(choice: str, seed_wi: int, seed_do: int, rank: int) -> int:
+    """Seed of torch's global RNG (used by dropout) on process ``rank``.
+
+    ``choice`` is the config's ``train.dropout_seed``: ``"seed_do"`` (default), ``"seed_wi"``,
+    or ``"fixed"`` (the same dropout stream for every cell). Each rank gets its own stream,
+    since each rank draws masks for its own slice of the global batch.
+    """
+    source = DROPOUT_SOURCES.index(choice)
+    seed = {"seed_do": seed_do, "seed_wi": seed_wi, "fixed": 0}[choice]
+    return derive("dropout", source, seed, rank)

