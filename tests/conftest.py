@@ -1,0 +1,60 @@
+"""Shared test helpers: a tiny config (random 2-layer BERT on a few movie-review sentences)."""
+
+from __future__ import annotations
+
+import copy
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import tomli_w
+
+# Tests never wait on a hub: an unknown model id fails at once instead of retrying the network.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+
+REPO = Path(__file__).resolve().parents[1]
+
+TINY = {
+    "model": {"name": "tiny-random-bert", "max_length": 32},
+    "task": {"name": "mr", "train_size": 40, "validation_size": 24},
+    "train": {"epochs": 2, "batch_size": 8, "learning_rate": 1e-3, "evals_per_epoch": 2,
+              "dropout": 0.1},
+    "runtime": {"deterministic": True, "eval_batch_size": 16},
+    "grid": {"n_wi": 2, "n_do": 2},
+}
+
+
+def tiny_raw(**sections) -> dict:
+    """The tiny config as a dict, with ``section={key: value}`` overrides merged in."""
+    raw = copy.deepcopy(TINY)
+    for name, values in sections.items():
+        raw.setdefault(name, {}).update(values)
+    return raw
+
+
+def tiny_config(**sections):
+    from seedgrid.config import config_from_dict
+
+    return config_from_dict(tiny_raw(**sections), source="tiny")
+
+
+def write_toml(path: Path, raw: dict) -> Path:
+    path.write_text(tomli_w.dumps(raw))
+    return path
+
+
+def run_cli(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
+    """``python -m seedgrid ARGS`` in a real subprocess."""
+    return subprocess.run([sys.executable, "-m", "seedgrid", *args], cwd=cwd or REPO,
+                          capture_output=True, text=True, timeout=600)
+
+
+@pytest.fixture
+def tiny_toml(tmp_path):
+    """A function writing the tiny config (with overrides) to a TOML file; returns its path."""
+    def make(name="tiny.toml", **sections) -> Path:
+        return write_toml(tmp_path / name, tiny_raw(**sections))
+    return make

@@ -1,0 +1,76 @@
+"""Config: presets, validation with one clear message, and the hash that decides merging."""
+
+import pytest
+
+from seedgrid.config import config_from_dict, load_config, preset_names, with_seeds
+from seedgrid.errors import UsageError
+
+from conftest import tiny_config, tiny_raw, write_toml
+
+
+def test_every_preset_loads_and_dodge_presets_match_the_paper():
+    assert {"demo", "dodge2020-mrpc", "dodge2020-rte", "dodge2020-cola", "dodge2020-sst2",
+            "bui2025-rte"} <= set(preset_names())
+    for task, n in [("mrpc", 25), ("rte", 25), ("cola", 25), ("sst2", 15)]:
+        cfg = load_config(f"dodge2020-{task}")
+        assert cfg.model.name == "bert-large-uncased" and cfg.task.name == task
+        t = cfg.train
+        assert (t.batch_size, t.learning_rate, t.epochs, t.warmup_ratio, t.dropout,
+                t.evals_per_epoch) == (16, 2e-5, 3, 0.1, 0.1, 10)
+        assert cfg.grid.seeds_wi == cfg.grid.seeds_do == tuple(range(1, n + 1))
+    assert load_config("bui2025-rte").model.name == "roberta-large"
+
+
+def test_hash_ignores_seeds_and_runtime_but_not_hyperparameters():
+    base = tiny_config()
+    assert with_seeds(base, [7, 8], [9]).hash == base.hash
+    assert tiny_config(runtime={"gradient_accumulation": 4, "deterministic": False}).hash == base.hash
+    assert tiny_config(train={"learning_rate": 2e-3}).hash != base.hash
+    assert tiny_config(task={"train_size": 41}).hash != base.hash
+    assert tiny_config(model={"name": "embedded:minilm"}).hash != base.hash
+
+
+def test_frozen_toml_round_trips(tmp_path):
+    cfg = tiny_config(task={"data_files": {"train": "a.csv", "validation": "b.csv"}})
+    path = tmp_path / "frozen.toml"
+    path.write_text(cfg.to_toml())
+    again = load_config(path)
+    assert again.hash == cfg.hash and again.to_dict() == cfg.to_dict()
+
+
+@pytest.mark.parametrize("sections, message", [
+    ({"train": {"learnign_rate": 1.0}}, "unknown key 'learnign_rate' in [train]: valid keys are"),
+    ({"train": {"epochs": "3"}}, "[train] epochs = '3' should be a int"),
+    ({"train": {"epochs": 0}}, "[train] epochs = 0 must be at least 1"),
+    ({"train": {"dropout_seed": "seed_xx"}}, "dropout_seed = 'seed_xx' must be one of"),
+    ({"train": {"mixed_precision": "fp8"}}, "mixed_precision = 'fp8' must be one of"),
+    ({"task": {"name": "mnli"}}, "unknown task 'mnli': choose one of"),
+    ({"grid": {"seeds_wi": [1, -2]}}, "seed_wi = -2 is not a non-negative integer"),
+    ({"grid": {"seeds_do": [3, 4, 3]}}, "seed_do 3 is given twice"),
+    ({"grid": {"n_wi": 0}}, "n_wi = 0 must be a positive integer"),
+])
+def test_bad_values_name_the_value_and_the_fix(sections, message):
+    raw = tiny_raw(**sections)
+    if "grid" in sections:
+        raw["grid"] = sections["grid"]
+    with pytest.raises(UsageError) as err:
+        config_from_dict(raw)
+    assert message in str(err.value) and "\n" not in str(err.value)
+
+
+def test_unknown_preset_and_missing_file_are_usage_errors(tmp_path):
+    with pytest.raises(UsageError, match="unknown preset 'dmeo': choose one of .*demo"):
+        load_config("dmeo")
+    with pytest.raises(UsageError, match="config file .*nope.toml' not found"):
+        load_config(str(tmp_path / "nope.toml"))
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[model\nname = 1")
+    with pytest.raises(UsageError, match="is not valid TOML"):
+        load_config(bad)
+
+
+def test_seeds_default_to_one_to_n(tmp_path):
+    raw = tiny_raw()
+    raw["grid"] = {"n_wi": 3, "seeds_do": [10, 20]}
+    cfg = load_config(write_toml(tmp_path / "c.toml", raw))
+    assert cfg.grid.seeds_wi == (1, 2, 3) and cfg.grid.seeds_do == (10, 20)

@@ -1,0 +1,60 @@
+"""Metrics against scikit-learn, vectorised over leading dimensions, and their edge cases."""
+
+import numpy as np
+import pytest
+from sklearn.metrics import accuracy_score, f1_score, matthews_corrcoef
+
+from seedgrid import metrics
+
+SKLEARN = {
+    "accuracy": accuracy_score,
+    "f1": lambda y, p: f1_score(y, p, zero_division=0),
+    "mcc": matthews_corrcoef,
+    "acc_f1": lambda y, p: (accuracy_score(y, p) + f1_score(y, p, zero_division=0)) / 2,
+}
+
+
+@pytest.mark.parametrize("name", sorted(SKLEARN))
+def test_metric_matches_sklearn_over_leading_dims(name):
+    rng = np.random.default_rng(1)
+    labels = rng.integers(0, 2, 50)
+    pred = rng.integers(0, 2, (3, 4, 50))
+    got = metrics.METRICS[name](pred, labels)
+    assert got.shape == (3, 4)
+    for i in range(3):
+        for j in range(4):
+            assert got[i, j] == pytest.approx(SKLEARN[name](labels, pred[i, j]), abs=1e-12)
+
+
+@pytest.mark.parametrize("name", sorted(SKLEARN))
+@pytest.mark.parametrize("case", ["constant_pred_0", "constant_pred_1", "constant_labels",
+                                  "perfect", "inverted", "single_example"])
+def test_metric_edge_cases_match_sklearn(name, case):
+    labels = np.array([0, 1, 1, 0, 1, 0, 0])
+    pred = {"constant_pred_0": np.zeros(7, int), "constant_pred_1": np.ones(7, int),
+            "constant_labels": np.array([1, 0, 1, 1, 0, 1, 0]), "perfect": labels,
+            "inverted": 1 - labels, "single_example": labels[:1]}[case]
+    if case == "constant_labels":
+        labels = np.ones(7, int)
+    if case == "single_example":
+        labels = labels[:1]
+    assert metrics.METRICS[name](pred, labels) == pytest.approx(SKLEARN[name](labels, pred),
+                                                               abs=1e-12)
+
+
+def test_score_from_logits_is_nan_for_missing_runs():
+    rng = np.random.default_rng(2)
+    labels = rng.integers(0, 2, 30)
+    logits = rng.normal(size=(2, 3, 30, 2))  # (run, step, example, class)
+    logits[1, 2] = np.nan  # a diverged run's last evaluation
+    got = metrics.score(logits, labels, "mcc")
+    expected = np.array([[matthews_corrcoef(labels, logits[r, s].argmax(-1)) for s in range(3)]
+                         for r in range(2)])
+    expected[1, 2] = np.nan
+    np.testing.assert_allclose(got, expected, atol=1e-12)
+
+
+def test_score_ties_in_logits_pick_the_first_class():
+    labels = np.array([0, 1])
+    logits = np.array([[0.5, 0.5], [0.5, 0.5]])  # a tie predicts class 0, as numpy's argmax does
+    assert metrics.score(logits, labels, "accuracy") == 0.5
