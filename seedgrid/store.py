@@ -14,7 +14,8 @@ wall_time_s   (seed_wi, seed_do)                             seconds the cell tr
 
 Coordinates: ``seed_wi``, ``seed_do``; ``example`` holds the dataset's own ids; ``step`` holds the
 number of optimizer updates done at each evaluation (0 = before training), with ``epoch``
-(fractional) along it; ``update`` counts updates from 1. (``step`` carries the update count as
+(fractional) along it; ``update`` counts updates from 1 (read it as ``ds["update"]``:
+``ds.update`` is xarray's Dataset.update method). (``step`` carries the update count as
 its values rather than a second coordinate named ``update``, because xarray forbids a coordinate
 that shares its name with another dimension.) Attributes: schema_version, task, metric, model,
 config_hash, the frozen config (TOML text), package versions, created.

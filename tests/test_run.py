@@ -1,0 +1,152 @@
+"""One cell end to end: the shard on disk, determinism, divergence, and what bad input gets."""
+
+import numpy as np
+import pandas as pd
+import pytest
+import xarray as xr
+
+from seedgrid import data
+from seedgrid.cli import main
+from seedgrid.store import SCHEMA_VERSION, read_shard
+from seedgrid.tasks import load_splits
+from seedgrid.trainer import train_cell
+
+from conftest import run_cli, tiny_config, tiny_raw, write_toml
+
+
+def test_run_writes_a_shard_of_the_cube_schema(tmp_path, tiny_toml):
+    out = tmp_path / "run"
+    result = run_cli("run", "--config", str(tiny_toml()), "--wi", "2", "--do", "5",
+                     "--out", str(out))
+    assert result.returncode == 0, result.stderr
+    assert "wrote" in result.stdout and "wi2_do5.nc: done, accuracy at the end" in result.stdout
+    shard = read_shard(out / "shards/wi2_do5.nc")
+    cfg = tiny_config()
+    _, val = load_splits(cfg.task)
+    steps = data.evaluation_updates(5, 2, 2)
+    assert dict(shard.sizes) == {"seed_wi": 1, "seed_do": 1, "example": 24, "step": 5,
+                                 "class": 2, "update": 10}
+    assert shard.logits.dims == ("seed_wi", "seed_do", "example", "step", "class")
+    assert shard.train_loss.dims == ("seed_wi", "seed_do", "update")
+    assert shard.logits.dtype == np.float32 and not shard.logits.isnull().any()
+    assert shard.seed_wi.item() == 2 and shard.seed_do.item() == 5
+    np.testing.assert_array_equal(shard.example, val.ids)
+    np.testing.assert_array_equal(shard.label, val.labels)
+    np.testing.assert_array_equal(shard.step, steps)
+    np.testing.assert_allclose(shard.epoch, steps / 5)
+    np.testing.assert_array_equal(shard["update"], np.arange(1, 11))
+    assert shard.status.item() == "done" and shard.wall_time_s.item() > 0
+    attrs = shard.attrs
+    assert attrs["schema_version"] == SCHEMA_VERSION
+    assert (attrs["task"], attrs["metric"], attrs["model"]) == ("mr", "accuracy", "tiny-random-bert")
+    assert attrs["config_hash"] == cfg.hash and "learning_rate = 0.001" in attrs["config"]
+    for key in ("torch_version", "transformers_version", "accelerate_version", "host", "device",
+                "created", "num_processes"):
+        assert key in attrs
+    with xr.open_dataset(out / "shards/wi2_do5.nc") as raw:  # a real netCDF4 file
+        assert raw.encoding["source"].endswith(".nc")
+    assert sorted(p.name for p in out.rglob("*")) == ["config.toml", "shards", "wi2_do5.nc"]
+
+    again = run_cli("run", "--config", str(tiny_toml()), "--wi", "2", "--do", "5", "--out", str(out))
+    assert again.returncode == 0 and "is done; delete it to train again" in again.stdout
+
+
+def test_a_deterministic_cell_reproduces_bitwise():
+    cfg = tiny_config()
+    a, b = (train_cell(cfg, 1, 2, log=lambda _: None) for _ in range(2))
+    for name in ("logits", "train_loss"):
+        assert a[name].values.tobytes() == b[name].values.tobytes()
+
+
+def test_a_nan_loss_marks_the_cell_diverged_and_keeps_what_was_evaluated():
+    cfg = tiny_config(train={"learning_rate": 1e8, "max_grad_norm": 0.0})
+    shard = train_cell(cfg, 1, 1, log=lambda _: None)
+    assert shard.status.item() == "diverged"
+    loss = shard.train_loss.values[0, 0]
+    first_nan = int(np.argmax(np.isnan(loss)))
+    assert np.all(np.isfinite(loss[:first_nan])) and np.all(np.isnan(loss[first_nan:]))
+    logits = shard.logits.values[0, 0]  # (example, step, class)
+    assert np.all(np.isfinite(logits[:, 0])) and np.all(np.isnan(logits[:, -1]))
+
+
+def _bad_input(capsys, args, out):
+    with pytest.raises(SystemExit) as exit_:
+        main(["run", *args, "--out", str(out)])
+    err = capsys.readouterr().err.strip()
+    assert exit_.value.code == 2
+    assert err.startswith("seedgrid: error: ") and "\n" not in err
+    assert not out.exists()  # nothing written
+    return err
+
+
+def _data_files(tmp_path, train_frame):
+    train_frame.to_csv(tmp_path / "train.csv", index=False)
+    pd.DataFrame({"text": ["good", "bad"], "label": [1, 0]}).to_csv(tmp_path / "val.csv",
+                                                                   index=False)
+    return {"data_files": {"train": str(tmp_path / "train.csv"),
+                           "validation": str(tmp_path / "val.csv")}}
+
+
+@pytest.mark.parametrize("case, expected", [
+    ("unknown preset", "unknown preset 'dmeo'"),
+    ("unknown task", "unknown task 'glue-mnli'"),
+    ("missing model path", "model path './no/such/model' is not a model folder"),
+    ("unreachable hub model", "cannot load model 'no-such-org/no-such-model'"),
+    ("negative seed", "seed_wi = -1 is not a non-negative integer"),
+    ("duplicate grid seeds", "seed_do 2 is given twice"),
+    ("label out of range", "label 7 in the train split of task 'mr' is outside 0..1"),
+    ("empty split", "the train split of task 'mr' is empty"),
+    ("too many evaluations", "evals_per_epoch = 9 exceeds the 5 updates per epoch"),
+])
+def test_bad_input_gets_one_line_exit_2_and_nothing_written(tmp_path, capsys, case, expected):
+    wi, config = "1", None
+    raw = tiny_raw()
+    if case == "unknown preset":
+        config = "dmeo"
+    elif case == "unknown task":
+        raw["task"]["name"] = "glue-mnli"
+    elif case == "missing model path":
+        raw["model"]["name"] = "./no/such/model"
+    elif case == "unreachable hub model":
+        raw["model"]["name"] = "no-such-org/no-such-model"
+    elif case == "negative seed":
+        wi = "-1"
+    elif case == "duplicate grid seeds":
+        raw["grid"] = {"seeds_wi": [1], "seeds_do": [2, 2]}
+    elif case == "label out of range":
+        raw["task"].update(_data_files(tmp_path, pd.DataFrame({"text": ["a", "b"], "label": [7, 0]})))
+    elif case == "empty split":
+        raw["task"].update(_data_files(tmp_path, pd.DataFrame({"text": [], "label": []})))
+    elif case == "too many evaluations":
+        raw["train"]["evals_per_epoch"] = 9
+    config = config or str(write_toml(tmp_path / "c.toml", raw))
+    err = _bad_input(capsys, ["--config", config, "--wi", wi, "--do", "1"], tmp_path / "out")
+    assert expected in err
+
+
+def test_unwritable_output_folders_are_refused(tmp_path, capsys, tiny_toml):
+    args = ["--config", str(tiny_toml()), "--wi", "1", "--do", "1"]
+    (tmp_path / "a_file").write_text("")
+    err = _bad_input(capsys, args, tmp_path / "a_file" / "run")
+    assert "is a file; choose another --out" in err
+    err = _bad_input(capsys, args, __import__("pathlib").Path("/sys/seedgrid-run"))
+    assert "is not writable" in err
+
+
+def test_a_run_folder_of_another_config_is_refused(tmp_path, capsys, tiny_toml):
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "config.toml").write_text(tiny_config(train={"learning_rate": 0.5}).to_toml())
+    with pytest.raises(SystemExit) as exit_:
+        main(["run", "--config", str(tiny_toml()), "--wi", "1", "--do", "1", "--out", str(out)])
+    assert exit_.value.code == 2
+    assert "holds cells of config" in capsys.readouterr().err
+    assert sorted(p.name for p in out.iterdir()) == ["config.toml"]
+
+
+def test_bad_input_exit_status_from_a_real_process(tmp_path):
+    result = run_cli("run", "--config", "dmeo", "--wi", "1", "--do", "1", "--out",
+                     str(tmp_path / "x"))
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [result.stderr.strip()]
+    assert "unknown preset 'dmeo'" in result.stderr
