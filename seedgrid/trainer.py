@@ -74,7 +74,8 @@ def train_cell(cfg: Config, seed_wi: int, seed_do: int, *, on_update: OnUpdate |
         {"params": [p for n, p in model.named_parameters() if n.endswith(no_decay)],
          "weight_decay": 0.0},
     ]
-    optimizer = torch.optim.AdamW(groups, lr=cfg.train.learning_rate)
+    # Fused AdamW: one kernel for all parameters (transformers.Trainer's default too).
+    optimizer = torch.optim.AdamW(groups, lr=cfg.train.learning_rate, fused=True)
     scheduler = get_linear_schedule_with_warmup(
         optimizer, round(cfg.train.warmup_ratio * total_updates), total_updates)
     model, optimizer, scheduler = accelerator.prepare(model, optimizer, scheduler)
