@@ -52,6 +52,27 @@ def run_cli(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
                           capture_output=True, text=True, timeout=600)
 
 
+SLURM_CONF = Path(os.environ.get("SEEDGRID_SLURM_DIR", "/var/tmp/seedgrid-slurm")) / "etc/slurm.conf"
+
+
+@pytest.fixture(scope="session")
+def slurm():
+    """The dev SLURM started by slurm/start.sh (``make test`` starts it); SLURM_CONF is set.
+
+    Skips when it is not running, except under CI (CI=true), where SLURM tests must run.
+    """
+    if SLURM_CONF.exists():
+        os.environ["SLURM_CONF"] = str(SLURM_CONF)
+    up = subprocess.run(["sinfo", "-h"], capture_output=True).returncode == 0 \
+        if SLURM_CONF.exists() else False
+    if not up:
+        reason = f"no SLURM running ({SLURM_CONF} missing or sinfo fails): run slurm/start.sh"
+        if os.environ.get("CI") == "true":
+            pytest.fail("under CI the SLURM tests must run: " + reason)
+        pytest.skip(reason)
+    return SLURM_CONF
+
+
 @pytest.fixture
 def tiny_toml(tmp_path):
     """A function writing the tiny config (with overrides) to a TOML file; returns its path."""
