@@ -48,6 +48,66 @@ def _nanmax(values) -> float:
     return float(np.nanmax(values)) if np.isfinite(values).any() else float("nan")
 
 
+def _submit(args: argparse.Namespace) -> None:
+    from seedgrid import cluster, config, dispatch, rundir
+    from seedgrid.status import format_status
+
+    if args.resume:
+        run_dir = Path(args.resume)
+        if not (run_dir / rundir.CONFIG).exists():
+            raise UsageError(f"--resume {args.resume!r} is not a run folder (no config.toml): give "
+                             "a folder that submit wrote")
+        cfg = config.load_config(run_dir / rundir.CONFIG)
+        if args.config:
+            rundir.check_config(run_dir, config.load_config(args.config))
+    elif args.config:
+        cfg = config.load_config(args.config)
+        run_dir = Path(args.out or f"runs/{Path(cfg.source).stem}")
+        rundir.check_writable(run_dir)
+        rundir.check_config(run_dir, cfg)
+    else:
+        raise UsageError("submit needs --config (a new run) or --resume RUN_FOLDER")
+    profile = cluster.load_profile(args.cluster)
+    dispatch.check_executor(profile)
+    cells = dispatch.missing_cells(cfg, run_dir)
+    total = len(dispatch.grid_cells(cfg))
+    if not cells:
+        print(f"{run_dir}: all {total} cells have shards; nothing to submit")
+        return
+    if args.array is not None and not 1 <= args.array <= len(cells):
+        raise UsageError(f"--array {args.array} must be between 1 and the {len(cells)} cells to "
+                         f"run (of {total}): one array task trains one cell or more")
+    if args.parallel is not None and args.parallel < 1:
+        raise UsageError(f"--parallel {args.parallel} must be at least 1")
+    parallel = args.parallel or (profile.array_parallelism if profile.executor == "slurm" else 1)
+    n_tasks = args.array or len(cells)
+    if profile.executor == "local":  # no queue: every task starts at once
+        n_tasks = min(n_tasks, parallel)
+    rundir.write_config(run_dir, cfg)
+    record, jobs = dispatch.submit(cfg, profile, run_dir, cells, n_tasks, parallel)
+    ids = ", ".join(a["job_id"] for a in record["submissions"][-1]["arrays"])
+    per_task = -(-len(cells) // n_tasks)
+    print(f"submitted {len(cells)} of {total} cells of {run_dir} (config {cfg.hash}) to "
+          f"{profile.name!r} ({profile.executor}): job {ids}, {n_tasks} task(s) of up to "
+          f"{per_task} cell(s), at most {parallel} at once")
+    print(f"watch it: python -m seedgrid status {run_dir} --cluster {profile.name}")
+    if args.wait:
+        for job in jobs:
+            try:
+                job.result()
+            except Exception as e:  # the status below says which cells and why
+                print(f"task {job.job_id} failed: {str(e).strip().splitlines()[-1][:200]}")
+        print(format_status(run_dir, profile.name))
+        if dispatch.missing_cells(cfg, run_dir):
+            sys.exit(1)
+
+
+def _status(args: argparse.Namespace) -> None:
+    from seedgrid.status import format_status
+
+    print(format_status(Path(args.run), args.cluster or ""))
+
+
 def _presets(args: argparse.Namespace) -> None:
     from seedgrid import config
     from seedgrid.tasks import TASKS
@@ -61,8 +121,34 @@ def _presets(args: argparse.Namespace) -> None:
     print("\ntasks: " + ", ".join(f"{t.name} ({t.metric})" for t in TASKS.values()))
 
 
+def _run_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", required=True, help="a preset name (see `presets`) or a TOML file")
+    p.add_argument("--wi", type=int, required=True, help="weight-initialisation seed")
+    p.add_argument("--do", type=int, required=True, help="data-order seed")
+    p.add_argument("--out", help="run folder (default: runs/<config name>)")
+
+
+def _submit_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", help="a preset name or a TOML file (a new run)")
+    p.add_argument("--resume", metavar="RUN", help="submit the cells of RUN that have no shard")
+    p.add_argument("--cluster", default="local",
+                   help="cluster profile: cluster/<name>.toml or a file (default: local)")
+    p.add_argument("--array", type=int, help="number of array tasks (default: one per cell on "
+                   "SLURM); cells are spread evenly over them")
+    p.add_argument("--parallel", type=int, help="most tasks running at once (SLURM's %%K; "
+                   "local: the number of tasks, default 1)")
+    p.add_argument("--out", help="run folder (default: runs/<config name>)")
+    p.add_argument("--wait", action="store_true",
+                   help="wait for the tasks, print the status; exit 1 if a cell is not done")
+
+
+def _status_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("run", help="the run folder")
+    p.add_argument("--cluster", help="profile to name in the resubmit command")
+
+
 COMMANDS = {
-    "run": (_run, "train one cell (seed_wi, seed_do) and write its shard", """
+    "run": (_run, _run_args, "train one cell (seed_wi, seed_do) and write its shard", """
         Trains one cell of the grid on this machine (CPU or its GPUs) and writes
         <out>/shards/wi<WI>_do<DO>.nc atomically, plus <out>/config.toml. A cell whose shard
         exists is not trained again. For several processes use torchrun or accelerate launch:
@@ -72,7 +158,26 @@ COMMANDS = {
           python -m seedgrid run --config demo --wi 3 --do 7 --out runs/try
           torchrun --nproc-per-node 2 -m seedgrid run --config my.toml --wi 1 --do 1
         """),
-    "presets": (_presets, "list the packaged configs and tasks", """
+    "submit": (_submit, _submit_args, "send the grid's cells to a cluster as array tasks", """
+        Submits every cell of the config's grid that has no shard yet, as one array job
+        (submitit), spread over --array tasks. The run folder keeps config.toml, jobs.json,
+        logs/ and shards/; status and --resume read them from any shell. A cell with a shard
+        is never trained again; --resume refuses a changed config.
+
+        example:
+          python -m seedgrid submit --config dodge2020-rte --cluster mysite --array 625 --parallel 64
+          python -m seedgrid submit --config demo --cluster local --parallel 1 --wait
+          python -m seedgrid submit --resume runs/dodge2020-rte --cluster mysite
+        """),
+    "status": (_status, _status_args, "show which cells are done, running, pending or failed", """
+        Reads the shards on disk (the truth) and, for cells without one, the state of their
+        array task from sacct; prints counts, a WI x DO map, why cells failed, and the command
+        that resubmits them.
+
+        example:
+          python -m seedgrid status runs/dodge2020-rte
+        """),
+    "presets": (_presets, lambda p: None, "list the packaged configs and tasks", """
         example:
           python -m seedgrid presets
         """),
@@ -86,16 +191,11 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="example: python -m seedgrid run --config demo --wi 1 --do 1",
         formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True, metavar="command")
-    for name, (func, summary, details) in COMMANDS.items():
+    for name, (func, add_args, summary, details) in COMMANDS.items():
         p = sub.add_parser(name, help=summary, description=summary + "\n" + textwrap.dedent(details),
                            formatter_class=argparse.RawDescriptionHelpFormatter)
         p.set_defaults(func=func)
-        if name == "run":
-            p.add_argument("--config", required=True,
-                           help="a preset name (see `presets`) or a TOML file")
-            p.add_argument("--wi", type=int, required=True, help="weight-initialisation seed")
-            p.add_argument("--do", type=int, required=True, help="data-order seed")
-            p.add_argument("--out", help="run folder (default: runs/<config name>)")
+        add_args(p)
     return parser
 
 

@@ -1,0 +1,86 @@
+"""Cluster profiles: where and how a grid's array tasks run (``cluster/<name>.toml``).
+
+A profile is a TOML file of :class:`Profile` fields. ``--cluster NAME`` reads ``NAME`` as a
+file path, else ``cluster/NAME.toml`` in the current folder, else in seedgrid's own
+``cluster/`` folder (beside the package in a checkout); ``local`` needs no file.
+
+``executor = "local"`` runs array tasks as subprocesses of this machine (submitit's local
+executor: no queue, no throttle, so cells are packed into ``--parallel`` tasks);
+``executor = "slurm"`` submits one SLURM array per grid through submitit.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+
+from seedgrid.errors import UsageError
+
+EXECUTORS = ("local", "slurm")
+
+
+@dataclass(frozen=True)
+class Profile:
+    name: str = "local"
+    executor: str = "local"
+    partition: str = ""
+    account: str = ""
+    qos: str = ""
+    constraint: str = ""
+    #: GPUs for each array task (one cell trains on all of them with DDP)
+    gpus_per_cell: int = 0
+    cpus_per_task: int = 2
+    mem_gb: float = 4.0
+    #: wall-time limit of one array task, in minutes
+    time_min: int = 60
+    #: most array tasks running at once (the array's %K); --parallel overrides it
+    array_parallelism: int = 64
+    #: shell lines run before each task (module loads, environment variables)
+    setup: list[str] = dataclasses.field(default_factory=list)
+
+    def submitit_parameters(self, job_name: str, parallel: int) -> dict:
+        """Keyword arguments for ``submitit.AutoExecutor.update_parameters``."""
+        params = {"timeout_min": self.time_min, "mem_gb": self.mem_gb,
+                  "cpus_per_task": self.cpus_per_task, "name": job_name}
+        if self.executor == "slurm":
+            extra = {k: getattr(self, k) for k in ("account", "qos", "constraint") if getattr(self, k)}
+            params.update(slurm_array_parallelism=parallel, slurm_setup=list(self.setup),
+                          slurm_additional_parameters=extra)
+            if self.partition:
+                params["slurm_partition"] = self.partition
+            if self.gpus_per_cell:
+                params["gpus_per_node"] = self.gpus_per_cell
+        return params
+
+
+def search_path() -> list[Path]:
+    return [Path.cwd() / "cluster", Path(__file__).resolve().parents[1] / "cluster"]
+
+
+def load_profile(spec: str) -> Profile:
+    path = Path(spec)
+    if not path.is_file():
+        path = next((d / f"{spec}.toml" for d in search_path() if (d / f"{spec}.toml").is_file()),
+                    None)
+    if path is None:
+        if spec == "local":
+            return Profile()
+        known = sorted({p.stem for d in search_path() if d.is_dir() for p in d.glob("*.toml")})
+        raise UsageError(f"unknown cluster profile {spec!r}: choose one of "
+                         f"{', '.join(known) or 'local'} or give a TOML file")
+    try:
+        raw = tomllib.loads(path.read_text())
+    except tomllib.TOMLDecodeError as e:
+        raise UsageError(f"cluster profile {str(path)!r} is not valid TOML ({e})") from None
+    fields = {f.name for f in dataclasses.fields(Profile)} - {"name"}
+    unknown = sorted(set(raw) - fields)
+    if unknown:
+        raise UsageError(f"unknown key {unknown[0]!r} in cluster profile {str(path)!r}: valid keys "
+                         f"are {', '.join(sorted(fields))}")
+    profile = Profile(name=path.stem, **raw)
+    if profile.executor not in EXECUTORS:
+        raise UsageError(f"cluster profile {path.stem!r}: executor = {profile.executor!r} must be "
+                         f"one of {', '.join(EXECUTORS)}")
+    return profile

@@ -1,0 +1,122 @@
+"""Send a grid's cells to a cluster as array tasks (submitit), and the worker each task runs.
+
+One submission = the cells of the grid that have no shard yet, spread over ``n_tasks`` array
+tasks (consecutive cells share a task and run one after the other). On SLURM, one sbatch array
+per submission (split into several when it has more tasks than the cluster's MaxArraySize).
+``jobs.json`` in the run folder records every submission: array job ids and the cells of each
+task, so that ``status`` and ``--resume`` work from any shell.
+
+The shards on disk are the truth: a worker skips cells whose shard exists, so a rerun or a
+resumed submission never trains a finished cell again.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import os
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+from seedgrid.cluster import Profile
+from seedgrid.config import Config, load_config
+from seedgrid.errors import UsageError
+from seedgrid.rundir import CONFIG
+from seedgrid.store import shard_path, write_atomic
+
+JOBS = "jobs.json"
+Cell = tuple[int, int]
+
+
+def grid_cells(cfg: Config) -> list[Cell]:
+    """All cells of the config's grid, WI-major (row by row of the WI × DO map)."""
+    return [(wi, do) for wi in cfg.grid.seeds_wi for do in cfg.grid.seeds_do]
+
+
+def missing_cells(cfg: Config, run_dir: Path) -> list[Cell]:
+    return [c for c in grid_cells(cfg) if not shard_path(run_dir, *c).exists()]
+
+
+def pack(cells: list[Cell], n_tasks: int) -> list[list[Cell]]:
+    """Consecutive cells into ``n_tasks`` tasks whose sizes differ by at most one."""
+    size, extra = divmod(len(cells), n_tasks)
+    bounds = [0]
+    for i in range(n_tasks):
+        bounds.append(bounds[-1] + size + (i < extra))
+    return [cells[a:b] for a, b in zip(bounds, bounds[1:])]
+
+
+def run_task(run_dir: str, cells: list[Cell]) -> list[str]:
+    """The array task: train every cell of ``cells`` that has no shard yet; their statuses."""
+    from seedgrid.trainer import train_cell  # imported in the worker, not at submission
+
+    cfg = load_config(Path(run_dir) / CONFIG)
+    statuses = []
+    for wi, do in cells:
+        path = shard_path(run_dir, wi, do)
+        if path.exists():
+            statuses.append("done")
+            continue
+        shard = train_cell(cfg, wi, do)
+        if shard is not None:  # the main process writes
+            write_atomic(shard, path)
+            statuses.append(str(shard.status.item()))
+    return statuses
+
+
+def submit(cfg: Config, profile: Profile, run_dir: Path, cells: list[Cell], n_tasks: int,
+           parallel: int) -> tuple[dict, list]:
+    """Submit ``cells`` as ``n_tasks`` array tasks; returns the jobs.json record and the jobs."""
+    import submitit
+
+    check_executor(profile)
+    tasks = pack(cells, n_tasks)
+    executor = submitit.AutoExecutor(folder=run_dir / "logs", cluster=profile.executor)
+    executor.update_parameters(**profile.submitit_parameters(f"seedgrid-{run_dir.name}", parallel))
+    limit = max_array_size() if profile.executor == "slurm" else len(tasks)
+    arrays, jobs = [], []
+    for start in range(0, len(tasks), limit):  # one array per MaxArraySize tasks
+        chunk = tasks[start:start + limit]
+        array_jobs = executor.map_array(run_task, [str(run_dir)] * len(chunk), chunk)
+        jobs += array_jobs
+        arrays.append({"job_id": array_jobs[0].job_id.split("_")[0],
+                       "tasks": [[list(c) for c in task] for task in chunk]})
+    record = _record_submission(run_dir, cfg, profile, arrays)
+    return record, jobs
+
+
+def check_executor(profile: Profile) -> None:
+    """Refuse a SLURM profile where SLURM cannot be reached (before anything is written)."""
+    if profile.executor == "slurm" and shutil.which("sbatch") is None:
+        raise UsageError(f"cluster profile {profile.name!r} needs SLURM but sbatch is not on "
+                         "PATH: use --cluster local, or run where SLURM is installed")
+
+
+def max_array_size() -> int:
+    """The cluster's MaxArraySize (the largest array index is one less); 1001 if unknown."""
+    try:
+        out = subprocess.run(["scontrol", "show", "config"], capture_output=True, text=True,
+                             timeout=30).stdout
+    except (OSError, subprocess.TimeoutExpired):
+        return 1001
+    match = re.search(r"^MaxArraySize\s*=\s*(\d+)", out, re.MULTILINE)
+    return int(match.group(1)) if match else 1001
+
+
+def read_jobs(run_dir: Path) -> dict:
+    path = run_dir / JOBS
+    return json.loads(path.read_text()) if path.exists() else {"submissions": []}
+
+
+def _record_submission(run_dir: Path, cfg: Config, profile: Profile, arrays: list[dict]) -> dict:
+    record = read_jobs(run_dir)
+    record.update(config_hash=cfg.hash)
+    record["submissions"].append({
+        "submitted": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "cluster": profile.name, "executor": profile.executor, "arrays": arrays})
+    tmp = run_dir / f".{JOBS}.{os.getpid()}.tmp"
+    tmp.write_text(json.dumps(record, indent=1))
+    os.replace(tmp, run_dir / JOBS)
+    return record

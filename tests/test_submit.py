@@ -1,0 +1,140 @@
+"""submit / status / --resume against the real dev SLURM (slurm/) and the local executor."""
+
+import json
+import os
+import subprocess
+import sys
+import time
+from datetime import datetime
+from pathlib import Path
+
+import pytest
+
+from seedgrid.store import read_shard
+
+from conftest import REPO, run_cli
+
+DEV = str(REPO / "cluster/dev.toml")
+
+
+def _grid_toml(tiny_toml, n_wi, n_do):
+    return str(tiny_toml(grid={"n_wi": n_wi, "n_do": n_do}))
+
+
+def _sacct_tasks(job_id):
+    out = subprocess.run(["sacct", "-n", "-P", "-X", "-o", "JobID,State,Start,End", "-j", job_id],
+                         capture_output=True, text=True, check=True).stdout
+    return [line.split("|") for line in out.splitlines()]
+
+
+def _max_overlap(rows):
+    """Most tasks running at the same time, from sacct's Start/End."""
+    spans = [(datetime.fromisoformat(s), datetime.fromisoformat(e)) for _, _, s, e in rows]
+    return max(sum(a <= t < b for a, b in spans) for t, _ in spans)
+
+
+def test_a_4x4_grid_as_8_tasks_with_at_most_4_at_once(slurm, tmp_path, tiny_toml):
+    out = tmp_path / "grid"
+    result = run_cli("submit", "--config", _grid_toml(tiny_toml, 4, 4), "--cluster", DEV,
+                     "--array", "8", "--parallel", "4", "--out", str(out), "--wait")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "8 task(s) of up to 2 cell(s), at most 4 at once" in result.stdout
+    assert "done 16" in result.stdout
+    shards = sorted((out / "shards").glob("*.nc"))
+    assert len(shards) == 16
+    for path in shards:
+        assert read_shard(path).status.item() == "done"
+    jobs = json.loads((out / "jobs.json").read_text())
+    (array,) = jobs["submissions"][0]["arrays"]
+    assert [len(t) for t in array["tasks"]] == [2] * 8
+    deadline = time.time() + 60
+    while time.time() < deadline:  # accounting lags completion by seconds
+        rows = _sacct_tasks(array["job_id"])
+        if len(rows) == 8 and all(r[1] == "COMPLETED" for r in rows):
+            break
+        time.sleep(1)
+    assert len(rows) == 8 and all(r[1] == "COMPLETED" for r in rows)
+    assert _max_overlap(rows) <= 4
+
+    again = run_cli("submit", "--resume", str(out), "--cluster", DEV)
+    assert "all 16 cells have shards; nothing to submit" in again.stdout
+
+
+def test_cancelled_tasks_are_shown_with_why_and_resume_reruns_only_them(slurm, tmp_path, tiny_toml):
+    out = tmp_path / "grid"
+    result = run_cli("submit", "--config", _grid_toml(tiny_toml, 1, 3), "--cluster", DEV,
+                     "--parallel", "1", "--out", str(out))
+    assert result.returncode == 0, result.stderr
+    job = json.loads((out / "jobs.json").read_text())["submissions"][0]["arrays"][0]["job_id"]
+    subprocess.run(["scancel", f"{job}_2"], check=True)  # still pending: never starts
+    deadline = time.time() + 120
+    while time.time() < deadline:  # cancel task 0 while it runs
+        if subprocess.run(["squeue", "-h", "-t", "RUNNING", "-j", f"{job}_0"], capture_output=True,
+                          text=True).stdout.strip():
+            break
+        time.sleep(0.5)
+    subprocess.run(["scancel", f"{job}_0"], check=True)
+    while time.time() < deadline and subprocess.run(
+            ["squeue", "-h", "-j", job], capture_output=True, text=True).stdout.strip():
+        time.sleep(1)
+    time.sleep(5)  # let accounting catch up
+
+    status = run_cli("status", str(out), "--cluster", DEV)
+    assert status.returncode == 0, status.stderr
+    text = status.stdout
+    assert "done 1" in text and "failed 1" in text and "missing 1" in text
+    assert f"failed (wi=1, do=1) task {job}_0: CANCELLED" in text
+    assert f"missing (wi=1, do=3) task {job}_2: unknown to sacct" in text
+    assert f"python -m seedgrid submit --resume {out} --cluster {DEV}" in text
+    done_before = (out / "shards/wi1_do2.nc").stat().st_mtime_ns
+
+    resumed = run_cli("submit", "--resume", str(out), "--cluster", DEV, "--wait")
+    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+    assert "submitted 2 of 3 cells" in resumed.stdout and "done 3" in resumed.stdout
+    last = json.loads((out / "jobs.json").read_text())["submissions"][-1]["arrays"][0]["tasks"]
+    assert sorted(c for t in last for c in t) == [[1, 1], [1, 3]]
+    assert (out / "shards/wi1_do2.nc").stat().st_mtime_ns == done_before  # never trained again
+
+
+def test_local_executor_runs_the_grid_without_slurm(tmp_path, tiny_toml):
+    out = tmp_path / "grid"
+    result = run_cli("submit", "--config", _grid_toml(tiny_toml, 1, 2), "--cluster", "local",
+                     "--out", str(out), "--wait")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "1 task(s) of up to 2 cell(s)" in result.stdout
+    assert len(list((out / "shards").glob("*.nc"))) == 2
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--array", "0"], "--array 0 must be between 1 and the 4 cells to run"),
+    (["--array", "5"], "--array 5 must be between 1 and the 4 cells to run"),
+    (["--parallel", "0"], "--parallel 0 must be at least 1"),
+    (["--cluster", "nosuchsite"], "unknown cluster profile 'nosuchsite': choose one of"),
+])
+def test_bad_submit_input_submits_nothing(tmp_path, tiny_toml, args, message):
+    out = tmp_path / "grid"
+    result = run_cli("submit", "--config", _grid_toml(tiny_toml, 2, 2), "--out", str(out),
+                     *(["--cluster", DEV] if "--cluster" not in args else []), *args)
+    assert result.returncode == 2
+    assert message in result.stderr and len(result.stderr.strip().splitlines()) == 1
+    assert not (out / "jobs.json").exists() and not (out / "shards").exists()
+
+
+def test_resume_with_a_changed_config_is_refused(tmp_path, tiny_toml):
+    out = tmp_path / "grid"
+    out.mkdir()
+    (out / "config.toml").write_text(Path(_grid_toml(tiny_toml, 2, 2)).read_text())
+    changed = tiny_toml("changed.toml", train={"learning_rate": 0.5})
+    result = run_cli("submit", "--resume", str(out), "--config", str(changed), "--cluster", DEV)
+    assert result.returncode == 2 and "holds cells of config" in result.stderr
+    assert not (out / "jobs.json").exists()
+
+
+def test_a_slurm_profile_without_sbatch_suggests_the_local_cluster(tmp_path, tiny_toml):
+    env = dict(os.environ, PATH=str(tmp_path))  # no sbatch anywhere on PATH
+    result = subprocess.run([sys.executable, "-m", "seedgrid", "submit", "--config",
+                     _grid_toml(tiny_toml, 1, 1), "--cluster", DEV, "--out", str(tmp_path / "g")],
+                    cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2
+    assert "sbatch is not on PATH: use --cluster local" in result.stderr
+    assert not (tmp_path / "g").exists()  # nothing written
