@@ -27,13 +27,16 @@ def _run(args: argparse.Namespace) -> None:
         print(f"{path} exists: cell (wi={args.wi}, do={args.do}) is done; delete it to train again")
         return
 
+    from seedgrid.checkpoint import Checkpointer, checkpoint_path
     from seedgrid.trainer import train_cell  # heavy imports only when training
 
-    shard = train_cell(cfg, args.wi, args.do)
+    checkpointer = Checkpointer(checkpoint_path(run_dir, args.wi, args.do))
+    shard = train_cell(cfg, args.wi, args.do, checkpointer=checkpointer)
     if shard is None:  # not the main process
         return
     rundir.write_config(run_dir, cfg)
     store.write_atomic(shard, path)
+    checkpointer.remove()
     curve = metrics.score(shard.logits.values[0, 0].transpose(1, 0, 2),
                           shard.label.values, shard.attrs["metric"])
     status = shard.status.values[0, 0]

@@ -80,6 +80,9 @@ class RuntimeConfig:
     eval_batch_size: int = 64
     #: torch deterministic algorithms: the same cell on the same hardware reproduces bitwise
     deterministic: bool = False
+    #: also checkpoint after every N-th evaluation (0: only when SLURM signals preemption or
+    #: the time limit); a crash or plain requeue then loses at most N evaluations of work
+    checkpoint_every_evals: int = 0
 
 
 @dataclass(frozen=True)
@@ -241,6 +244,8 @@ def _validate(cfg: Config) -> None:
         (r.gradient_accumulation >= 1, f"[runtime] gradient_accumulation = "
                                        f"{r.gradient_accumulation} must be at least 1"),
         (r.eval_batch_size >= 1, f"[runtime] eval_batch_size = {r.eval_batch_size} must be >= 1"),
+        (r.checkpoint_every_evals >= 0, f"[runtime] checkpoint_every_evals = "
+                                        f"{r.checkpoint_every_evals} must be >= 0 (0 = on signal only)"),
         (m.max_length >= 8, f"[model] max_length = {m.max_length} must be at least 8"),
         (m.initializer_range >= 0, f"[model] initializer_range = {m.initializer_range} must be "
                                    ">= 0 (0 = the model's own)"),

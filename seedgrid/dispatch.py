@@ -3,8 +3,8 @@
 One submission = the cells of the grid that have no shard yet, spread over ``n_tasks`` array
 tasks (consecutive cells share a task and run one after the other). On SLURM, one sbatch array
 per submission (split into several when it has more tasks than the cluster's MaxArraySize).
-``jobs.json`` in the run folder records every submission: array job ids and the cells of each
-task, so that ``status`` and ``--resume`` work from any shell.
+``jobs.json`` in the run folder records every submission: array job ids, each task's job id and
+its cells, so that ``status`` and ``--resume`` work from any shell.
 
 The shards on disk are the truth: a worker skips cells whose shard exists, so a rerun or a
 resumed submission never trains a finished cell again.
@@ -20,6 +20,7 @@ import shutil
 import subprocess
 from pathlib import Path
 
+from seedgrid.checkpoint import Checkpointer, checkpoint_path
 from seedgrid.cluster import Profile
 from seedgrid.config import Config, load_config
 from seedgrid.errors import UsageError
@@ -48,22 +49,41 @@ def pack(cells: list[Cell], n_tasks: int) -> list[list[Cell]]:
     return [cells[a:b] for a, b in zip(bounds, bounds[1:])]
 
 
-def run_task(run_dir: str, cells: list[Cell]) -> list[str]:
-    """The array task: train every cell of ``cells`` that has no shard yet; their statuses."""
-    from seedgrid.trainer import train_cell  # imported in the worker, not at submission
+class ArrayTask:
+    """What one array task runs: train each of its cells that has no shard yet.
 
-    cfg = load_config(Path(run_dir) / CONFIG)
-    statuses = []
-    for wi, do in cells:
-        path = shard_path(run_dir, wi, do)
-        if path.exists():
-            statuses.append("done")
-            continue
-        shard = train_cell(cfg, wi, do)
-        if shard is not None:  # the main process writes
-            write_atomic(shard, path)
-            statuses.append(str(shard.status.item()))
-    return statuses
+    A cell resumes from its checkpoint when it has one. On preemption or time limit, submitit
+    calls :meth:`checkpoint` (in its USR2 handler): the running cell's state is saved and the
+    task requeued with the same cells; finished cells are skipped on restart.
+    """
+
+    def __init__(self) -> None:
+        self._checkpointer: Checkpointer | None = None
+
+    def __call__(self, run_dir: str, cells: list[Cell]) -> list[str]:
+        from seedgrid.trainer import train_cell  # imported in the worker, not at submission
+
+        cfg = load_config(Path(run_dir) / CONFIG)
+        statuses = []
+        for wi, do in cells:
+            path = shard_path(run_dir, wi, do)
+            if path.exists():
+                statuses.append("done")
+                continue
+            self._checkpointer = Checkpointer(checkpoint_path(run_dir, wi, do))
+            shard = train_cell(cfg, wi, do, checkpointer=self._checkpointer)
+            if shard is not None:  # the main process writes
+                write_atomic(shard, path)
+                self._checkpointer.remove()
+                statuses.append(str(shard.status.item()))
+        return statuses
+
+    def checkpoint(self, run_dir: str, cells: list[Cell]):
+        import submitit
+
+        if self._checkpointer is not None:
+            self._checkpointer.save()
+        return submitit.helpers.DelayedSubmission(ArrayTask(), run_dir, cells)
 
 
 def submit(cfg: Config, profile: Profile, run_dir: Path, cells: list[Cell], n_tasks: int,
@@ -79,9 +99,11 @@ def submit(cfg: Config, profile: Profile, run_dir: Path, cells: list[Cell], n_ta
     arrays, jobs = [], []
     for start in range(0, len(tasks), limit):  # one array per MaxArraySize tasks
         chunk = tasks[start:start + limit]
-        array_jobs = executor.map_array(run_task, [str(run_dir)] * len(chunk), chunk)
+        array_jobs = executor.map_array(ArrayTask(), [str(run_dir)] * len(chunk), chunk)
         jobs += array_jobs
+        # submitit's id of each task: "<array>_<index>", or "<job>" when it sent a single job
         arrays.append({"job_id": array_jobs[0].job_id.split("_")[0],
+                       "task_ids": [j.job_id for j in array_jobs],
                        "tasks": [[list(c) for c in task] for task in chunk]})
     record = _record_submission(run_dir, cfg, profile, arrays)
     return record, jobs

@@ -30,7 +30,7 @@ _WAITING = {"PENDING", "REQUEUED", "RESIZING", "SUSPENDED", "REQUEUE_HOLD", "REQ
 @dataclass
 class CellState:
     state: str
-    task: str = ""  # "<array job>_<index>"
+    task: str = ""  # submitit's job id of the task: "<array job>_<index>" (or "<job>")
     reason: str = ""
 
 
@@ -96,9 +96,9 @@ def _last_task_of_each_cell(run_dir: Path) -> dict[tuple[int, int], tuple[str, s
     tasks = {}
     for sub in read_jobs(run_dir)["submissions"]:  # later submissions win
         for array in sub["arrays"]:
-            for index, cells in enumerate(array["tasks"]):
+            for task_id, cells in zip(array["task_ids"], array["tasks"]):
                 for wi, do in cells:
-                    tasks[wi, do] = (f"{array['job_id']}_{index}", sub["executor"])
+                    tasks[wi, do] = (task_id, sub["executor"])
     return tasks
 
 
@@ -122,7 +122,7 @@ def _sacct(job_ids: list[str]) -> tuple[dict[str, str], str]:
                 lo, _, hi = part.partition("-")
                 for i in range(int(lo), int(hi or lo) + 1):
                     states[f"{base}_{i}"] = state
-        elif index:
+        else:  # one array task, or a plain job (submitit sends a one-task array as a job)
             states[job] = state
     return states, ""
 
@@ -133,7 +133,7 @@ def _shard_status(path: Path) -> str:
 
 
 def _last_log_line(run_dir: Path, task: str) -> str:
-    log = run_dir / "logs" / f"{task}_0_log.err"
+    log = run_dir / "logs" / f"{task}_0_log.err"  # submitit's: <job id>_<rank>_log.err
     if not log.exists():
         return "no log"
     lines = [ln.strip() for ln in log.read_text(errors="replace").splitlines() if ln.strip()]

@@ -28,6 +28,7 @@ from transformers import get_linear_schedule_with_warmup
 
 import seedgrid
 from seedgrid import data, metrics, seeds
+from seedgrid.checkpoint import Checkpointer, rng_state, set_rng_state, signals_held
 from seedgrid.config import Config
 from seedgrid.model import load_model, load_tokenizer
 from seedgrid.store import cell_dataset
@@ -37,11 +38,17 @@ from seedgrid.tasks import get_task, load_splits
 OnUpdate = Callable[[int, np.ndarray], None]
 
 
+def _print_now(line: str) -> None:
+    print(line, flush=True)  # progress reaches a SLURM log file as it happens
+
+
 def train_cell(cfg: Config, seed_wi: int, seed_do: int, *, on_update: OnUpdate | None = None,
-               log: Callable[[str], None] = print):
+               checkpointer: Checkpointer | None = None, log: Callable[[str], None] = _print_now):
     """Fine-tune one cell and return its shard (an ``xarray.Dataset``; main process only).
 
-    On processes other than the main one, returns None.
+    With a ``checkpointer``, the cell resumes from its checkpoint if there is one, and binds its
+    state so that a preemption handler can save it; with ``[runtime] checkpoint_every_evals``
+    it also saves after every N-th evaluation. On processes other than the main one, returns None.
     """
     started = time.time()
     if cfg.runtime.deterministic:
@@ -89,14 +96,49 @@ def train_cell(cfg: Config, seed_wi: int, seed_do: int, *, on_update: OnUpdate |
         return _evaluate(model, tokenizer, val, accelerator, cfg.runtime.eval_batch_size,
                          task.num_labels)
 
+    # --- progress: fresh, or where the checkpoint left it ------------------------------------
     logits = np.full((len(eval_at), len(val), task.num_labels), np.nan, np.float32)
     train_loss = np.full(total_updates, np.nan, np.float32)
-    logits[0] = evaluate()
-    status, update = "done", 0
+    update, evaluated, spent, rng = 0, 0, 0.0, rng_state()
+    saved = checkpointer.load() if checkpointer else None
+    if saved is not None and (saved["config_hash"], saved["seed_wi"], saved["seed_do"]) != (
+            cfg.hash, seed_wi, seed_do):
+        say(f"{name} ignoring {checkpointer.path}: it is of another config or cell")
+        saved = None
+    if saved is not None:
+        accelerator.unwrap_model(model).load_state_dict(saved["model"])
+        optimizer.load_state_dict(saved["optimizer"])
+        scheduler.load_state_dict(saved["scheduler"])
+        if accelerator.scaler is not None and saved.get("scaler"):
+            accelerator.scaler.load_state_dict(saved["scaler"])
+        logits, train_loss = saved["logits"], saved["train_loss"]
+        update, evaluated, spent, rng = (saved[k] for k in ("update", "evaluated", "wall_time_s",
+                                                              "rng"))
+        set_rng_state(rng)
+        say(f"{name} resumed from {checkpointer.path} at update {update}/{total_updates}")
+
+    def state() -> dict:  # consistent between updates: see seedgrid.checkpoint
+        return {"seed_wi": seed_wi, "seed_do": seed_do, "config_hash": cfg.hash,
+                "model": accelerator.unwrap_model(model).state_dict(),
+                "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+                "scaler": accelerator.scaler.state_dict() if accelerator.scaler else None,
+                "update": update, "evaluated": evaluated, "rng": rng, "logits": logits.copy(),
+                "train_loss": train_loss.copy(), "wall_time_s": spent + time.time() - started}
+
+    if checkpointer is not None:
+        checkpointer.bind(state)
+    due = int(np.searchsorted(eval_at, update, side="right"))  # evaluations due by now
+    if evaluated < due:  # before training, or interrupted during the evaluation
+        logits[due - 1] = evaluate()
+        evaluated = due
+    status = "done"
 
     # --- training: one optimizer update per global batch -------------------------------------
-    for epoch in range(cfg.train.epochs):
-        for batch in data.global_batches(len(train), cfg.train.batch_size, seed_do, epoch):
+    for epoch in range(update // per_epoch, cfg.train.epochs):
+        for b, batch in enumerate(data.global_batches(len(train), cfg.train.batch_size, seed_do,
+                                                      epoch)):
+            if epoch * per_epoch + b < update:
+                continue  # done before a restart
             model.train()
             micro = data.local_micro_batches(batch, rank, world, cfg.runtime.gradient_accumulation)
             loss_sum = torch.zeros((), device=accelerator.device)
@@ -114,15 +156,17 @@ def train_cell(cfg: Config, seed_wi: int, seed_do: int, *, on_update: OnUpdate |
                     # gradient of the mean loss over the whole global batch.
                     accelerator.backward(loss * world / len(batch))
                 loss_sum += loss.detach()
-            if cfg.train.max_grad_norm > 0:
-                accelerator.clip_grad_norm_(model.parameters(), cfg.train.max_grad_norm)
-            optimizer.step()
-            scheduler.step()
-            optimizer.zero_grad()
+            with signals_held():  # a checkpoint sees the state before or after this update
+                if cfg.train.max_grad_norm > 0:
+                    accelerator.clip_grad_norm_(model.parameters(), cfg.train.max_grad_norm)
+                optimizer.step()
+                scheduler.step()
+                optimizer.zero_grad()
+                train_loss[update] = accelerator.reduce(loss_sum, "sum").item() / len(batch)
+                update += 1
+                rng = rng_state()  # what the next update's dropout starts from
             if on_update is not None:
-                on_update(update + 1, np.concatenate(micro))
-            train_loss[update] = accelerator.reduce(loss_sum, "sum").item() / len(batch)
-            update += 1
+                on_update(update, np.concatenate(micro))
 
             if not np.isfinite(train_loss[update - 1]):
                 status = "diverged"  # keep what was evaluated so far; the rest stays NaN
@@ -131,9 +175,13 @@ def train_cell(cfg: Config, seed_wi: int, seed_do: int, *, on_update: OnUpdate |
             if update in eval_at:
                 j = int(np.searchsorted(eval_at, update))
                 logits[j] = evaluate()
+                evaluated = j + 1
                 value = metrics.score(logits[j], val.labels, task.metric)
                 say(f"{name} update {update}/{total_updates} (epoch {update / per_epoch:.2f}) "
                     f"loss {train_loss[update - 1]:.4f} {task.metric} {value:.4f}")
+                every = cfg.runtime.checkpoint_every_evals
+                if checkpointer is not None and every and j % every == 0 and update < total_updates:
+                    checkpointer.save()
         if status == "diverged":
             break
 
@@ -143,7 +191,7 @@ def train_cell(cfg: Config, seed_wi: int, seed_do: int, *, on_update: OnUpdate |
     return cell_dataset(
         seed_wi=seed_wi, seed_do=seed_do, logits=logits, labels=val.labels,
         example_ids=val.ids, steps=eval_at, epochs=eval_at / per_epoch, train_loss=train_loss,
-        status=status, wall_time_s=time.time() - started,
+        status=status, wall_time_s=spent + time.time() - started,
         attrs={
             "task": task.name, "metric": task.metric, "model": cfg.model.name,
             "majority_baseline": task.majority_baseline, "config_hash": cfg.hash,

@@ -150,3 +150,54 @@ def test_bad_input_exit_status_from_a_real_process(tmp_path):
     assert result.returncode == 2
     assert result.stderr.strip().splitlines() == [result.stderr.strip()]
     assert "unknown preset 'dmeo'" in result.stderr
+
+
+class _Stop(Exception):
+    pass
+
+
+@pytest.mark.parametrize("stop_after", [
+    5,  # the end of epoch 1: its evaluation had not run yet, so resuming redoes it first
+    7,  # mid-epoch 2, between evaluations
+])
+def test_a_resumed_cell_equals_the_uninterrupted_one_bitwise(tmp_path, stop_after):
+    from seedgrid.checkpoint import Checkpointer
+
+    cfg = tiny_config()
+    full = train_cell(cfg, 1, 2, log=lambda _: None)
+    first = Checkpointer(tmp_path / "cell.pt")
+
+    def preempt(update, _):  # what submitit's handler does: save, then the process ends
+        if update == stop_after:
+            first.save()
+            raise _Stop
+
+    with pytest.raises(_Stop):
+        train_cell(cfg, 1, 2, checkpointer=first, on_update=preempt, log=lambda _: None)
+    lines = []
+    resumed = train_cell(cfg, 1, 2, checkpointer=Checkpointer(tmp_path / "cell.pt"),
+                         log=lines.append)
+    assert any(f"resumed from {tmp_path / 'cell.pt'} at update {stop_after}/10" in ln
+               for ln in lines)
+    for name in ("logits", "train_loss"):
+        assert resumed[name].values.tobytes() == full[name].values.tobytes(), name
+
+
+def test_periodic_checkpoints_and_their_removal(tmp_path, tiny_toml):
+    out = tmp_path / "run"
+    config = tiny_toml(runtime={"deterministic": True, "checkpoint_every_evals": 1})
+    seen = []
+
+    from seedgrid.checkpoint import Checkpointer, checkpoint_path
+    path = checkpoint_path(out, 1, 1)
+    ck = Checkpointer(path)
+
+    def look(update, _):
+        seen.append((update, path.exists()))
+
+    train_cell(tiny_config(runtime={"checkpoint_every_evals": 1}), 1, 1, checkpointer=ck,
+               on_update=look, log=lambda _: None)
+    assert seen[2] == (3, False) and seen[3] == (4, True)  # saved after the evaluation at 3
+    result = run_cli("run", "--config", str(config), "--wi", "1", "--do", "1", "--out", str(out))
+    assert result.returncode == 0, result.stderr
+    assert not path.exists() and (out / "shards/wi1_do1.nc").exists()  # removed with the shard

@@ -83,7 +83,8 @@ def test_cancelled_tasks_are_shown_with_why_and_resume_reruns_only_them(slurm, t
     assert status.returncode == 0, status.stderr
     text = status.stdout
     assert "done 1" in text and "failed 1" in text and "missing 1" in text
-    assert f"failed (wi=1, do=1) task {job}_0: CANCELLED" in text
+    assert f"failed (wi=1, do=1) task {job}_0: CANCELLED; log: " in text
+    assert "no log" not in text.split(f"task {job}_0:")[1].splitlines()[0]
     assert f"missing (wi=1, do=3) task {job}_2: unknown to sacct" in text
     assert f"python -m seedgrid submit --resume {out} --cluster {DEV}" in text
     done_before = (out / "shards/wi1_do2.nc").stat().st_mtime_ns
