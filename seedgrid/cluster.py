@@ -31,19 +31,25 @@ class Profile:
     constraint: str = ""
     #: GPUs for each array task (one cell trains on all of them with DDP)
     gpus_per_cell: int = 0
+    #: processes for each cell (0: one per GPU, at least 1); on CPU, >1 trains with gloo
+    processes_per_cell: int = 0
     cpus_per_task: int = 2
     mem_gb: float = 4.0
     #: wall-time limit of one array task, in minutes
     time_min: int = 60
     #: most array tasks running at once (the array's %K); --parallel overrides it
     array_parallelism: int = 64
+    #: most tasks in one sbatch array (0: ask the cluster: scontrol's MaxArraySize); bigger
+    #: submissions are split into several arrays
+    max_array_size: int = 0
     #: shell lines run before each task (module loads, environment variables)
     setup: list[str] = dataclasses.field(default_factory=list)
 
     def submitit_parameters(self, job_name: str, parallel: int) -> dict:
         """Keyword arguments for ``submitit.AutoExecutor.update_parameters``."""
         params = {"timeout_min": self.time_min, "mem_gb": self.mem_gb,
-                  "cpus_per_task": self.cpus_per_task, "name": job_name}
+                  "cpus_per_task": self.cpus_per_task, "name": job_name,
+                  "tasks_per_node": self.processes_per_cell or max(self.gpus_per_cell, 1)}
         if self.executor == "slurm":
             extra = {k: getattr(self, k) for k in ("account", "qos", "constraint") if getattr(self, k)}
             params.update(slurm_array_parallelism=parallel, slurm_setup=list(self.setup),

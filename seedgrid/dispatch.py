@@ -61,8 +61,14 @@ class ArrayTask:
         self._checkpointer: Checkpointer | None = None
 
     def __call__(self, run_dir: str, cells: list[Cell]) -> list[str]:
+        import submitit
+
         from seedgrid.trainer import train_cell  # imported in the worker, not at submission
 
+        if submitit.JobEnvironment().num_tasks > 1:  # several processes train each cell (DDP)
+            # SLURM already limits the task to its GPUs; Accelerate takes cuda:LOCAL_RANK.
+            submitit.helpers.TorchDistributedEnvironment().export(set_cuda_visible_devices=False,
+                                                                  overwrite=True)
         cfg = load_config(Path(run_dir) / CONFIG)
         statuses = []
         for wi, do in cells:
@@ -95,7 +101,9 @@ def submit(cfg: Config, profile: Profile, run_dir: Path, cells: list[Cell], n_ta
     tasks = pack(cells, n_tasks)
     executor = submitit.AutoExecutor(folder=run_dir / "logs", cluster=profile.executor)
     executor.update_parameters(**profile.submitit_parameters(f"seedgrid-{run_dir.name}", parallel))
-    limit = max_array_size() if profile.executor == "slurm" else len(tasks)
+    limit = len(tasks)
+    if profile.executor == "slurm":
+        limit = profile.max_array_size or max_array_size()
     arrays, jobs = [], []
     for start in range(0, len(tasks), limit):  # one array per MaxArraySize tasks
         chunk = tasks[start:start + limit]

@@ -139,3 +139,60 @@ def test_a_slurm_profile_without_sbatch_suggests_the_local_cluster(tmp_path, tin
     assert result.returncode == 2
     assert "sbatch is not on PATH: use --cluster local" in result.stderr
     assert not (tmp_path / "g").exists()  # nothing written
+
+
+def _profile(tmp_path, **fields):
+    lines = [f"{k} = {v!r}".replace("'", '"') for k, v in
+             {"executor": "slurm", "partition": "debug", "cpus_per_task": 1, "mem_gb": 1,
+              "time_min": 10, **fields}.items()]
+    path = tmp_path / "profile.toml"
+    path.write_text("\n".join(lines) + "\n")
+    return str(path)
+
+
+def test_two_processes_train_one_cell_inside_one_slurm_task(slurm, tmp_path, tiny_toml):
+    from seedgrid.trainer import train_cell
+
+    from conftest import tiny_config
+
+    out = tmp_path / "ddp"
+    config = tiny_toml(grid={"n_wi": 1, "n_do": 1}, train={"dropout": 0.0})
+    result = run_cli("submit", "--config", str(config), "--cluster",
+                     _profile(tmp_path, processes_per_cell=2), "--out", str(out), "--wait")
+    assert result.returncode == 0, result.stdout + result.stderr
+    shard = read_shard(out / "shards/wi1_do1.nc")
+    assert shard.attrs["num_processes"] == 2
+    alone = train_cell(tiny_config(train={"dropout": 0.0}), 1, 1, log=lambda _: None)
+    # the same global batches: the same losses up to the order of float sums
+    import numpy as np
+    np.testing.assert_allclose(shard.train_loss.values, alone.train_loss.values, rtol=1e-4,
+                               atol=1e-5)
+
+
+def test_one_fake_gpu_per_cell_runs_two_cells_at_once(slurm, tmp_path, tiny_toml):
+    out = tmp_path / "gpus"
+    result = run_cli("submit", "--config", _grid_toml(tiny_toml, 1, 4), "--cluster",
+                     _profile(tmp_path, gpus_per_cell=1), "--parallel", "4", "--out", str(out),
+                     "--wait")
+    assert result.returncode == 0, result.stdout + result.stderr
+    job = json.loads((out / "jobs.json").read_text())["submissions"][0]["arrays"][0]["job_id"]
+    deadline = time.time() + 60
+    while time.time() < deadline:
+        rows = _sacct_tasks(job)
+        if len(rows) == 4 and all(r[1] == "COMPLETED" for r in rows):
+            break
+        time.sleep(1)
+    assert _max_overlap(rows) <= 2  # the node has two GPUs
+    tres = subprocess.run(["sacct", "-n", "-P", "-X", "-o", "AllocTRES", "-j", job],
+                          capture_output=True, text=True, check=True).stdout.splitlines()
+    assert len(tres) == 4 and all("gres/gpu=1" in t for t in tres)
+
+
+def test_arrays_past_max_array_size_are_split(slurm, tmp_path, tiny_toml):
+    out = tmp_path / "split"
+    result = run_cli("submit", "--config", _grid_toml(tiny_toml, 1, 5), "--cluster",
+                     _profile(tmp_path, max_array_size=2), "--out", str(out), "--wait")
+    assert result.returncode == 0, result.stdout + result.stderr
+    arrays = json.loads((out / "jobs.json").read_text())["submissions"][0]["arrays"]
+    assert [len(a["tasks"]) for a in arrays] == [2, 2, 1]
+    assert len({a["job_id"] for a in arrays}) == 3 and "done 5" in result.stdout
