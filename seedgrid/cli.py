@@ -6,6 +6,7 @@ Bad input (a UsageError) prints one line, ``seedgrid: error: ...``, and exits wi
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 import textwrap
 from pathlib import Path
@@ -70,6 +71,13 @@ def _submit(args: argparse.Namespace) -> None:
         rundir.check_config(run_dir, cfg)
     else:
         raise UsageError("submit needs --config (a new run) or --resume RUN_FOLDER")
+    if not cfg.grid.seeds_wi:  # no [grid]: --array N*N means seeds 1..N x 1..N (Dodge et al.)
+        n = math.isqrt(args.array or 0)
+        if not args.array or n * n != args.array:
+            raise UsageError(f"config {cfg.source!r} has no [grid] and --array {args.array} is not "
+                             "a square: add [grid] n_wi/n_do, or give --array N*N (e.g. 625 for "
+                             "seeds 1..25 x 1..25)")
+        cfg = config.with_seeds(cfg, list(range(1, n + 1)), list(range(1, n + 1)))
     profile = cluster.load_profile(args.cluster)
     dispatch.check_executor(profile)
     cells = dispatch.missing_cells(cfg, run_dir)
@@ -118,9 +126,9 @@ def _presets(args: argparse.Namespace) -> None:
     for name in config.preset_names():
         cfg = config.load_config(name)
         g = cfg.grid
-        print(f"{name:16s} {cfg.model.name:24s} task {cfg.task.name:5s} "
-              f"{len(g.seeds_wi)}x{len(g.seeds_do)} seeds, {cfg.train.epochs} epoch(s), "
-              f"hash {cfg.hash}")
+        grid = f"{len(g.seeds_wi)}x{len(g.seeds_do)} seeds" if g.seeds_wi else "no grid"
+        print(f"{name:16s} {cfg.model.name:24s} task {cfg.task.name:5s} {grid}, "
+              f"{cfg.train.epochs} epoch(s), hash {cfg.hash}")
     print("\ntasks: " + ", ".join(f"{t.name} ({t.metric})" for t in TASKS.values()))
 
 

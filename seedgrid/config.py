@@ -87,8 +87,9 @@ class RuntimeConfig:
 
 @dataclass(frozen=True)
 class GridConfig:
-    seeds_wi: tuple[int, ...] = tuple(range(1, 6))
-    seeds_do: tuple[int, ...] = tuple(range(1, 6))
+    #: empty when the config gives no [grid]: ``submit --array N*N`` then means seeds 1..N x 1..N
+    seeds_wi: tuple[int, ...] = ()
+    seeds_do: tuple[int, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -110,7 +111,8 @@ class Config:
 
     def to_dict(self) -> dict[str, Any]:
         d = {k: dataclasses.asdict(getattr(self, k)) for k in ("model", "task", "train", "runtime")}
-        d["grid"] = {k: list(v) for k, v in dataclasses.asdict(self.grid).items()}
+        if self.grid.seeds_wi:
+            d["grid"] = {k: list(v) for k, v in dataclasses.asdict(self.grid).items()}
         return d
 
     def to_toml(self) -> str:
@@ -207,8 +209,11 @@ def _grid(raw: dict[str, Any]) -> GridConfig:
                 raise UsageError(f"[grid] n_{kind} = {n!r} must be a positive integer "
                                  f"(seeds 1..n_{kind})")
             explicit = list(range(1, n + 1))
-        seeds[kind] = tuple(check_seeds(f"seed_{kind}", explicit)) if explicit is not None \
-            else getattr(GridConfig(), f"seeds_{kind}")
+        seeds[kind] = tuple(check_seeds(f"seed_{kind}", explicit)) if explicit is not None else ()
+    if bool(seeds["wi"]) != bool(seeds["do"]):
+        given, missing = ("wi", "do") if seeds["wi"] else ("do", "wi")
+        raise UsageError(f"[grid] gives seed_{given} but not seed_{missing}: give both "
+                         f"(seeds_{missing} = [...] or n_{missing} = N)")
     return GridConfig(seeds_wi=seeds["wi"], seeds_do=seeds["do"])
 
 

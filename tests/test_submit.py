@@ -196,3 +196,21 @@ def test_arrays_past_max_array_size_are_split(slurm, tmp_path, tiny_toml):
     arrays = json.loads((out / "jobs.json").read_text())["submissions"][0]["arrays"]
     assert [len(a["tasks"]) for a in arrays] == [2, 2, 1]
     assert len({a["job_id"] for a in arrays}) == 3 and "done 5" in result.stdout
+
+
+def test_array_n_squared_without_a_grid_means_seeds_1_to_n(tmp_path):
+    from conftest import tiny_raw, write_toml
+    from seedgrid.config import load_config
+
+    raw = tiny_raw()
+    del raw["grid"]
+    config = str(write_toml(tmp_path / "nogrid.toml", raw))
+    bad = run_cli("submit", "--config", config, "--array", "5", "--out", str(tmp_path / "x"))
+    assert bad.returncode == 2 and "has no [grid] and --array 5 is not a square" in bad.stderr
+    out = tmp_path / "grid"
+    result = run_cli("submit", "--config", config, "--array", "4", "--cluster", "local",
+                     "--out", str(out), "--wait")
+    assert result.returncode == 0, result.stdout + result.stderr
+    frozen = load_config(out / "config.toml")
+    assert frozen.grid.seeds_wi == frozen.grid.seeds_do == (1, 2)
+    assert len(list((out / "shards").glob("*.nc"))) == 4
