@@ -20,7 +20,6 @@ import shutil
 import subprocess
 from pathlib import Path
 
-from seedgrid.checkpoint import Checkpointer, checkpoint_path
 from seedgrid.cluster import Profile
 from seedgrid.config import Config, load_config
 from seedgrid.errors import UsageError
@@ -58,12 +57,14 @@ class ArrayTask:
     """
 
     def __init__(self) -> None:
-        self._checkpointer: Checkpointer | None = None
+        self._checkpointer = None  # the running cell's Checkpointer
 
     def __call__(self, run_dir: str, cells: list[Cell]) -> list[str]:
         import submitit
 
-        from seedgrid.trainer import train_cell  # imported in the worker, not at submission
+        # imported in the worker, not at submission (torch is slow to import)
+        from seedgrid.checkpoint import Checkpointer, checkpoint_path
+        from seedgrid.trainer import train_cell
 
         if submitit.JobEnvironment().num_tasks > 1:  # several processes train each cell (DDP)
             # SLURM already limits the task to its GPUs; Accelerate takes cuda:LOCAL_RANK.

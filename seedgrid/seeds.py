@@ -18,7 +18,6 @@ the number of processes, the gradient-accumulation split or a restart.
 from __future__ import annotations
 
 import numpy as np
-import torch
 
 # Stream identifiers: part of the reproducibility contract, never renumber them.
 _STREAMS = {"wi": 0, "do": 1, "dropout": 2}
@@ -33,13 +32,17 @@ def derive(stream: str, *keys: int) -> int:
     return int(seq.generate_state(1, np.uint64)[0] >> np.uint64(1))
 
 
-def wi_generator(seed_wi: int) -> torch.Generator:
-    """The CPU generator that draws every freshly initialised parameter of a cell."""
+def wi_generator(seed_wi: int):
+    """The CPU ``torch.Generator`` that draws every freshly initialised parameter of a cell."""
+    import torch  # here, not at import: the CLI's config checks need no torch
+
     return torch.Generator().manual_seed(derive("wi", seed_wi))
 
 
 def epoch_permutation(seed_do: int, epoch: int, n: int) -> np.ndarray:
     """Order of the ``n`` training examples in ``epoch`` (0-based) for data-order seed ``seed_do``."""
+    import torch
+
     g = torch.Generator().manual_seed(derive("do", seed_do, epoch))
     return torch.randperm(n, generator=g).numpy()
 
