@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import shutil
 import sys
 import textwrap
 from pathlib import Path
@@ -94,8 +95,14 @@ def _submit(args: argparse.Namespace) -> None:
     n_tasks = args.array or len(cells)
     if profile.executor == "local":  # no queue: every task starts at once
         n_tasks = min(n_tasks, parallel)
-    rundir.write_config(run_dir, cfg)
-    record, jobs = dispatch.submit(cfg, profile, run_dir, cells, n_tasks, parallel)
+    new_folder = not run_dir.exists()
+    rundir.write_config(run_dir, cfg)  # before the tasks start: they read it
+    try:
+        record, jobs = dispatch.submit(cfg, profile, run_dir, cells, n_tasks, parallel)
+    except UsageError:
+        if new_folder and not (run_dir / dispatch.JOBS).exists():
+            shutil.rmtree(run_dir)  # nothing was submitted: leave nothing behind
+        raise
     ids = ", ".join(a["job_id"] for a in record["submissions"][-1]["arrays"])
     per_task = -(-len(cells) // n_tasks)
     print(f"submitted {len(cells)} of {total} cells of {run_dir} (config {cfg.hash}) to "

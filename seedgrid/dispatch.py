@@ -12,7 +12,9 @@ resumed submission never trains a finished cell again.
 
 from __future__ import annotations
 
+import contextlib
 import datetime
+import io
 import json
 import os
 import re
@@ -108,7 +110,15 @@ def submit(cfg: Config, profile: Profile, run_dir: Path, cells: list[Cell], n_ta
     arrays, jobs = [], []
     for start in range(0, len(tasks), limit):  # one array per MaxArraySize tasks
         chunk = tasks[start:start + limit]
-        array_jobs = executor.map_array(ArrayTask(), [str(run_dir)] * len(chunk), chunk)
+        try:  # submitit echoes sbatch's stderr; a refusal is reported once, below
+            with contextlib.redirect_stderr(io.StringIO()):
+                array_jobs = executor.map_array(ArrayTask(), [str(run_dir)] * len(chunk), chunk)
+        except submitit.core.utils.FailedJobError as e:  # sbatch refused what the profile asks
+            if arrays:
+                _record_submission(run_dir, cfg, profile, arrays)  # keep what was accepted
+            said = " ".join(str(e).split())  # sbatch's own words
+            raise UsageError(f"sbatch refused the array ({said[:200]}): fix cluster profile "
+                             f"{profile.name!r} (partition, account, qos, resources)") from None
         jobs += array_jobs
         # submitit's id of each task: "<array>_<index>", or "<job>" when it sent a single job
         arrays.append({"job_id": array_jobs[0].job_id.split("_")[0],

@@ -41,7 +41,16 @@ def check_config(run_dir: Path, cfg: Config) -> None:
         old = load_config(path)
         if old.hash != cfg.hash:
             raise UsageError(f"{str(run_dir)!r} holds cells of config {old.hash}, not {cfg.hash} "
-                             "(model, task or train settings differ): use another --out")
+                             f"({config_difference(old, cfg)}): use another --out")
+
+
+def config_difference(old: Config, new: Config) -> str:
+    """The hashed settings that differ, e.g. "[train] learning_rate 0.001 -> 0.5"."""
+    a, b = old.to_dict(), new.to_dict()
+    changes = [f"[{section}] {key} {a[section][key]!r} -> {b[section][key]!r}"
+               for section in ("model", "task", "train") for key in a[section]
+               if a[section][key] != b[section][key]]
+    return "; ".join(changes[:3]) + (f"; and {len(changes) - 3} more" if len(changes) > 3 else "")
 
 
 def write_config(run_dir: Path, cfg: Config) -> None:

@@ -128,6 +128,7 @@ def test_resume_with_a_changed_config_is_refused(tmp_path, tiny_toml):
     changed = tiny_toml("changed.toml", train={"learning_rate": 0.5})
     result = run_cli("submit", "--resume", str(out), "--config", str(changed), "--cluster", DEV)
     assert result.returncode == 2 and "holds cells of config" in result.stderr
+    assert "[train] learning_rate 0.001 -> 0.5" in result.stderr
     assert not (out / "jobs.json").exists()
 
 
@@ -214,3 +215,13 @@ def test_array_n_squared_without_a_grid_means_seeds_1_to_n(tmp_path):
     frozen = load_config(out / "config.toml")
     assert frozen.grid.seeds_wi == frozen.grid.seeds_do == (1, 2)
     assert len(list((out / "shards").glob("*.nc"))) == 4
+
+
+def test_a_profile_that_sbatch_refuses_is_one_line_and_leaves_nothing(slurm, tmp_path, tiny_toml):
+    out = tmp_path / "refused"
+    result = run_cli("submit", "--config", _grid_toml(tiny_toml, 1, 2), "--cluster",
+                     _profile(tmp_path, partition="nosuchpartition"), "--out", str(out))
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert "sbatch refused the array" in result.stderr and "invalid partition" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert not out.exists()
