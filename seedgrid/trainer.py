@@ -13,7 +13,9 @@ gradient-accumulation split.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import datetime
+import json
 import os
 import socket
 import time
@@ -64,10 +66,7 @@ def train_cell(cfg: Config, seed_wi: int, seed_do: int, *, on_update: OnUpdate |
 
     # --- data -----------------------------------------------------------------------------
     task = get_task(cfg.task.name)
-    train_split, val_split = load_splits(cfg.task)
-    tokenizer = load_tokenizer(cfg.model)
-    train = data.encode(tokenizer, train_split, cfg.model.max_length)
-    val = data.encode(tokenizer, val_split, cfg.model.max_length)
+    tokenizer, train, val = _encoded_data(cfg)
     per_epoch = data.updates_per_epoch(len(train), cfg.train.batch_size)
     total_updates = per_epoch * cfg.train.epochs
     eval_at = data.evaluation_updates(per_epoch, cfg.train.epochs, cfg.train.evals_per_epoch)
@@ -202,6 +201,21 @@ def train_cell(cfg: Config, seed_wi: int, seed_do: int, *, on_update: OnUpdate |
             "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
             **_versions(),
         })
+
+
+_DATA: dict[str, tuple] = {}
+
+
+def _encoded_data(cfg: Config) -> tuple:
+    """(tokenizer, train, validation), loaded once per process for the cells of a task."""
+    key = json.dumps([dataclasses.asdict(cfg.task), dataclasses.asdict(cfg.model)], sort_keys=True)
+    if key not in _DATA:
+        train_split, val_split = load_splits(cfg.task)
+        tokenizer = load_tokenizer(cfg.model)
+        _DATA.clear()  # one task trains one config: keep one entry
+        _DATA[key] = (tokenizer, data.encode(tokenizer, train_split, cfg.model.max_length),
+                      data.encode(tokenizer, val_split, cfg.model.max_length))
+    return _DATA[key]
 
 
 def _evaluate(model, tokenizer, val: data.Encoded, accelerator: Accelerator, batch_size: int,
