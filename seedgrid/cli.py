@@ -30,15 +30,12 @@ def _run(args: argparse.Namespace) -> None:
         return
 
     from seedgrid.checkpoint import Checkpointer, checkpoint_path
-    from seedgrid.trainer import train_cell  # heavy imports only when training
+    from seedgrid.dispatch import train_and_store
 
-    checkpointer = Checkpointer(checkpoint_path(run_dir, args.wi, args.do))
-    shard = train_cell(cfg, args.wi, args.do, checkpointer=checkpointer)
+    shard = train_and_store(cfg, run_dir, args.wi, args.do,
+                            Checkpointer(checkpoint_path(run_dir, args.wi, args.do)))
     if shard is None:  # not the main process
         return
-    rundir.write_config(run_dir, cfg)
-    store.write_atomic(shard, path)
-    checkpointer.remove()
     curve = metrics.score(shard.logits.values[0, 0].transpose(1, 0, 2),
                           shard.label.values, shard.attrs["metric"])
     status = shard.status.values[0, 0]

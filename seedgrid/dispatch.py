@@ -25,7 +25,7 @@ from pathlib import Path
 from seedgrid.cluster import Profile
 from seedgrid.config import Config, load_config
 from seedgrid.errors import UsageError
-from seedgrid.rundir import CONFIG
+from seedgrid.rundir import CONFIG, write_config
 from seedgrid.store import shard_path, write_atomic
 
 JOBS = "jobs.json"
@@ -50,6 +50,21 @@ def pack(cells: list[Cell], n_tasks: int) -> list[list[Cell]]:
     return [cells[a:b] for a, b in zip(bounds, bounds[1:])]
 
 
+def train_and_store(cfg: Config, run_dir: str | Path, seed_wi: int, seed_do: int, checkpointer):
+    """Train a cell (resuming from ``checkpointer``'s file), write its shard, drop the checkpoint.
+
+    Returns the shard on the main process, None on the others.
+    """
+    from seedgrid.trainer import train_cell  # torch: imported only where a cell trains
+
+    shard = train_cell(cfg, seed_wi, seed_do, checkpointer=checkpointer)
+    if shard is not None:  # the main process writes, once every input has proved valid
+        write_config(Path(run_dir), cfg)  # (a run folder made by submit has it already)
+        write_atomic(shard, shard_path(run_dir, seed_wi, seed_do))
+        checkpointer.remove()
+    return shard
+
+
 class ArrayTask:
     """What one array task runs: train each of its cells that has no shard yet.
 
@@ -64,9 +79,7 @@ class ArrayTask:
     def __call__(self, run_dir: str, cells: list[Cell]) -> list[str]:
         import submitit
 
-        # imported in the worker, not at submission (torch is slow to import)
         from seedgrid.checkpoint import Checkpointer, checkpoint_path
-        from seedgrid.trainer import train_cell
 
         if submitit.JobEnvironment().num_tasks > 1:  # several processes train each cell (DDP)
             # SLURM already limits the task to its GPUs; Accelerate takes cuda:LOCAL_RANK.
@@ -80,10 +93,8 @@ class ArrayTask:
                 statuses.append("done")
                 continue
             self._checkpointer = Checkpointer(checkpoint_path(run_dir, wi, do))
-            shard = train_cell(cfg, wi, do, checkpointer=self._checkpointer)
-            if shard is not None:  # the main process writes
-                write_atomic(shard, path)
-                self._checkpointer.remove()
+            shard = train_and_store(cfg, run_dir, wi, do, self._checkpointer)
+            if shard is not None:
                 statuses.append(str(shard.status.item()))
         return statuses
 

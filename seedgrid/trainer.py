@@ -124,7 +124,7 @@ def train_cell(cfg: Config, seed_wi: int, seed_do: int, *, on_update: OnUpdate |
                 "update": update, "evaluated": evaluated, "rng": rng, "logits": logits.copy(),
                 "train_loss": train_loss.copy(), "wall_time_s": spent + time.time() - started}
 
-    if checkpointer is not None:
+    if checkpointer is not None and accelerator.is_main_process:  # submitit signals rank 0 only
         checkpointer.bind(state)
     due = int(np.searchsorted(eval_at, update, side="right"))  # evaluations due by now
     if evaluated < due:  # before training, or interrupted during the evaluation
@@ -179,8 +179,9 @@ def train_cell(cfg: Config, seed_wi: int, seed_do: int, *, on_update: OnUpdate |
                 say(f"{name} update {update}/{total_updates} (epoch {update / per_epoch:.2f}) "
                     f"loss {train_loss[update - 1]:.4f} {task.metric} {value:.4f}")
                 every = cfg.runtime.checkpoint_every_evals
-                if checkpointer is not None and every and j % every == 0 and update < total_updates:
-                    checkpointer.save()
+                if (checkpointer is not None and accelerator.is_main_process and every
+                        and j % every == 0 and update < total_updates):
+                    checkpointer.save()  # one writer: the states are the same on every rank
         if status == "diverged":
             break
 
