@@ -123,6 +123,23 @@ def _status(args: argparse.Namespace) -> None:
     print(format_status(Path(args.run), args.cluster or ""))
 
 
+def _collect(args: argparse.Namespace) -> None:
+    from seedgrid.cube import collect
+
+    run_dir = Path(args.run)
+    done = collect(run_dir, compress=args.compress)
+    c = done.counts
+    size = done.path.stat().st_size / 1e6
+    print(f"wrote {done.path} ({size:.1f} MB): {sum(c.values())} cells — "
+          + ", ".join(f"{s} {n}" for s, n in c.items() if n))
+    for wi, do, path, why in done.damaged:
+        print(f"  damaged (wi={wi}, do={do}) {path}: {why}")
+    if done.damaged:
+        paths = " ".join(str(p) for *_, p, _ in done.damaged)
+        print(f"these cells count as missing; to train them again: rm {paths} && "
+              f"python -m seedgrid submit --resume {run_dir}")
+
+
 def _presets(args: argparse.Namespace) -> None:
     from seedgrid import config
     from seedgrid.tasks import TASKS
@@ -155,6 +172,12 @@ def _submit_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", help="run folder (default: runs/<config name>)")
     p.add_argument("--wait", action="store_true",
                    help="wait for the tasks, print the status; exit 1 if a cell is not done")
+
+
+def _collect_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("run", help="the run folder")
+    p.add_argument("--compress", action="store_true",
+                   help="zlib level 1 (smaller file, slower to write and read)")
 
 
 def _status_args(p: argparse.ArgumentParser) -> None:
@@ -191,6 +214,16 @@ COMMANDS = {
 
         example:
           python -m seedgrid status runs/dodge2020-rte
+        """),
+    "collect": (_collect, _collect_args, "collect a run's shards into one cube (cube.nc)", """
+        Streams every shard of the run folder into <run>/cube.nc (netCDF4; one cell per chunk;
+        memory: one shard at a time). Cells without a valid shard are NaN with status
+        'missing'; unreadable shards are reported by cell with the command that reruns them.
+        Works while the grid still runs (a partial cube); collecting again rewrites it.
+
+        example:
+          python -m seedgrid collect runs/dodge2020-rte
+          python -c "import seedgrid; print(seedgrid.open_cube('runs/dodge2020-rte'))"
         """),
     "presets": (_presets, lambda p: None, "list the packaged configs and tasks", """
         example:

@@ -35,6 +35,16 @@ import xarray as xr
 
 SCHEMA_VERSION = 1
 STATUS = ("done", "failed", "diverged", "missing")
+#: every variable of a cube (and a shard) and its dimensions, in order
+VARIABLES = {
+    "logits": ("seed_wi", "seed_do", "example", "step", "class"),
+    "label": ("example",),
+    "train_loss": ("seed_wi", "seed_do", "update"),
+    "status": ("seed_wi", "seed_do"),
+    "wall_time_s": ("seed_wi", "seed_do"),
+}
+#: attributes every cube (and shard) carries
+ATTRS = ("schema_version", "task", "metric", "model", "majority_baseline", "config_hash", "config")
 
 
 def shard_path(run_dir: str | Path, seed_wi: int, seed_do: int) -> Path:
@@ -48,16 +58,15 @@ def cell_dataset(*, seed_wi: int, seed_do: int, logits: np.ndarray, labels: np.n
     """One cell as a Dataset of the cube schema; ``logits`` is (step, example, class)."""
     if status not in STATUS:
         raise ValueError(f"status {status!r} is not one of {STATUS}")
+    values = {
+        "logits": logits.transpose(1, 0, 2)[None, None].astype(np.float32),
+        "label": labels.astype(np.int64),
+        "train_loss": train_loss[None, None].astype(np.float32),
+        "status": np.array([[status]], dtype=object),
+        "wall_time_s": np.array([[wall_time_s]], dtype=np.float64),
+    }
     return xr.Dataset(
-        {
-            "logits": (("seed_wi", "seed_do", "example", "step", "class"),
-                       logits.transpose(1, 0, 2)[None, None].astype(np.float32)),
-            "label": ("example", labels.astype(np.int64)),
-            "train_loss": (("seed_wi", "seed_do", "update"),
-                           train_loss[None, None].astype(np.float32)),
-            "status": (("seed_wi", "seed_do"), np.array([[status]], dtype=object)),
-            "wall_time_s": (("seed_wi", "seed_do"), np.array([[wall_time_s]], dtype=np.float64)),
-        },
+        {name: (dims, values[name]) for name, dims in VARIABLES.items()},
         coords={
             "seed_wi": [seed_wi], "seed_do": [seed_do], "example": example_ids,
             "step": steps.astype(np.int64), "epoch": ("step", epochs.astype(np.float64)),
@@ -65,6 +74,22 @@ def cell_dataset(*, seed_wi: int, seed_do: int, logits: np.ndarray, labels: np.n
         },
         attrs={"schema_version": SCHEMA_VERSION, **{k: _attr(v) for k, v in attrs.items()}},
     )
+
+
+def schema_problem(ds: xr.Dataset) -> str | None:
+    """What makes ``ds`` not a cube (or shard) of this schema version, or None."""
+    version = ds.attrs.get("schema_version")
+    if version is None:
+        return "no schema_version attribute: not written by seedgrid"
+    if int(version) != SCHEMA_VERSION:
+        return f"schema version {version}, this seedgrid reads version {SCHEMA_VERSION}"
+    for name, dims in VARIABLES.items():
+        if name not in ds.variables:
+            return f"no variable {name!r}"
+        if ds[name].dims != dims:
+            return f"variable {name!r} has dimensions {ds[name].dims}, expected {dims}"
+    missing = [a for a in ATTRS if a not in ds.attrs]
+    return f"no attribute {missing[0]!r}" if missing else None
 
 
 def write_atomic(ds: xr.Dataset, path: str | Path) -> Path:

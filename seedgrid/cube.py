@@ -1,0 +1,225 @@
+"""The cube: collect a run's shards into ``cube.nc``, open it, and the ``ds.seedgrid`` accessor.
+
+``collect`` streams shards into variables preallocated in a netCDF4 file (one cell per chunk),
+so memory holds one shard at a time, not the cube; the file is written under a temporary name
+and renamed. Cells without a valid shard stay NaN with status ``missing`` — never dropped; a
+truncated or unreadable shard is reported by cell (and treated as missing) rather than failing
+the collect; a shard of another config refuses the whole collect. Collecting while the grid
+still runs gives a partial cube; collecting again rewrites it from the shards.
+
+``open_cube`` checks the schema (:mod:`seedgrid.store`) and returns a lazily loaded Dataset.
+The accessor gives the building blocks of analysis, vectorised over seeds and steps::
+
+    ds = seedgrid.open_cube("runs/rte")
+    ds.seedgrid.metric()          # (seed_wi, seed_do, step): the task's metric
+    ds.seedgrid.best_so_far()     # best metric up to each evaluation (Dodge et al.)
+"""
+
+from __future__ import annotations
+
+import datetime
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import netCDF4
+import numpy as np
+import xarray as xr
+
+from seedgrid import metrics
+from seedgrid.config import load_config
+from seedgrid.errors import UsageError
+from seedgrid.rundir import CONFIG
+from seedgrid.store import STATUS, VARIABLES, schema_problem, shard_path
+
+CUBE = "cube.nc"
+_PER_CELL_ATTRS = ("host", "device", "created", "num_processes", "gradient_accumulation",
+                   "deterministic")
+
+
+@dataclass
+class Collected:
+    path: Path
+    counts: dict[str, int]
+    #: (seed_wi, seed_do, shard path, why) of shards that could not be read
+    damaged: list[tuple[int, int, Path, str]] = field(default_factory=list)
+
+
+def collect(run_dir: str | Path, *, compress: bool = False) -> Collected:
+    """Write ``run_dir/cube.nc`` from its shards; see the module docstring."""
+    run_dir = Path(run_dir)
+    if not (run_dir / CONFIG).exists():
+        raise UsageError(f"{str(run_dir)!r} is not a run folder (no {CONFIG}): give the folder "
+                         "that submit or run wrote")
+    cfg = load_config(run_dir / CONFIG)
+    on_disk = sorted((run_dir / "shards").glob("wi*_do*.nc"))
+    if not on_disk:
+        raise UsageError(f"no shards in {str(run_dir / 'shards')!r}: nothing to collect yet "
+                         f"(python -m seedgrid status {run_dir})")
+    found = {_cell_of(p): p for p in on_disk}
+    # the config's grid, plus any cell trained outside it (nothing completed is dropped)
+    seeds_wi = sorted(set(cfg.grid.seeds_wi) | {wi for wi, _ in found})
+    seeds_do = sorted(set(cfg.grid.seeds_do) | {do for _, do in found})
+
+    damaged, template = [], None
+    for cell, path in found.items():  # the first readable shard fixes examples, steps, attrs
+        try:
+            template = _read_shard(path, cfg.hash)
+            break
+        except _Damaged as e:
+            damaged.append((*cell, path, str(e)))
+    if template is None:
+        raise UsageError(f"no readable shard in {str(run_dir / 'shards')!r} ({damaged[0][3]}): "
+                         "rerun the cells")
+
+    final = run_dir / CUBE
+    tmp = run_dir / f".{CUBE}.{os.getpid()}.tmp"
+    counts = dict.fromkeys(STATUS, 0)
+    try:
+        with netCDF4.Dataset(tmp, "w", format="NETCDF4") as nc:
+            variables = _create(nc, template, seeds_wi, seeds_do, cfg, compress)
+            for cell, path in found.items():
+                if any((wi, do) == cell for wi, do, *_ in damaged):
+                    continue
+                try:
+                    shard = template if path == template["path"] else _read_shard(path, cfg.hash,
+                                                                                   template)
+                except _Damaged as e:
+                    damaged.append((*cell, path, str(e)))
+                    continue
+                i, j = seeds_wi.index(cell[0]), seeds_do.index(cell[1])
+                for name in ("logits", "train_loss", "wall_time_s"):
+                    variables[name][i, j] = shard[name]
+                variables["status"][i, j] = shard["status"]
+                counts[shard["status"]] += 1
+        counts["missing"] = len(seeds_wi) * len(seeds_do) - sum(counts.values())
+        os.replace(tmp, final)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return Collected(final, counts, sorted(damaged, key=lambda d: d[:2]))
+
+
+def open_cube(path: str | Path) -> xr.Dataset:
+    """The cube at ``path`` (a cube file or a run folder), schema-checked, loaded lazily."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / CUBE
+    if not path.is_file():
+        raise UsageError(f"no cube at {str(path)!r}: run python -m seedgrid collect on the run "
+                         "folder first")
+    try:
+        ds = xr.open_dataset(path, engine="netcdf4")
+    except (OSError, ValueError) as e:
+        raise UsageError(f"{str(path)!r} is not a readable netCDF4 file ({e}): give a cube "
+                         "written by seedgrid collect") from None
+    problem = schema_problem(ds)
+    if problem:
+        ds.close()
+        raise UsageError(f"{str(path)!r} is not a seedgrid cube: {problem}")
+    return ds
+
+
+@xr.register_dataset_accessor("seedgrid")
+class SeedgridAccessor:
+    """``ds.seedgrid``: predictions, correctness and the task's metric over a whole cube.
+
+    Everything is computed on whole arrays with labelled dimensions; cells or evaluations
+    without logits (missing, diverged) give NaN, never a made-up value.
+    """
+
+    def __init__(self, ds: xr.Dataset):
+        self._ds = ds
+
+    def predictions(self) -> xr.DataArray:
+        """Predicted class, (seed_wi, seed_do, example, step); NaN where there are no logits."""
+        logits = self._ds.logits
+        pred = logits.fillna(-np.inf).argmax("class").astype(np.float64)
+        return pred.where(logits.notnull().all("class")).rename("prediction")
+
+    def correct(self) -> xr.DataArray:
+        """1.0 where the prediction equals the gold label, 0.0 where not, NaN where missing."""
+        pred = self.predictions()
+        return (pred == self._ds.label).astype(np.float64).where(pred.notnull()).rename("correct")
+
+    def metric(self, name: str | None = None) -> xr.DataArray:
+        """The task's metric (or ``name``), (seed_wi, seed_do, step)."""
+        name = name or self._ds.attrs["metric"]
+        if name not in metrics.METRICS:
+            raise UsageError(f"unknown metric {name!r}: choose one of {', '.join(metrics.METRICS)}")
+        out = xr.apply_ufunc(metrics.score, self._ds.logits, self._ds.label,
+                             input_core_dims=[["example", "class"], ["example"]],
+                             kwargs={"metric": name})
+        return out.rename(name)
+
+    def best_so_far(self, name: str | None = None) -> xr.DataArray:
+        """Best metric over evaluations 0..j at each step j (NaN evaluations skipped)."""
+        m = self.metric(name)
+        best = np.fmax.accumulate(m.transpose(..., "step").values, axis=-1)
+        return m.transpose(..., "step").copy(data=best).transpose(*m.dims)
+
+
+class _Damaged(Exception):
+    pass
+
+
+def _cell_of(path: Path) -> tuple[int, int]:
+    wi, do = path.stem.removeprefix("wi").split("_do")
+    return int(wi), int(do)
+
+
+def _read_shard(path: Path, config_hash: str, template: dict | None = None) -> dict:
+    """One shard's arrays and attributes; _Damaged if unreadable, UsageError if foreign."""
+    try:
+        with netCDF4.Dataset(path) as nc:
+            nc.set_auto_mask(False)
+            attrs = {k: nc.getncattr(k) for k in nc.ncattrs()}
+            if attrs.get("config_hash") != config_hash:
+                raise UsageError(f"shard {str(path)!r} is of config {attrs.get('config_hash')}, "
+                                 f"not this run's {config_hash}: move it out of the run folder")
+            shard = {"path": path, "attrs": attrs,
+                     "logits": nc["logits"][0, 0], "train_loss": nc["train_loss"][0, 0],
+                     "wall_time_s": float(nc["wall_time_s"][0, 0]),
+                     "status": str(nc["status"][0, 0]), "label": nc["label"][:],
+                     **{c: nc[c][:] for c in ("example", "step", "epoch", "class", "update")}}
+    except (OSError, RuntimeError, KeyError, IndexError) as e:
+        raise _Damaged(f"unreadable: {type(e).__name__}: {e}") from None
+    if template is not None:
+        for key in ("example", "step", "class", "update"):
+            if not np.array_equal(shard[key], template[key]):
+                raise _Damaged(f"its {key} coordinate differs from the other shards'")
+    return shard
+
+
+def _create(nc, template: dict, seeds_wi: list[int], seeds_do: list[int], cfg,
+            compress: bool) -> dict:
+    """Dimensions, coordinates and empty (NaN / 'missing') variables of the cube."""
+    sizes = {"seed_wi": len(seeds_wi), "seed_do": len(seeds_do),
+             **{d: len(template[d]) for d in ("example", "step", "class", "update")}}
+    for dim, n in sizes.items():
+        nc.createDimension(dim, n)
+    coords = {"seed_wi": np.array(seeds_wi), "seed_do": np.array(seeds_do),
+              **{d: template[d] for d in ("example", "step", "class", "update")}}
+    for name, values in coords.items():
+        kind = str if values.dtype.kind in "OU" else values.dtype
+        nc.createVariable(name, kind, (name,))[:] = values
+    nc.createVariable("epoch", "f8", ("step",))[:] = template["epoch"]
+    nc["epoch"].setncattr("long_name", "fractional epoch of each evaluation")
+    packing = {"zlib": True, "complevel": 1, "shuffle": True} if compress else {}
+    out = {}
+    for name, dims in VARIABLES.items():
+        if name == "label":
+            nc.createVariable(name, "i8", dims)[:] = template["label"]
+        elif name == "status":
+            out[name] = nc.createVariable(name, str, dims)
+            out[name][:] = np.full((sizes["seed_wi"], sizes["seed_do"]), "missing", dtype=object)
+        else:
+            kind = "f8" if name == "wall_time_s" else "f4"
+            chunks = tuple(1 if d in ("seed_wi", "seed_do") else sizes[d] for d in dims)
+            out[name] = nc.createVariable(name, kind, dims, fill_value=np.nan, chunksizes=chunks,
+                                          **packing)
+    attrs = {k: v for k, v in template["attrs"].items() if k not in _PER_CELL_ATTRS}
+    attrs["created"] = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+    attrs["grid"] = f"{len(seeds_wi)} x {len(seeds_do)} (config grid {len(cfg.grid.seeds_wi)} x " \
+                    f"{len(cfg.grid.seeds_do)})"
+    nc.setncatts(attrs)
+    return out

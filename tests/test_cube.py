@@ -1,0 +1,171 @@
+"""collect → cube.nc → open_cube and the ds.seedgrid accessor, on real netCDF4 files.
+
+Shards here carry random logits (no training needed to test the data path); every number is
+checked against the shards themselves, scikit-learn, or a plain loop.
+"""
+
+import numpy as np
+import pytest
+import xarray as xr
+from sklearn.metrics import accuracy_score, matthews_corrcoef
+
+import seedgrid
+from seedgrid.cli import main
+from seedgrid.cube import collect
+from seedgrid.errors import UsageError
+from seedgrid.rundir import write_config
+from seedgrid.store import SCHEMA_VERSION, cell_dataset, read_shard, shard_path, write_atomic
+
+from conftest import tiny_config
+
+STEPS = np.array([0, 5, 10])
+
+
+def _shard(cfg, wi, do, rng, status="done", metric=None):
+    logits = rng.normal(size=(3, 30, 2))
+    if status == "diverged":
+        logits[2] = np.nan
+    return cell_dataset(seed_wi=wi, seed_do=do, logits=logits, labels=np.arange(30) % 2,
+                        example_ids=np.arange(100, 130), steps=STEPS, epochs=STEPS / 5.0,
+                        train_loss=rng.random(10), status=status, wall_time_s=float(wi + do),
+                        attrs={"task": "mr", "metric": metric or "accuracy", "model": "tiny",
+                               "majority_baseline": 0.5, "config_hash": cfg.hash,
+                               "config": cfg.to_toml(), "host": "h"})
+
+
+def _run(tmp_path, cells, n=3, shard_args=None):
+    cfg = tiny_config(grid={"n_wi": n, "n_do": n})
+    run = tmp_path / "run"
+    write_config(run, cfg)
+    rng = np.random.default_rng(0)
+    for wi, do in cells:
+        write_atomic(_shard(cfg, wi, do, rng, **(shard_args or {}).get((wi, do), {})),
+                     shard_path(run, wi, do))
+    return run, cfg
+
+
+def test_a_full_grid_collects_into_a_cube_equal_to_its_shards(tmp_path):
+    run, cfg = _run(tmp_path, [(wi, do) for wi in (1, 2, 3) for do in (1, 2, 3)])
+    done = collect(run)
+    assert done.counts["done"] == 9 and done.counts["missing"] == 0 and not done.damaged
+    ds = seedgrid.open_cube(run)
+    assert ds.logits.dims == ("seed_wi", "seed_do", "example", "step", "class")
+    assert dict(ds.sizes) == {"seed_wi": 3, "seed_do": 3, "example": 30, "step": 3, "class": 2,
+                              "update": 10}
+    assert ds.attrs["schema_version"] == SCHEMA_VERSION and ds.attrs["config_hash"] == cfg.hash
+    assert "host" not in ds.attrs  # per-cell facts are not cube facts
+    for wi in (1, 2, 3):
+        for do in (1, 2, 3):
+            shard = read_shard(shard_path(run, wi, do))
+            cell = ds.sel(seed_wi=wi, seed_do=do)
+            np.testing.assert_array_equal(cell.logits, shard.logits.isel(seed_wi=0, seed_do=0))
+            np.testing.assert_array_equal(cell.train_loss, shard.train_loss[0, 0])
+            assert cell.status.item() == "done" and cell.wall_time_s.item() == wi + do
+    np.testing.assert_array_equal(ds.example, np.arange(100, 130))
+    np.testing.assert_array_equal(ds.step, STEPS)
+    np.testing.assert_allclose(ds.epoch, STEPS / 5.0)
+
+
+def test_a_partial_grid_keeps_missing_cells_as_nan(tmp_path):
+    run, _ = _run(tmp_path, [(1, 1), (2, 3)], shard_args={(2, 3): {"status": "diverged"}})
+    done = collect(run)
+    assert done.counts == {"done": 1, "failed": 0, "diverged": 1, "missing": 7}
+    ds = seedgrid.open_cube(run)
+    assert ds.status.sel(seed_wi=3, seed_do=3).item() == "missing"
+    assert ds.logits.sel(seed_wi=3, seed_do=3).isnull().all()
+    assert ds.status.sel(seed_wi=2, seed_do=3).item() == "diverged"
+    metric = ds.seedgrid.metric()
+    assert metric.sel(seed_wi=2, seed_do=3).isnull().values.tolist() == [False, False, True]
+    assert int(metric.notnull().sum()) == 3 + 2
+
+
+def test_a_truncated_shard_is_reported_and_counted_missing(tmp_path, capsys):
+    run, _ = _run(tmp_path, [(1, 1), (1, 2), (2, 2)])
+    bad = shard_path(run, 1, 2)
+    bad.write_bytes(bad.read_bytes()[:500])  # a copy cut short
+    main(["collect", str(run)])
+    out = capsys.readouterr().out
+    assert "done 2, missing 7" in out
+    assert f"damaged (wi=1, do=2) {bad}: unreadable" in out
+    assert f"rm {bad} && python -m seedgrid submit --resume {run}" in out
+    ds = seedgrid.open_cube(run)
+    assert ds.status.sel(seed_wi=1, seed_do=2).item() == "missing"
+
+
+def test_a_shard_of_another_config_refuses_the_collect(tmp_path, capsys):
+    run, _ = _run(tmp_path, [(1, 1)])
+    other = tiny_config(train={"learning_rate": 0.5})
+    write_atomic(_shard(other, 2, 2, np.random.default_rng(1)), shard_path(run, 2, 2))
+    with pytest.raises(SystemExit) as exit_:
+        main(["collect", str(run)])
+    assert exit_.value.code == 2
+    assert "wi2_do2.nc' is of config" in capsys.readouterr().err
+    assert not (run / "cube.nc").exists()
+
+
+def test_seeds_outside_the_config_grid_are_kept(tmp_path):
+    run, _ = _run(tmp_path, [(1, 1), (7, 1)], n=2)
+    collect(run)
+    ds = seedgrid.open_cube(run)
+    assert ds.seed_wi.values.tolist() == [1, 2, 7]
+    assert ds.status.sel(seed_wi=7, seed_do=1).item() == "done"
+
+
+def test_compression_round_trips_exactly(tmp_path):
+    run, _ = _run(tmp_path, [(1, 1), (2, 2)])
+    collect(run)
+    plain = seedgrid.open_cube(run).load()
+    collect(run, compress=True)
+    packed = seedgrid.open_cube(run)
+    assert packed.logits.encoding["zlib"]
+    xr.testing.assert_identical(plain.drop_attrs(), packed.load().drop_attrs())
+
+
+@pytest.mark.parametrize("metric, reference", [("accuracy", accuracy_score),
+                                               ("mcc", matthews_corrcoef)])
+def test_accessor_metric_and_best_so_far_against_a_loop(tmp_path, metric, reference):
+    run, _ = _run(tmp_path, [(1, 1), (1, 2), (2, 1)], n=2)
+    collect(run)
+    ds = seedgrid.open_cube(run)
+    got = ds.seedgrid.metric(metric)
+    best = ds.seedgrid.best_so_far(metric)
+    assert got.dims == ("seed_wi", "seed_do", "step")
+    for wi in (1, 2):
+        for do in (1, 2):
+            logits = ds.logits.sel(seed_wi=wi, seed_do=do).values  # (example, step, class)
+            running = -np.inf
+            for s in range(3):
+                if np.isnan(logits).all():
+                    assert np.isnan(got.sel(seed_wi=wi, seed_do=do).values[s])
+                    continue
+                value = reference(ds.label.values, logits[:, s].argmax(-1))
+                running = max(running, value)
+                assert got.sel(seed_wi=wi, seed_do=do).values[s] == pytest.approx(value)
+                assert best.sel(seed_wi=wi, seed_do=do).values[s] == pytest.approx(running)
+    correct = ds.seedgrid.correct()
+    np.testing.assert_allclose(correct.mean("example"), ds.seedgrid.metric("accuracy"))
+
+
+def test_open_cube_refuses_what_is_not_a_cube(tmp_path):
+    with pytest.raises(UsageError, match="no cube at"):
+        seedgrid.open_cube(tmp_path)
+    (tmp_path / "junk.nc").write_text("not netcdf")
+    with pytest.raises(UsageError, match="is not a readable netCDF4 file"):
+        seedgrid.open_cube(tmp_path / "junk.nc")
+    xr.Dataset({"x": ("a", [1.0])}).to_netcdf(tmp_path / "foreign.nc")
+    with pytest.raises(UsageError, match="no schema_version attribute"):
+        seedgrid.open_cube(tmp_path / "foreign.nc")
+    run, _ = _run(tmp_path, [(1, 1)])
+    collect(run)
+    future = seedgrid.open_cube(run).load()
+    future.attrs["schema_version"] = SCHEMA_VERSION + 1
+    future.to_netcdf(tmp_path / "future.nc")
+    with pytest.raises(UsageError, match=f"schema version {SCHEMA_VERSION + 1}, this seedgrid"):
+        seedgrid.open_cube(tmp_path / "future.nc")
+
+
+def test_collect_of_a_folder_without_shards_is_a_usage_error(tmp_path, capsys):
+    run, _ = _run(tmp_path, [])
+    with pytest.raises(SystemExit) as exit_:
+        main(["collect", str(run)])
+    assert exit_.value.code == 2 and "no shards in" in capsys.readouterr().err
