@@ -134,10 +134,37 @@ def _collect(args: argparse.Namespace) -> None:
           + ", ".join(f"{s} {n}" for s, n in c.items() if n))
     for wi, do, path, why in done.damaged:
         print(f"  damaged (wi={wi}, do={do}) {path}: {why}")
+    import seedgrid
+
+    ds = seedgrid.open_cube(done.path)
+    final, best = ds.seedgrid.metric().isel(step=-1), ds.seedgrid.best_so_far().isel(step=-1)
+    if final.notnull().any():
+        metric = ds.attrs["metric"]
+        std = f"{float(final.std(ddof=1)):.4f}" if final.count() > 1 else "n/a (one cell)"
+        print(f"  {metric} at the end: mean {float(final.mean()):.4f}, std {std}, "
+              f"min {float(final.min()):.4f}, max {float(final.max()):.4f} over "
+              f"{int(final.count())} cells; best so far: mean {float(best.mean()):.4f}, max "
+              f"{float(best.max()):.4f} (majority baseline {ds.attrs['majority_baseline']})")
+    ds.close()
     if done.damaged:
         paths = " ".join(str(p) for *_, p, _ in done.damaged)
         print(f"these cells count as missing; to train them again: rm {paths} && "
               f"python -m seedgrid submit --resume {run_dir}")
+
+
+def _export(args: argparse.Namespace) -> None:
+    import seedgrid
+
+    out = Path(args.to)
+    writers = {".csv": "to_csv", ".parquet": "to_parquet"}
+    if out.suffix not in writers:
+        raise UsageError(f"--to {args.to!r}: give a .csv or .parquet file name")
+    with seedgrid.open_cube(args.cube) as ds:
+        table = ds.seedgrid.table(args.metric)
+    tmp = out.with_name(f".{out.name}.tmp")
+    getattr(table, writers[out.suffix])(tmp, index=False)
+    tmp.replace(out)
+    print(f"wrote {out}: {len(table)} rows (seed_wi, seed_do, update) x {list(table.columns[3:])}")
 
 
 def _presets(args: argparse.Namespace) -> None:
@@ -178,6 +205,12 @@ def _collect_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("run", help="the run folder")
     p.add_argument("--compress", action="store_true",
                    help="zlib level 1 (smaller file, slower to write and read)")
+
+
+def _export_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("cube", help="a cube file or a run folder")
+    p.add_argument("--to", required=True, help="output file: .csv or .parquet")
+    p.add_argument("--metric", help="a metric other than the task's (accuracy, f1, mcc, acc_f1)")
 
 
 def _status_args(p: argparse.ArgumentParser) -> None:
@@ -224,6 +257,13 @@ COMMANDS = {
         example:
           python -m seedgrid collect runs/dodge2020-rte
           python -c "import seedgrid; print(seedgrid.open_cube('runs/dodge2020-rte'))"
+        """),
+    "export": (_export, _export_args, "write a cube's per-cell table to CSV or Parquet", """
+        One row per (seed_wi, seed_do, evaluation): update, epoch, the metric, the best so far,
+        the cell's status and wall time; for pandas, R or a spreadsheet.
+
+        example:
+          python -m seedgrid export runs/dodge2020-rte --to rte.parquet
         """),
     "presets": (_presets, lambda p: None, "list the packaged configs and tasks", """
         example:

@@ -24,6 +24,7 @@ from pathlib import Path
 
 import netCDF4
 import numpy as np
+import pandas as pd
 import xarray as xr
 
 from seedgrid import metrics
@@ -150,6 +151,17 @@ class SeedgridAccessor:
                              input_core_dims=[["example", "class"], ["example"]],
                              kwargs={"metric": name})
         return out.rename(name)
+
+    def table(self, name: str | None = None) -> pd.DataFrame:
+        """One row per (seed_wi, seed_do, step): update, epoch, metric, best so far, status."""
+        m = self.metric(name)
+        frame = xr.Dataset({m.name: m, f"best_{m.name}": self.best_so_far(name),
+                            "status": self._ds.status, "wall_time_s": self._ds.wall_time_s,
+                            "epoch": self._ds.epoch})
+        table = frame.to_dataframe().reset_index()
+        table.insert(2, "update", table.pop("step"))  # the step coordinate holds update counts
+        return table[["seed_wi", "seed_do", "update", "epoch", m.name, f"best_{m.name}",
+                      "status", "wall_time_s"]]
 
     def best_so_far(self, name: str | None = None) -> xr.DataArray:
         """Best metric over evaluations 0..j at each step j (NaN evaluations skipped)."""

@@ -169,3 +169,31 @@ def test_collect_of_a_folder_without_shards_is_a_usage_error(tmp_path, capsys):
     with pytest.raises(SystemExit) as exit_:
         main(["collect", str(run)])
     assert exit_.value.code == 2 and "no shards in" in capsys.readouterr().err
+
+
+def test_export_writes_one_row_per_cell_and_evaluation(tmp_path, capsys):
+    import pandas as pd
+
+    run, _ = _run(tmp_path, [(1, 1), (2, 2)], n=2)
+    main(["collect", str(run)])
+    summary = capsys.readouterr().out
+    finals = [accuracy_score(np.arange(30) % 2,
+                             read_shard(shard_path(run, s, s)).logits.values[0, 0, :, -1].argmax(-1))
+              for s in (1, 2)]
+    assert f"accuracy at the end: mean {np.mean(finals):.4f}, std {np.std(finals, ddof=1):.4f}" \
+        in summary
+    for name in ("t.csv", "t.parquet"):
+        main(["export", str(run), "--to", str(tmp_path / name)])
+        table = (pd.read_csv if name.endswith("csv") else pd.read_parquet)(tmp_path / name)
+        assert list(table.columns) == ["seed_wi", "seed_do", "update", "epoch", "accuracy",
+                                       "best_accuracy", "status", "wall_time_s"]
+        assert len(table) == 2 * 2 * 3
+        row = table[(table.seed_wi == 2) & (table.seed_do == 2) & (table["update"] == 5)].iloc[0]
+        logits = read_shard(shard_path(run, 2, 2)).logits.values[0, 0, :, 1]
+        assert row.accuracy == pytest.approx(accuracy_score(np.arange(30) % 2, logits.argmax(-1)))
+        assert row.epoch == 1.0 and row.status == "done"
+        missing = table[(table.seed_wi == 1) & (table.seed_do == 2)]
+        assert set(missing.status) == {"missing"} and missing.accuracy.isna().all()
+    with pytest.raises(SystemExit) as exit_:
+        main(["export", str(run), "--to", str(tmp_path / "t.xlsx")])
+    assert exit_.value.code == 2
