@@ -19,8 +19,10 @@ $(STAMP): pyproject.toml constraints/cpu.txt constraints/offline.txt
 	$(PY) -m pip install --quiet --no-deps -r constraints/offline.txt
 	touch $(STAMP)
 
+# A 2 x 2 seed grid of the offline demo on this machine (no SLURM), then its cube and summary.
 demo: install
-	$(PY) -m seedgrid run --config demo --wi 1 --do 1 --out runs/demo
+	$(PY) -m seedgrid submit --config demo --cluster local --out runs/demo --wait
+	$(PY) -m seedgrid collect runs/demo
 
 test: install slurm
 	$(PY) -m pytest $(PYTEST_ARGS)

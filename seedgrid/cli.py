@@ -9,6 +9,7 @@ import argparse
 import math
 import shutil
 import sys
+import time
 import textwrap
 from pathlib import Path
 
@@ -107,6 +108,7 @@ def _submit(args: argparse.Namespace) -> None:
           f"{per_task} cell(s), at most {parallel} at once")
     print(f"watch it: python -m seedgrid status {run_dir} --cluster {profile.name}")
     if args.wait:
+        _wait_for(jobs, cfg, run_dir, len(cells))
         for job in jobs:
             try:
                 job.result()
@@ -115,6 +117,24 @@ def _submit(args: argparse.Namespace) -> None:
         print(format_status(run_dir, profile.name))
         if dispatch.missing_cells(cfg, run_dir):
             sys.exit(1)
+
+
+def _wait_for(jobs: list, cfg, run_dir: Path, submitted: int) -> None:
+    """Print how many of the submitted cells have shards, as it changes, until the jobs end."""
+    from seedgrid import dispatch
+
+    started, last = time.time(), None
+    while True:
+        finished = all(job.done() for job in jobs)
+        # cells that were not submitted had shards already: what is missing was submitted
+        line = f"{submitted - len(dispatch.missing_cells(cfg, run_dir))}/{submitted} cells have shards"
+        if line != last:
+            print(f"  [{time.time() - started:4.0f} s] {line} (logs: {run_dir / 'logs'})",
+                  flush=True)
+            last = line
+        if finished:
+            return
+        time.sleep(2)
 
 
 def _status(args: argparse.Namespace) -> None:

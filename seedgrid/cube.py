@@ -229,6 +229,9 @@ def _create(nc, template: dict, seeds_wi: list[int], seeds_do: list[int], cfg,
             chunks = tuple(1 if d in ("seed_wi", "seed_do") else sizes[d] for d in dims)
             out[name] = nc.createVariable(name, kind, dims, fill_value=np.nan, chunksizes=chunks,
                                           **packing)
+            # each chunk (one cell) is written once: HDF5 need not cache more than a couple
+            out[name].set_var_chunk_cache(size=2 * int(np.prod(chunks)) * (8 if kind == "f8" else 4)
+                                          + 4096, nelems=7, preemption=1.0)
     attrs = {k: v for k, v in template["attrs"].items() if k not in _PER_CELL_ATTRS}
     attrs["created"] = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
     attrs["grid"] = f"{len(seeds_wi)} x {len(seeds_do)} (config grid {len(cfg.grid.seeds_wi)} x " \

@@ -11,7 +11,7 @@ import os
 import tempfile
 from pathlib import Path
 
-from seedgrid.config import Config, load_config
+from seedgrid.config import Config, load_config, with_seeds
 from seedgrid.errors import UsageError
 from seedgrid.store import shard_path
 
@@ -54,10 +54,19 @@ def config_difference(old: Config, new: Config) -> str:
 
 
 def write_config(run_dir: Path, cfg: Config) -> None:
-    """Freeze the config into the run folder (once; atomically)."""
+    """Freeze the config into the run folder (atomically); later grids widen the frozen one.
+
+    The grid is not part of the config hash: submitting more seeds to a run folder (a 10 x 10
+    grid grown to 25 x 25) keeps one config whose grid is the union of the seeds.
+    """
     path = run_dir / CONFIG
     if path.exists():
-        return
+        old = load_config(path)
+        wi = sorted(set(old.grid.seeds_wi) | set(cfg.grid.seeds_wi))
+        do = sorted(set(old.grid.seeds_do) | set(cfg.grid.seeds_do))
+        if (tuple(wi), tuple(do)) == (old.grid.seeds_wi, old.grid.seeds_do):
+            return
+        cfg = with_seeds(old, wi, do)
     run_dir.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{CONFIG}.{os.getpid()}.tmp")
     tmp.write_text(cfg.to_toml())

@@ -201,3 +201,15 @@ def test_periodic_checkpoints_and_their_removal(tmp_path, tiny_toml):
     result = run_cli("run", "--config", str(config), "--wi", "1", "--do", "1", "--out", str(out))
     assert result.returncode == 0, result.stderr
     assert not path.exists() and (out / "shards/wi1_do1.nc").exists()  # removed with the shard
+
+
+def test_submitting_more_seeds_widens_the_frozen_grid(tmp_path):
+    from seedgrid.config import load_config, with_seeds
+    from seedgrid.rundir import write_config
+
+    cfg = tiny_config()  # seeds 1..2 x 1..2
+    write_config(tmp_path, cfg)
+    write_config(tmp_path, with_seeds(cfg, [2, 3], [1]))
+    frozen = load_config(tmp_path / "config.toml")
+    assert frozen.grid.seeds_wi == (1, 2, 3) and frozen.grid.seeds_do == (1, 2)
+    assert frozen.hash == cfg.hash
