@@ -13,6 +13,7 @@ The accessor gives the building blocks of analysis, vectorised over seeds and st
     ds = seedgrid.open_cube("runs/rte")
     ds.seedgrid.metric()          # (seed_wi, seed_do, step): the task's metric
     ds.seedgrid.best_so_far()     # best metric up to each evaluation (Dodge et al.)
+    ds.seedgrid.diverged()        # (seed_wi, seed_do): diverged or collapsed to the majority
 """
 
 from __future__ import annotations
@@ -151,6 +152,18 @@ class SeedgridAccessor:
                              input_core_dims=[["example", "class"], ["example"]],
                              kwargs={"metric": name})
         return out.rename(name)
+
+    def diverged(self, threshold: float | None = None) -> xr.DataArray:
+        """Per cell: 1.0 if it diverged, 0.0 if not, NaN if it has no final evaluation.
+
+        Diverged means marked so in training (a NaN or exploding loss), or a final metric at or
+        below ``threshold`` — by default the task's majority baseline, the level Dodge et al.'s
+        diverged runs fall to (predicting the most frequent label).
+        """
+        threshold = self._ds.attrs["majority_baseline"] if threshold is None else threshold
+        final = self.metric().isel(step=-1)
+        flag = (final <= threshold).astype(np.float64).where(final.notnull())
+        return flag.where(self._ds.status != "diverged", 1.0).drop_vars("step").rename("diverged")
 
     def table(self, name: str | None = None) -> pd.DataFrame:
         """One row per (seed_wi, seed_do, step): update, epoch, metric, best so far, status."""

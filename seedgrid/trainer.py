@@ -39,6 +39,10 @@ from seedgrid.tasks import get_task, load_splits
 #: called on every process after each update with (update, example positions this process used)
 OnUpdate = Callable[[int, np.ndarray], None]
 
+#: a mean cross-entropy above this (nats per example: the gold label's probability below
+#: e^-100) means training has exploded; the cell is marked diverged, as for a NaN loss
+EXPLODED_LOSS = 100.0
+
 
 def _print_now(line: str) -> None:
     print(line, flush=True)  # progress reaches a SLURM log file as it happens
@@ -167,7 +171,7 @@ def train_cell(cfg: Config, seed_wi: int, seed_do: int, *, on_update: OnUpdate |
             if on_update is not None:
                 on_update(update, np.concatenate(micro))
 
-            if not np.isfinite(train_loss[update - 1]):
+            if not train_loss[update - 1] <= EXPLODED_LOSS:  # NaN fails this comparison too
                 status = "diverged"  # keep what was evaluated so far; the rest stays NaN
                 say(f"{name} diverged at update {update}: loss {train_loss[update - 1]}")
                 break

@@ -197,3 +197,35 @@ def test_export_writes_one_row_per_cell_and_evaluation(tmp_path, capsys):
     with pytest.raises(SystemExit) as exit_:
         main(["export", str(run), "--to", str(tmp_path / "t.xlsx")])
     assert exit_.value.code == 2
+
+
+def test_divergence_flags_against_a_loop(tmp_path):
+    cfg = tiny_config(grid={"n_wi": 2, "n_do": 2})
+    run = tmp_path / "run"
+    write_config(run, cfg)
+    labels = np.arange(30) % 2  # balanced: always predicting one class scores 0.5
+    rng = np.random.default_rng(3)
+    good = np.stack([np.stack([labels == 0, labels == 1], -1) * 5.0] * 3)  # (step, example, class)
+    collapsed = good.copy()
+    collapsed[-1] = np.array([2.0, 0.0])  # the last evaluation predicts class 0 everywhere
+    cells = {(1, 1): (good, "done"), (1, 2): (collapsed, "done"),
+             (2, 1): (rng.normal(size=(3, 30, 2)), "diverged")}
+    for (wi, do), (logits, status) in cells.items():
+        ds = cell_dataset(seed_wi=wi, seed_do=do, logits=logits, labels=labels,
+                          example_ids=np.arange(30), steps=STEPS, epochs=STEPS / 5.0,
+                          train_loss=np.ones(10), status=status, wall_time_s=1.0,
+                          attrs={"task": "mr", "metric": "accuracy", "model": "t",
+                                 "majority_baseline": 0.5, "config_hash": cfg.hash,
+                                 "config": cfg.to_toml()})
+        write_atomic(ds, shard_path(run, wi, do))
+    collect(run)
+    flags = seedgrid.open_cube(run).seedgrid.diverged()
+    assert flags.dims == ("seed_wi", "seed_do")
+    expected = {}
+    for (wi, do), (logits, status) in cells.items():  # the definition, written out
+        final = accuracy_score(labels, logits[-1].argmax(-1))
+        expected[wi, do] = 1.0 if status == "diverged" or final <= 0.5 else 0.0
+    for (wi, do), value in expected.items():
+        assert flags.sel(seed_wi=wi, seed_do=do).item() == value
+    assert np.isnan(flags.sel(seed_wi=2, seed_do=2).item())  # missing: unknown, not "fine"
+    assert expected == {(1, 1): 0.0, (1, 2): 1.0, (2, 1): 1.0}

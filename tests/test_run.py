@@ -58,13 +58,18 @@ def test_a_deterministic_cell_reproduces_bitwise():
         assert a[name].values.tobytes() == b[name].values.tobytes()
 
 
-def test_a_nan_loss_marks_the_cell_diverged_and_keeps_what_was_evaluated():
-    cfg = tiny_config(train={"learning_rate": 1e8, "max_grad_norm": 0.0})
+@pytest.mark.parametrize("learning_rate", [1e8, 1e4])  # a NaN loss; a finite exploding one
+def test_a_nan_or_exploding_loss_marks_the_cell_diverged_and_keeps_what_was_evaluated(
+        learning_rate):
+    from seedgrid.trainer import EXPLODED_LOSS
+
+    cfg = tiny_config(train={"learning_rate": learning_rate, "max_grad_norm": 0.0})
     shard = train_cell(cfg, 1, 1, log=lambda _: None)
     assert shard.status.item() == "diverged"
     loss = shard.train_loss.values[0, 0]
-    first_nan = int(np.argmax(np.isnan(loss)))
-    assert np.all(np.isfinite(loss[:first_nan])) and np.all(np.isnan(loss[first_nan:]))
+    bad = int(np.argmax(~(loss <= EXPLODED_LOSS)))  # the update that diverged (NaN or huge)
+    assert bad > 0 and np.all(loss[:bad] <= EXPLODED_LOSS)
+    assert np.all(np.isnan(loss[bad + 1:]))  # training stopped there
     logits = shard.logits.values[0, 0]  # (example, step, class)
     assert np.all(np.isfinite(logits[:, 0])) and np.all(np.isnan(logits[:, -1]))
 
