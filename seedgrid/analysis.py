@@ -9,6 +9,7 @@ are left out, never counted as zero.
 - :func:`best_vs_worst_anova` — Table 4: are the best and worst seeds different?
 - :func:`expected_max` — Fig. 1: expected best of n runs, with its ± band.
 - :func:`step_correlation` — Fig. 5 / 9: Spearman (or Pearson) between evaluation points.
+- :func:`consistency` — Bui et al. 2025's micro view: do runs agree on individual examples?
 """
 
 from __future__ import annotations
@@ -95,3 +96,37 @@ def step_correlation(metric: xr.DataArray, method: str = "spearman") -> xr.DataA
     steps = metric["step"].values
     return xr.DataArray(np.clip(corr, -1, 1), dims=("step", "step_other"),
                         coords={"step": steps, "step_other": steps}, name=f"{method}_correlation")
+
+
+def consistency(predictions: xr.DataArray, label: xr.DataArray,
+                over: str | tuple[str, ...] = SEEDS) -> xr.Dataset:
+    """How consistently runs predict individual examples (Bui et al. 2025's micro metrics).
+
+    ``predictions``: predicted classes with dims including ``example`` and the run dimensions
+    ``over`` (as ``ds.seedgrid.predictions().isel(step=-1)``; NaN for missing runs, which are
+    left out). ``over`` = both seeds: the whole grid; ``"seed_do"``: within each WI row;
+    ``"seed_wi"``: within each DO column. Returns, over the remaining dimensions:
+
+    - ``con``: fraction of examples on which all runs predict the same label;
+    - ``ccon``: fraction of examples that all runs predict correctly;
+    - ``agreement``: mean over pairs of runs of the fraction of equal predictions;
+    - ``flip_rate`` (per example): fraction of pairs of runs that disagree on it.
+
+    An example seen by fewer than two runs has no pairs: its flip rate is NaN.
+    """
+    over = (over,) if isinstance(over, str) else tuple(over)
+    present = predictions.notnull()
+    runs = present.sum(over)
+    same = predictions.max(over) == predictions.min(over)
+    correct = ((predictions == label) | ~present).all(over) & (runs > 0)
+    classes = np.unique(label.values)
+    classes = np.union1d(classes, np.unique(predictions.values[~np.isnan(predictions.values)]))
+    counts = xr.concat([(predictions == k).sum(over) for k in classes], dim="class")
+    pairs = runs * (runs - 1)
+    agree = (counts * (counts - 1)).sum("class") / pairs.where(pairs > 0)
+    return xr.Dataset({
+        "con": (same & (runs > 0)).mean("example"),
+        "ccon": correct.mean("example"),
+        "agreement": agree.mean("example"),
+        "flip_rate": 1 - agree,
+    })

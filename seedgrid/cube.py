@@ -153,6 +153,14 @@ class SeedgridAccessor:
                              kwargs={"metric": name})
         return out.rename(name)
 
+    def consistency(self, step: int = -1, over: str | tuple[str, ...] = ("seed_wi", "seed_do")
+                    ) -> xr.Dataset:
+        """Bui et al.'s micro metrics at evaluation ``step`` (position; default the last): see
+        :func:`seedgrid.analysis.consistency`."""
+        from seedgrid.analysis import consistency
+
+        return consistency(self.predictions().isel(step=step), self._ds.label, over)
+
     def diverged(self, threshold: float | None = None) -> xr.DataArray:
         """Per cell: 1.0 if it diverged, 0.0 if not, NaN if it has no final evaluation.
 

@@ -100,3 +100,63 @@ def test_step_correlation_against_scipy_for_every_pair(method):
                 assert np.isnan(got.values[i, j])
             else:
                 assert got.values[i, j] == pytest.approx(expected)
+
+
+def _loop_consistency(pred, label):
+    """pred: (runs, example) with NaN rows for missing runs; the definitions, written out."""
+    pred = pred[~np.isnan(pred).all(axis=1)]
+    con = np.mean([len(set(pred[:, e])) == 1 for e in range(pred.shape[1])])
+    ccon = np.mean([all(pred[:, e] == label[e]) for e in range(pred.shape[1])])
+    pairs = list(itertools.combinations(range(len(pred)), 2))
+    agreement = np.mean([np.mean(pred[a] == pred[b]) for a, b in pairs]) if pairs else np.nan
+    flips = [np.mean([pred[a, e] != pred[b, e] for a, b in pairs]) if pairs else np.nan
+             for e in range(pred.shape[1])]
+    return con, ccon, agreement, np.array(flips)
+
+
+@pytest.mark.parametrize("over", [("seed_wi", "seed_do"), "seed_do", "seed_wi"])
+def test_consistency_against_loops_over_pairs_of_runs(over):
+    rng = np.random.default_rng(4)
+    label = rng.integers(0, 3, 12)  # three classes
+    pred = rng.integers(0, 3, (3, 4, 12)).astype(float)
+    pred[:, :, :3] = label[:3]  # examples every run gets right
+    pred[1, 2] = np.nan  # a missing cell
+    da = xr.DataArray(pred, dims=("seed_wi", "seed_do", "example"),
+                      coords={"seed_wi": [1, 2, 3], "seed_do": [1, 2, 3, 4]})
+    got = analysis.consistency(da, xr.DataArray(label, dims="example"), over)
+    if over == ("seed_wi", "seed_do"):
+        groups = {(): pred.reshape(12, 12)}
+    elif over == "seed_do":
+        groups = {("seed_wi", wi + 1): pred[wi] for wi in range(3)}
+    else:
+        groups = {("seed_do", do + 1): pred[:, do] for do in range(4)}
+    for key, runs in groups.items():
+        sel = got.sel({key[0]: key[1]}) if key else got
+        con, ccon, agreement, flips = _loop_consistency(runs, label)
+        assert sel.con.item() == pytest.approx(con)
+        assert sel.ccon.item() == pytest.approx(ccon)
+        assert sel.agreement.item() == pytest.approx(agreement)
+        np.testing.assert_allclose(sel.flip_rate.values, flips)
+
+
+def test_consistency_edge_cases_one_run_and_identical_runs():
+    label = xr.DataArray(np.array([0, 1, 1, 0]), dims="example")
+    one = xr.DataArray(np.array([[[0, 1, 0, 0]]], dtype=float), dims=("seed_wi", "seed_do", "example"))
+    got = analysis.consistency(one, label)
+    assert got.con.item() == 1.0 and got.ccon.item() == 0.75
+    assert np.isnan(got.agreement.item()) and got.flip_rate.isnull().all()  # no pairs
+    same = xr.DataArray(np.tile([0.0, 0, 0, 0], (2, 3, 1)), dims=("seed_wi", "seed_do", "example"))
+    got = analysis.consistency(same, label)  # constant predictions: consistent, half correct
+    assert (got.con.item(), got.ccon.item(), got.agreement.item()) == (1.0, 0.5, 1.0)
+    assert (got.flip_rate == 0).all()
+
+
+def test_bui_figure_1_equal_accuracy_little_overlap():
+    # Bui et al. Fig. 1: two runs, both 60% accurate, few predictions in common
+    label = np.ones(10)
+    a = np.array([1, 1, 1, 1, 1, 1, 0, 0, 0, 0], dtype=float)
+    b = np.array([0, 0, 0, 0, 1, 1, 1, 1, 1, 1], dtype=float)
+    da = xr.DataArray(np.stack([a, b])[None], dims=("seed_wi", "seed_do", "example"))
+    got = analysis.consistency(da, xr.DataArray(label, dims="example"))
+    assert np.mean(a == label) == np.mean(b == label) == 0.6
+    assert got.ccon.item() == 0.2 and got.agreement.item() == pytest.approx(0.2)
