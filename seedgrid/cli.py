@@ -296,7 +296,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m seedgrid",
         description="Seed grids for fine-tuning: is this result real, or was it the random seed?",
-        epilog="example: python -m seedgrid run --config demo --wi 1 --do 1",
+        epilog="example (a 2 x 2 grid on this machine, then its cube):\n"
+               "  python -m seedgrid submit --config demo --cluster local --wait\n"
+               "  python -m seedgrid collect runs/demo",
         formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True, metavar="command")
     for name, (func, add_args, summary, details) in COMMANDS.items():
