@@ -19,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
+import threading
 from pathlib import Path
 from typing import Callable
 
@@ -78,9 +79,26 @@ def set_rng_state(state: dict) -> None:
 
 @contextlib.contextmanager
 def signals_held():
-    """Hold SIGUSR2 and SIGTERM until the block ends (their handlers run right after)."""
-    old = signal.pthread_sigmask(signal.SIG_BLOCK, _HELD)
+    """Defer SIGUSR2 and SIGTERM until the block ends; their handlers then run once each.
+
+    Blocking them with ``pthread_sigmask`` is not enough: it holds only the calling thread, and a
+    signal sent to the process (scancel) reaches any other thread (torch's pools), after which
+    Python runs the handler in the main thread at its next bytecode — inside the block. So the
+    Python-level handlers are swapped for one that only notes the signal.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield  # handlers belong to the main thread; nothing to defer elsewhere
+        return
+    caught: list[int] = []
+    previous = {s: signal.signal(s, lambda signum, _: caught.append(signum)) for s in _HELD}
     try:
         yield
     finally:
-        signal.pthread_sigmask(signal.SIG_SETMASK, old)
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+        for signum in dict.fromkeys(caught):  # each signal once, in arrival order
+            handler = previous[signum]
+            if callable(handler):
+                handler(signum, None)
+            elif handler == signal.SIG_DFL:
+                signal.raise_signal(signum)  # the default action (e.g. terminate), now
