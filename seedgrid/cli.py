@@ -57,10 +57,7 @@ def _submit(args: argparse.Namespace) -> None:
 
     if args.resume:
         run_dir = Path(args.resume)
-        if not (run_dir / rundir.CONFIG).exists():
-            raise UsageError(f"--resume {args.resume!r} is not a run folder (no config.toml): give "
-                             "a folder that submit wrote")
-        cfg = config.load_config(run_dir / rundir.CONFIG)
+        cfg = rundir.load_run_config(run_dir)
         if args.config:
             rundir.check_config(run_dir, config.load_config(args.config))
     elif args.config:

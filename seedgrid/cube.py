@@ -29,10 +29,9 @@ import pandas as pd
 import xarray as xr
 
 from seedgrid import metrics
-from seedgrid.config import load_config
 from seedgrid.errors import UsageError
-from seedgrid.rundir import CONFIG
-from seedgrid.store import STATUS, VARIABLES, schema_problem, shard_path
+from seedgrid.rundir import load_run_config
+from seedgrid.store import STATUS, VARIABLES, schema_problem
 
 CUBE = "cube.nc"
 _PER_CELL_ATTRS = ("host", "device", "created", "num_processes", "gradient_accumulation",
@@ -50,10 +49,7 @@ class Collected:
 def collect(run_dir: str | Path, *, compress: bool = False) -> Collected:
     """Write ``run_dir/cube.nc`` from its shards; see the module docstring."""
     run_dir = Path(run_dir)
-    if not (run_dir / CONFIG).exists():
-        raise UsageError(f"{str(run_dir)!r} is not a run folder (no {CONFIG}): give the folder "
-                         "that submit or run wrote")
-    cfg = load_config(run_dir / CONFIG)
+    cfg = load_run_config(run_dir)
     on_disk = sorted((run_dir / "shards").glob("wi*_do*.nc"))
     if not on_disk:
         raise UsageError(f"no shards in {str(run_dir / 'shards')!r}: nothing to collect yet "
@@ -80,8 +76,9 @@ def collect(run_dir: str | Path, *, compress: bool = False) -> Collected:
     try:
         with netCDF4.Dataset(tmp, "w", format="NETCDF4") as nc:
             variables = _create(nc, template, seeds_wi, seeds_do, cfg, compress)
+            unreadable = {(wi, do) for wi, do, *_ in damaged}  # found before the template
             for cell, path in found.items():
-                if any((wi, do) == cell for wi, do, *_ in damaged):
+                if cell in unreadable:
                     continue
                 try:
                     shard = template if path == template["path"] else _read_shard(path, cfg.hash,

@@ -13,9 +13,17 @@ from pathlib import Path
 
 from seedgrid.config import Config, load_config, with_seeds
 from seedgrid.errors import UsageError
-from seedgrid.store import shard_path
 
 CONFIG = "config.toml"
+
+
+def load_run_config(run_dir: Path) -> Config:
+    """The frozen config of an existing run folder; UsageError if it is not one."""
+    path = Path(run_dir) / CONFIG
+    if not path.exists():
+        raise UsageError(f"{str(run_dir)!r} is not a run folder (no {CONFIG}): give the folder "
+                         "that submit or run wrote")
+    return load_config(path)
 
 
 def check_writable(run_dir: Path) -> None:
@@ -71,7 +79,3 @@ def write_config(run_dir: Path, cfg: Config) -> None:
     tmp = path.with_name(f".{CONFIG}.{os.getpid()}.tmp")
     tmp.write_text(cfg.to_toml())
     os.replace(tmp, path)
-
-
-def cell_done(run_dir: Path, seed_wi: int, seed_do: int) -> bool:
-    return shard_path(run_dir, seed_wi, seed_do).exists()

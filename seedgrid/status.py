@@ -16,10 +16,9 @@ from pathlib import Path
 
 import netCDF4
 
-from seedgrid.config import Config, load_config
+from seedgrid.config import Config
 from seedgrid.dispatch import grid_cells, read_jobs
-from seedgrid.errors import UsageError
-from seedgrid.rundir import CONFIG
+from seedgrid.rundir import load_run_config
 from seedgrid.store import shard_path
 
 SYMBOLS = {"done": "#", "diverged": "!", "running": "R", "pending": ".", "failed": "x",
@@ -36,10 +35,7 @@ class CellState:
 
 def run_status(run_dir: Path) -> tuple[Config, dict[tuple[int, int], CellState], str]:
     """The config, each cell's state, and a note when sacct could not be read."""
-    if not (run_dir / CONFIG).exists():
-        raise UsageError(f"{str(run_dir)!r} is not a run folder (no {CONFIG}): give the folder "
-                         "that submit or run wrote")
-    cfg = load_config(run_dir / CONFIG)
+    cfg = load_run_config(run_dir)
     tasks = _last_task_of_each_cell(run_dir)
     slurm_ids = sorted({t.split("_")[0] for t, executor in tasks.values() if executor == "slurm"})
     states, note = _sacct(slurm_ids) if slurm_ids else ({}, "")

@@ -225,3 +225,10 @@ def test_a_profile_that_sbatch_refuses_is_one_line_and_leaves_nothing(slurm, tmp
     assert "sbatch refused the array" in result.stderr and "invalid partition" in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
     assert not out.exists()
+
+
+@pytest.mark.parametrize("command", [["status"], ["collect"], ["submit", "--resume"]])
+def test_a_folder_that_is_not_a_run_is_named(tmp_path, command):
+    result = run_cli(*command, str(tmp_path))
+    assert result.returncode == 2
+    assert f"'{tmp_path}' is not a run folder (no config.toml)" in result.stderr
