@@ -5,21 +5,62 @@ Every function takes a DataArray of a metric with dimensions ``seed_wi`` and ``s
 ``ds.seedgrid.best_so_far()`` give, and works on the whole array at once. Missing cells (NaN)
 are left out, never counted as zero.
 
+- :func:`summary` — mean, standard deviation, variance, extremes (Bui's VAR is the variance).
+- :func:`regimes` — Table 1 / Fig. 1: the model found when evaluating at every evaluation, at
+  epoch ends, or only at the end.
 - :func:`decoupled_std` — Table 3: how much of the spread comes from WI vs DO.
 - :func:`best_vs_worst_anova` — Table 4: are the best and worst seeds different?
+- :func:`seed_permutation_test` — the authors' permutation test on row / column-mean ranges.
 - :func:`expected_max` — Fig. 1: expected best of n runs, with its ± band.
 - :func:`step_correlation` — Fig. 5 / 9: Spearman (or Pearson) between evaluation points.
+- :func:`seeds_across_tasks` — §4.3: are good WI seeds good on every task?
 - :func:`consistency` — Bui et al. 2025's micro view: do runs agree on individual examples?
+- :func:`run_pairs` — Bui's Fig. 1: pairs of runs with equal accuracy and little overlap.
+- :func:`by_training_size` — Bui's Fig. 2: VAR, CON and CCON of several cubes against n_train.
+
+The early-stopping simulation (§5, Fig. 6 / 7) is :mod:`seedgrid.early_stopping`.
 """
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import scipy.special
 import scipy.stats
+import pandas as pd
 import xarray as xr
 
 SEEDS = ("seed_wi", "seed_do")
+REGIMES = ("every", "epoch_ends", "end")
+
+
+def summary(metric: xr.DataArray) -> dict[str, float]:
+    """Mean, standard deviation (ddof 0), variance, min, max and count of the present cells."""
+    v = np.asarray(metric, dtype=np.float64).ravel()
+    v = v[~np.isnan(v)]
+    if not len(v):
+        return {"n": 0, **dict.fromkeys(("mean", "std", "var", "min", "max"), float("nan"))}
+    return {"n": int(len(v)), "mean": float(v.mean()), "std": float(v.std()),
+            "var": float(v.var()), "min": float(v.min()), "max": float(v.max())}
+
+
+def regimes(metric: xr.DataArray, epoch: xr.DataArray) -> xr.DataArray:
+    """Each run's selected score under Dodge et al.'s three evaluation regimes (Table 1, Fig. 1).
+
+    ``metric`` (seed_wi, seed_do, step) and the fractional ``epoch`` of each step. A run keeps
+    the best of the evaluations it would have made: ``every`` evaluation during training,
+    ``epoch_ends`` only, or the ``end`` only. The evaluation before training (epoch 0) is not a
+    trained model and never counts. Returns (regime, seed_wi, seed_do); NaN evaluations are
+    skipped, a run with none is NaN.
+    """
+    epoch = np.asarray(epoch, dtype=np.float64)
+    trained = epoch > 0
+    ends = trained & np.isclose(epoch, np.round(epoch))
+    last = np.arange(len(epoch)) == len(epoch) - 1
+    masks = xr.DataArray(np.stack([trained, ends, last]), dims=("regime", "step"),
+                         coords={"regime": list(REGIMES)})
+    return metric.where(masks).max("step", skipna=True).rename(metric.name)
 
 
 def decoupled_std(metric: xr.DataArray, ddof: int = 0) -> dict[str, float]:
@@ -50,6 +91,37 @@ def best_vs_worst_anova(metric: xr.DataArray) -> dict[str, dict]:
         f, p = scipy.stats.f_oneway(a[~np.isnan(a)], b[~np.isnan(b)])
         out[kind] = {"best": best, "worst": worst, "f": float(f), "p": float(p)}
     return out
+
+
+def seed_permutation_test(metric: xr.DataArray, n_resamples: int = 10_000,
+                          seed: int = 0) -> dict[str, dict]:
+    """Are some seeds better than others? The permutation test of Dodge et al.'s code.
+
+    Statistic, per kind: the range (max − min) of the WI row means (``seed_wi``) or of the DO
+    column means (``seed_do``). Null: ``n_resamples`` shuffles of all present cells over the
+    grid's present positions (the same shuffles for both kinds). p-value: (1 + shuffles with a
+    range ≥ the observed) / (1 + n_resamples), as scipy.stats.permutation_test. Missing cells
+    stay missing. Returns ``{kind: {"range", "p"}}``.
+    """
+    grid = metric.transpose(*SEEDS).values.astype(np.float64)
+    present = ~np.isnan(grid)
+    rng = np.random.default_rng(seed)
+    shuffled = np.full((n_resamples, *grid.shape), np.nan)
+    shuffled[:, present] = rng.permuted(np.broadcast_to(grid[present], (n_resamples,
+                                                                        present.sum())), axis=1)
+    out = {}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # a row with no present cell
+        for kind, axis in (("seed_wi", -1), ("seed_do", -2)):
+            observed = _range(np.nanmean(grid, axis=axis))
+            null = _range(np.nanmean(shuffled, axis=axis))
+            p = (1 + np.sum(null >= observed - 1e-12)) / (1 + n_resamples)
+            out[kind] = {"range": float(observed), "p": float(p)}
+    return out
+
+
+def _range(means: np.ndarray) -> np.ndarray:
+    return np.nanmax(means, axis=-1) - np.nanmin(means, axis=-1)
 
 
 def expected_max(scores, replace: bool = True) -> tuple[np.ndarray, np.ndarray]:
@@ -86,16 +158,20 @@ def step_correlation(metric: xr.DataArray, method: str = "spearman") -> xr.DataA
     if method not in ("spearman", "pearson"):
         raise ValueError(f"method {method!r}: use 'spearman' or 'pearson'")
     cells = metric.stack(cell=SEEDS).transpose("cell", "step").values
+    steps = metric["step"].values
+    return xr.DataArray(_correlation(cells, method), dims=("step", "step_other"),
+                        coords={"step": steps, "step_other": steps}, name=f"{method}_correlation")
+
+
+def _correlation(cells: np.ndarray, method: str) -> np.ndarray:
+    """(k, k) correlation between the columns of ``cells`` (n, k); rows with a NaN left out."""
     cells = cells[~np.isnan(cells).any(axis=1)]
     if method == "spearman":
         cells = scipy.stats.rankdata(cells, axis=0)
     centred = cells - cells.mean(axis=0)
     norm = np.sqrt((centred**2).sum(axis=0))
     with np.errstate(invalid="ignore", divide="ignore"):
-        corr = (centred.T @ centred) / np.outer(norm, norm)
-    steps = metric["step"].values
-    return xr.DataArray(np.clip(corr, -1, 1), dims=("step", "step_other"),
-                        coords={"step": steps, "step_other": steps}, name=f"{method}_correlation")
+        return np.clip((centred.T @ centred) / np.outer(norm, norm), -1, 1)
 
 
 def consistency(predictions: xr.DataArray, label: xr.DataArray,
@@ -130,3 +206,87 @@ def consistency(predictions: xr.DataArray, label: xr.DataArray,
         "agreement": agree.mean("example"),
         "flip_rate": 1 - agree,
     })
+
+
+def agreement_matrix(predictions: xr.DataArray) -> xr.DataArray:
+    """Fraction of examples on which two runs predict the same label, for every pair of runs.
+
+    ``predictions`` (seed_wi, seed_do, example) as in :func:`consistency`. Returns
+    (run, run_other) over the present runs, with ``seed_wi`` and ``seed_do`` along ``run``;
+    the diagonal is 1. One matrix product over one-hot predictions, not a loop over pairs.
+    """
+    runs = _present_runs(predictions)
+    pred = runs.values
+    classes = np.unique(pred)
+    onehot = (pred[:, :, None] == classes).reshape(len(pred), -1).astype(np.float64)
+    agree = onehot @ onehot.T / max(pred.shape[1], 1)
+    index = runs.indexes["run"]
+    coords = {"seed_wi": ("run", index.get_level_values(0)),
+              "seed_do": ("run", index.get_level_values(1)),
+              "seed_wi_other": ("run_other", index.get_level_values(0)),
+              "seed_do_other": ("run_other", index.get_level_values(1))}
+    return xr.DataArray(agree, dims=("run", "run_other"), coords=coords, name="agreement")
+
+
+def _present_runs(predictions: xr.DataArray) -> xr.DataArray:
+    """(run, example): the runs with predictions for every example, stacked."""
+    runs = predictions.stack(run=SEEDS).transpose("run", "example")
+    return runs.isel(run=np.flatnonzero(runs.notnull().all("example").values))
+
+
+def run_pairs(predictions: xr.DataArray, label: xr.DataArray, tolerance: float = 0.0,
+              top: int = 10) -> pd.DataFrame:
+    """Bui et al.'s Fig. 1 in a grid: pairs of runs with (nearly) equal accuracy that agree least.
+
+    Pairs whose accuracies differ by at most ``tolerance``, sorted by ``agreement`` (fraction of
+    equal predictions), lowest first; ``both_correct`` is the fraction of examples both runs get
+    right. Returns the ``top`` pairs, one row each.
+    """
+    agree = agreement_matrix(predictions)
+    c = (_present_runs(predictions) == label).values.astype(np.float64)
+    accuracy = c.mean(axis=1)
+    both = c @ c.T / max(c.shape[1], 1)
+    a, b = np.triu_indices(len(c), k=1)
+    keep = np.abs(accuracy[a] - accuracy[b]) <= tolerance + 1e-12
+    a, b = a[keep], b[keep]
+    table = pd.DataFrame({
+        "seed_wi_a": agree["seed_wi"].values[a], "seed_do_a": agree["seed_do"].values[a],
+        "seed_wi_b": agree["seed_wi"].values[b], "seed_do_b": agree["seed_do"].values[b],
+        "accuracy_a": accuracy[a], "accuracy_b": accuracy[b],
+        "agreement": agree.values[a, b], "both_correct": both[a, b]})
+    return table.sort_values(["agreement", "both_correct"], kind="stable").head(top) \
+        .reset_index(drop=True)
+
+
+def by_training_size(cubes: list[xr.Dataset], step: int = -1) -> pd.DataFrame:
+    """Bui et al.'s Fig. 2: one row per cube — n_train, VAR of its metric over runs, CON, CCON.
+
+    All at evaluation ``step`` (position; default the last); sorted by training-set size.
+    """
+    rows = []
+    for ds in cubes:
+        m = ds.seedgrid.metric().isel(step=step)
+        micro = ds.seedgrid.consistency(step=step)
+        rows.append({"task": ds.attrs["task"], "n_train": int(ds.attrs["n_train"]),
+                     "metric": m.name, "runs": int(m.notnull().sum()),
+                     "var": summary(m)["var"], "con": float(micro.con),
+                     "ccon": float(micro.ccon)})
+    return pd.DataFrame(rows).sort_values("n_train", kind="stable").reset_index(drop=True)
+
+
+def seeds_across_tasks(metrics: dict[str, xr.DataArray]) -> xr.Dataset:
+    """Dodge et al. §4.3: are good weight initialisations good on every task?
+
+    ``metrics``: task name → (seed_wi, seed_do) metric. On the WI seeds all tasks share, each
+    seed's ``mean`` over its DO seeds, its ``rank`` within the task (1 = best; ties share the
+    average rank), its ``mean_rank`` over tasks, and the Spearman ``correlation`` of the WI means
+    between every two tasks.
+    """
+    means = xr.concat([m.mean("seed_do").drop_vars("step", errors="ignore")
+                       for m in metrics.values()], dim="task", join="inner")
+    means = means.assign_coords(task=list(metrics)).dropna("seed_wi", how="any")
+    ranks = means.copy(data=scipy.stats.rankdata(-means.values, axis=1))
+    corr = xr.DataArray(_correlation(means.values.T, "spearman"), dims=("task", "task_other"),
+                        coords={"task": list(metrics), "task_other": list(metrics)})
+    return xr.Dataset({"mean": means, "rank": ranks, "mean_rank": ranks.mean("task"),
+                       "correlation": corr})

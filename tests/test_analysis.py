@@ -160,3 +160,102 @@ def test_bui_figure_1_equal_accuracy_little_overlap():
     got = analysis.consistency(da, xr.DataArray(label, dims="example"))
     assert np.mean(a == label) == np.mean(b == label) == 0.6
     assert got.ccon.item() == 0.2 and got.agreement.item() == pytest.approx(0.2)
+
+
+def test_summary_against_numpy_with_a_missing_cell_and_one_seed():
+    values = np.array([[0.5, np.nan, 0.7], [0.6, 0.6, 0.9]])
+    got = analysis.summary(_grid(values))
+    flat = values[~np.isnan(values)]
+    assert got == pytest.approx({"n": 5, "mean": flat.mean(), "std": flat.std(),
+                                 "var": flat.var(), "min": 0.5, "max": 0.9})
+    assert analysis.summary(_grid([[0.7]]))["std"] == 0.0
+    assert analysis.summary(_grid([[np.nan]]))["n"] == 0
+
+
+def test_regimes_pick_the_best_evaluation_each_regime_can_see():
+    # (wi, do, step) with steps at epochs 0, .5, 1, 1.5, 2
+    epoch = np.array([0, 0.5, 1.0, 1.5, 2.0])
+    values = np.array([[[0.9, 0.8, 0.6, 0.7, 0.5],     # the untrained evaluation never counts
+                        [0.1, 0.2, 0.3, 0.4, np.nan]]])  # the end missing
+    metric = xr.DataArray(values, dims=("seed_wi", "seed_do", "step"),
+                          coords={"step": [0, 5, 10, 15, 20]})
+    got = analysis.regimes(metric, epoch)
+    for regime, keep in (("every", epoch > 0), ("epoch_ends", np.isin(epoch, [1, 2])),
+                         ("end", np.arange(5) == 4)):
+        for do in range(2):
+            seen = values[0, do][keep]
+            expected = np.nanmax(seen) if not np.isnan(seen).all() else np.nan
+            np.testing.assert_equal(got.sel(regime=regime).values[0, do], expected)
+
+
+def test_seed_permutation_test_against_scipy_exact_enumeration():
+    # a 3 x 3 grid has 9!/(3!3!3!) = 1680 distinct partitions: scipy enumerates them exactly
+    rng = np.random.default_rng(5)
+    values = rng.normal(0.7, 0.05, (3, 3)).round(3)
+    values[2] += 0.04
+    got = analysis.seed_permutation_test(_grid(values), n_resamples=40_000, seed=1)
+
+    def spread(*groups, axis=-1):
+        means = np.stack([np.mean(g, axis=axis) for g in groups])
+        return means.max(axis=0) - means.min(axis=0)
+
+    for kind, groups in (("seed_wi", list(values)), ("seed_do", list(values.T))):
+        exact = scipy.stats.permutation_test(groups, spread, permutation_type="independent",
+                                             alternative="greater", n_resamples=np.inf,
+                                             vectorized=True)
+        assert got[kind]["range"] == pytest.approx(exact.statistic)
+        assert got[kind]["p"] == pytest.approx(exact.pvalue, abs=0.01)  # Monte Carlo error
+
+
+def test_seed_permutation_test_finds_a_planted_seed_effect_and_keeps_missing_cells_out():
+    rng = np.random.default_rng(6)
+    values = rng.normal(0.7, 0.01, (8, 8))
+    values[3] += 0.05  # WI seed 4 is better; DO seeds do not matter
+    values[0, 0] = np.nan
+    got = analysis.seed_permutation_test(_grid(values), n_resamples=2000)
+    assert got["seed_wi"]["p"] < 0.01 and got["seed_do"]["p"] > 0.05
+    means = np.nanmean(values, axis=1)
+    assert got["seed_wi"]["range"] == pytest.approx(means.max() - means.min())
+    constant = analysis.seed_permutation_test(_grid(np.full((3, 3), 0.5)), n_resamples=100)
+    assert constant["seed_wi"] == {"range": 0.0, "p": 1.0}  # ties count as extreme
+
+
+def test_agreement_matrix_and_run_pairs_against_loops():
+    rng = np.random.default_rng(7)
+    label = rng.integers(0, 2, 30)
+    pred = np.where(rng.random((3, 3, 30)) < 0.7, label, 1 - label).astype(float)
+    pred[1, 1] = np.nan  # a missing run
+    da = xr.DataArray(pred, dims=("seed_wi", "seed_do", "example"),
+                      coords={"seed_wi": [1, 2, 3], "seed_do": [4, 5, 6]})
+    lab = xr.DataArray(label, dims="example")
+    agree = analysis.agreement_matrix(da)
+    runs = [(wi, do) for wi in range(3) for do in range(3) if (wi, do) != (1, 1)]
+    assert agree.shape == (8, 8)
+    for a, (wa, da_) in enumerate(runs):
+        assert (agree.seed_wi.values[a], agree.seed_do.values[a]) == (wa + 1, da_ + 4)
+        for b, (wb, db) in enumerate(runs):
+            assert agree.values[a, b] == pytest.approx(np.mean(pred[wa, da_] == pred[wb, db]))
+    pairs = analysis.run_pairs(da, lab, tolerance=0.05, top=100)
+    expected = []
+    for (wa, da_), (wb, db) in itertools.combinations(runs, 2):
+        acc_a, acc_b = np.mean(pred[wa, da_] == label), np.mean(pred[wb, db] == label)
+        if abs(acc_a - acc_b) <= 0.05 + 1e-12:
+            expected.append(np.mean(pred[wa, da_] == pred[wb, db]))
+    assert sorted(expected) == pytest.approx(pairs.agreement.tolist())
+    for row in pairs.itertuples():
+        a = pred[row.seed_wi_a - 1, row.seed_do_a - 4] == label
+        b = pred[row.seed_wi_b - 1, row.seed_do_b - 4] == label
+        assert row.both_correct == pytest.approx(np.mean(a & b))
+        assert row.accuracy_a == pytest.approx(a.mean())
+
+
+def test_seeds_across_tasks_ranks_against_scipy_with_ties_and_unshared_seeds():
+    a = _grid([[0.8, 0.6], [0.7, 0.7], [0.5, 0.5]])  # WI means 0.7, 0.7, 0.5: a tie
+    b = _grid([[0.6, 0.6], [0.9, 0.7], [0.4, 0.6], [0.9, 0.9]])  # WI 4 only on task b
+    got = analysis.seeds_across_tasks({"a": a, "b": b})
+    assert got.seed_wi.values.tolist() == [1, 2, 3]
+    np.testing.assert_allclose(got["rank"].sel(task="a"), [1.5, 1.5, 3])
+    np.testing.assert_allclose(got["rank"].sel(task="b"), [2, 1, 3])
+    np.testing.assert_allclose(got.mean_rank, [1.75, 1.25, 3])
+    expected = scipy.stats.spearmanr([0.7, 0.7, 0.5], [0.6, 0.8, 0.5])[0]
+    assert got.correlation.sel(task="a", task_other="b").item() == pytest.approx(expected)
