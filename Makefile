@@ -19,10 +19,11 @@ $(STAMP): pyproject.toml constraints/cpu.txt constraints/offline.txt
 	$(PY) -m pip install --quiet --no-deps -r constraints/offline.txt
 	touch $(STAMP)
 
-# A 2 x 2 seed grid of the offline demo on this machine (no SLURM), then its cube and summary.
+# A 2 x 2 seed grid of the offline demo on this machine (no SLURM), then its cube and report.
 demo: install
 	$(PY) -m seedgrid submit --config demo --cluster local --out runs/demo --wait
 	$(PY) -m seedgrid collect runs/demo
+	$(PY) -m seedgrid report runs/demo
 
 test: install slurm
 	$(PY) -m pytest $(PYTEST_ARGS)

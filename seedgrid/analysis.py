@@ -271,7 +271,9 @@ def by_training_size(cubes: list[xr.Dataset], step: int = -1) -> pd.DataFrame:
                      "metric": m.name, "runs": int(m.notnull().sum()),
                      "var": summary(m)["var"], "con": float(micro.con),
                      "ccon": float(micro.ccon)})
-    return pd.DataFrame(rows).sort_values("n_train", kind="stable").reset_index(drop=True)
+    columns = ["task", "n_train", "metric", "runs", "var", "con", "ccon"]
+    return pd.DataFrame(rows, columns=columns).sort_values("n_train", kind="stable") \
+        .reset_index(drop=True)
 
 
 def seeds_across_tasks(metrics: dict[str, xr.DataArray]) -> xr.Dataset:

@@ -184,6 +184,35 @@ def _export(args: argparse.Namespace) -> None:
     print(f"wrote {out}: {len(table)} rows (seed_wi, seed_do, update) x {list(table.columns[3:])}")
 
 
+def _report(args: argparse.Namespace) -> None:
+    import json
+
+    from seedgrid.report import write
+
+    out = write(args.runs, args.out, figures_too=not args.no_figures, samples=args.samples,
+                seed=args.seed)
+    report = json.loads((out / "report.json").read_text())
+    for name, r in report["runs"].items():
+        end, d, micro = r["macro"]["end"], r["macro"]["decoupled_std"]["end"], r["micro"]["grid"]
+        f = lambda x: "n/a" if x is None else f"{x:.4f}"  # noqa: E731
+        print(f"{name}: {r['metric']} at the end {f(end['mean'])} ± {f(end['std'])} over "
+              f"{end['n']} runs (min {f(end['min'])}, max {f(end['max'])}); std with WI fixed "
+              f"{f(d['wi'])}, with DO fixed {f(d['do'])}")
+        print(f"  all runs agree on {f(micro['con'])} of the examples (CON), all correct on "
+              f"{f(micro['ccon'])} (CCON); two runs agree on {f(micro['agreement'])} on average")
+        every = r["regimes"]["every"]
+        print(f"  best found {f(every['best_found'])}; expected best of "
+              f"{len(every['expected_max'])} runs {f((every['expected_max'] or [None])[-1])}")
+        es = r["early_stopping"]
+        if "best_per_budget" in es and es["best_per_budget"]:
+            b = es["best_per_budget"][min(len(es["best_per_budget"]), 5) - 1]
+            print(f"  early stopping at a budget of {b['budget']} runs: start {b['started']}, "
+                  f"stop {b['stopped']} after {b['evaluations']} evaluations -> "
+                  f"{f(b['expected'])} vs {f(b['baseline'])} without stopping")
+    print(f"wrote {out / 'report.md'} and {out / 'report.json'}"
+          + ("" if args.no_figures else " with figures"))
+
+
 def _presets(args: argparse.Namespace) -> None:
     from seedgrid import config
     from seedgrid.tasks import TASKS
@@ -228,6 +257,16 @@ def _export_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("cube", help="a cube file or a run folder")
     p.add_argument("--to", required=True, help="output file: .csv or .parquet")
     p.add_argument("--metric", help="a metric other than the task's (accuracy, f1, mcc, acc_f1)")
+
+
+def _report_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("runs", nargs="+", help="run folders (or cube files) to analyse")
+    p.add_argument("--out", help="report folder (default: <first run>/report)")
+    p.add_argument("--samples", type=int, default=5000,
+                   help="simulated experiments per early-stopping configuration (default 5000; "
+                        "the paper's 50000 takes about a minute on a 25 x 25 grid)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the simulations (default 0)")
+    p.add_argument("--no-figures", action="store_true", help="numbers only, no PNG figures")
 
 
 def _status_args(p: argparse.ArgumentParser) -> None:
@@ -282,6 +321,18 @@ COMMANDS = {
         example:
           python -m seedgrid export runs/dodge2020-rte --to rte.parquet
         """),
+    "report": (_report, _report_args, "analyse cubes: report.md, report.json and figures", """
+        Every analysis of the seed papers on each run's cube: mean and variance, WI vs DO
+        (Dodge Tables 3-4, permutation test), divergence, best found and expected best of n
+        under three evaluation regimes (Table 1, Fig. 1), consistency of predictions (Bui:
+        CON, CCON, agreement, equal-accuracy pairs), correlation between evaluations (Fig.
+        5, 9), and the early-stopping simulation (Fig. 6, 7). With several runs: WI seeds
+        across tasks (Dodge 4.3) and VAR/CON/CCON by training size (Bui Fig. 2).
+
+        example:
+          python -m seedgrid report runs/demo
+          python -m seedgrid report runs/rte runs/mrpc runs/cola --out reports/glue
+        """),
     "presets": (_presets, lambda p: None, "list the packaged configs and tasks", """
         example:
           python -m seedgrid presets
@@ -293,9 +344,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m seedgrid",
         description="Seed grids for fine-tuning: is this result real, or was it the random seed?",
-        epilog="example (a 2 x 2 grid on this machine, then its cube):\n"
+        epilog="example (a 2 x 2 grid on this machine, then its cube and report):\n"
                "  python -m seedgrid submit --config demo --cluster local --wait\n"
-               "  python -m seedgrid collect runs/demo",
+               "  python -m seedgrid collect runs/demo\n"
+               "  python -m seedgrid report runs/demo",
         formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True, metavar="command")
     for name, (func, add_args, summary, details) in COMMANDS.items():

@@ -14,6 +14,8 @@ The accessor gives the building blocks of analysis, vectorised over seeds and st
     ds.seedgrid.metric()          # (seed_wi, seed_do, step): the task's metric
     ds.seedgrid.best_so_far()     # best metric up to each evaluation (Dodge et al.)
     ds.seedgrid.diverged()        # (seed_wi, seed_do): diverged or collapsed to the majority
+    ds.seedgrid.consistency()     # Bui et al.'s CON, CCON, agreement, flip rate
+    ds.seedgrid.expected_max()    # ... and every analysis of seedgrid.analysis as a method
 """
 
 from __future__ import annotations
@@ -182,10 +184,82 @@ class SeedgridAccessor:
                       "status", "wall_time_s"]]
 
     def best_so_far(self, name: str | None = None) -> xr.DataArray:
-        """Best metric over evaluations 0..j at each step j (NaN evaluations skipped)."""
+        """Best metric over the evaluations during training up to each step (Dodge et al.).
+
+        The evaluation before training (update 0) is not a trained model and never counts: the
+        best so far is NaN there. NaN evaluations are skipped.
+        """
         m = self.metric(name)
-        best = np.fmax.accumulate(m.transpose(..., "step").values, axis=-1)
-        return m.transpose(..., "step").copy(data=best).transpose(*m.dims)
+        t = m.transpose(..., "step")
+        during = np.where(t["step"].values > 0, t.values, np.nan)
+        return t.copy(data=np.fmax.accumulate(during, axis=-1)).transpose(*m.dims)
+
+    # -- analyses (seedgrid.analysis, seedgrid.early_stopping) on this cube ------------------
+
+    def final(self, name: str | None = None, best: bool = False) -> xr.DataArray:
+        """(seed_wi, seed_do): the metric at the last evaluation, or the best found in training."""
+        m = self.best_so_far(name) if best else self.metric(name)
+        return m.isel(step=-1, drop=True)
+
+    def regimes(self, name: str | None = None) -> xr.DataArray:
+        """(regime, seed_wi, seed_do): each run's pick when evaluating at every evaluation, at
+        epoch ends or at the end; see :func:`seedgrid.analysis.regimes`."""
+        from seedgrid.analysis import regimes
+
+        return regimes(self.metric(name), self._ds.epoch)
+
+    def expected_max(self, name: str | None = None, replace: bool = True) -> xr.Dataset:
+        """Expected best of n runs (n = 1..N) with its std, per evaluation regime (Fig. 1)."""
+        from seedgrid.analysis import expected_max
+
+        picks = self.regimes(name)
+        out = [expected_max(picks.sel(regime=r).values, replace=replace)
+               for r in picks["regime"].values]
+        n = min(len(mean) for mean, _ in out)
+        return xr.Dataset({"mean": (("regime", "n"), np.stack([m[:n] for m, _ in out])),
+                           "std": (("regime", "n"), np.stack([s[:n] for _, s in out]))},
+                          coords={"regime": picks["regime"].values, "n": np.arange(1, n + 1)})
+
+    def decoupled_std(self, name: str | None = None, best: bool = False) -> dict[str, float]:
+        """Table 3 on the final (or best-found) metric; :func:`seedgrid.analysis.decoupled_std`."""
+        from seedgrid.analysis import decoupled_std
+
+        return decoupled_std(self.final(name, best))
+
+    def anova(self, name: str | None = None, best: bool = False) -> dict[str, dict]:
+        """Table 4; :func:`seedgrid.analysis.best_vs_worst_anova`."""
+        from seedgrid.analysis import best_vs_worst_anova
+
+        return best_vs_worst_anova(self.final(name, best))
+
+    def permutation_test(self, name: str | None = None, best: bool = False,
+                         n_resamples: int = 10_000, seed: int = 0) -> dict[str, dict]:
+        """Row / column-mean range test; :func:`seedgrid.analysis.seed_permutation_test`."""
+        from seedgrid.analysis import seed_permutation_test
+
+        return seed_permutation_test(self.final(name, best), n_resamples, seed)
+
+    def step_correlation(self, name: str | None = None, method: str = "spearman",
+                         best: bool = True) -> xr.DataArray:
+        """Fig. 5 (Spearman) / Fig. 9 (Pearson) between evaluations during training, on the
+        best so far as the paper does (``best=False``: the metric at each evaluation)."""
+        from seedgrid.analysis import step_correlation
+
+        m = self.best_so_far(name) if best else self.metric(name)
+        return step_correlation(m.sel(step=m["step"] > 0), method)
+
+    def run_pairs(self, step: int = -1, tolerance: float = 0.0, top: int = 10):
+        """Bui Fig. 1: equal-accuracy pairs of runs that agree least; see
+        :func:`seedgrid.analysis.run_pairs`."""
+        from seedgrid.analysis import run_pairs
+
+        return run_pairs(self.predictions().isel(step=step), self._ds.label, tolerance, top)
+
+    def early_stopping(self, name: str | None = None, **kwargs):
+        """Dodge §5's simulation on this cube; :func:`seedgrid.early_stopping.simulate`."""
+        from seedgrid.early_stopping import simulate
+
+        return simulate(self.metric(name), **kwargs)
 
 
 class _Damaged(Exception):

@@ -1,0 +1,126 @@
+"""`seedgrid report` end to end on real cubes: report.json against independent computations,
+report.md, the figures, several runs, degenerate grids and bad input."""
+
+import json
+
+import numpy as np
+import pytest
+import scipy.stats
+from sklearn.metrics import accuracy_score
+
+import seedgrid
+from seedgrid.cli import main
+from seedgrid.cube import collect
+
+from test_cube import _run
+
+PNG = b"\x89PNG\r\n\x1a\n"
+
+
+def _report(tmp_path, cells, n=3, name="run", extra=()):
+    run, _ = _run(tmp_path / name, cells, n=n)
+    collect(run)
+    main(["report", str(run), *extra])
+    return run, json.loads((run / "report" / "report.json").read_text())
+
+
+def test_report_numbers_against_independent_computations(tmp_path, capsys):
+    cells = [(wi, do) for wi in (1, 2, 3) for do in (1, 2, 3) if (wi, do) != (3, 3)]
+    run, report = _report(tmp_path, cells)
+    printed = capsys.readouterr().out
+    r = report["runs"]["run"]
+    ds = seedgrid.open_cube(run)
+    label, logits = ds.label.values, ds.logits.values  # (wi, do, example, step, class)
+    grid = np.full((3, 3), np.nan)  # accuracy at the end, by scikit-learn
+    for wi, do in cells:
+        grid[wi - 1, do - 1] = accuracy_score(label, logits[wi - 1, do - 1, :, -1].argmax(-1))
+    present = grid[~np.isnan(grid)]
+    assert r["status"] == {"done": 8, "diverged": 0, "failed": 0, "missing": 1}
+    assert r["macro"]["end"]["n"] == 8
+    assert r["macro"]["end"]["mean"] == pytest.approx(present.mean())
+    assert r["macro"]["end"]["var"] == pytest.approx(present.var())
+    assert r["macro"]["decoupled_std"]["end"]["wi"] == pytest.approx(
+        np.mean([np.nanstd(row) for row in grid]))
+    rows = grid.copy()
+    best_wi = int(np.argmax(np.nanmean(rows, axis=1)))
+    worst_wi = int(np.argmin(np.nanmean(rows, axis=1)))
+    a, b = rows[best_wi], rows[worst_wi]
+    assert r["macro"]["anova"]["seed_wi"]["p"] == pytest.approx(
+        scipy.stats.f_oneway(a[~np.isnan(a)], b[~np.isnan(b)]).pvalue)
+    # the best found when evaluating at every training evaluation: steps 5 and 10 (not 0)
+    every = np.nanmax([[accuracy_score(label, logits[wi - 1, do - 1, :, s].argmax(-1))
+                        for s in (1, 2)] for wi, do in cells])
+    assert r["regimes"]["every"]["best_found"] == pytest.approx(every)
+    assert len(r["regimes"]["end"]["expected_max"]) == 8
+    assert r["regimes"]["end"]["expected_max"][-1] <= r["macro"]["end"]["max"] + 1e-12
+    pred = logits[..., -1, :].argmax(-1)
+    runs = np.array([pred[wi - 1, do - 1] for wi, do in cells])
+    assert r["micro"]["grid"]["con"] == pytest.approx(np.mean((runs == runs[0]).all(axis=0)))
+    assert r["micro"]["grid"]["ccon"] == pytest.approx(np.mean((runs == label).all(axis=0)))
+    assert [x["seed_wi"] for x in r["micro"]["per_wi"]] == [1, 2, 3]
+    es = r["early_stopping"]
+    assert es["n_evals"] == 2 and [b["budget"] for b in es["best_per_budget"]] == list(range(1, 31))
+    for b in es["best_per_budget"]:
+        assert b["continued"] * 2 + b["stopped"] * b["evaluations"] == b["budget"] * 2
+    md = (run / "report" / "report.md").read_text()
+    assert "Table 3" in md and "CCON" in md and "relative error reduction" in md
+    for png in ("fig1_expected_max", "fig2_grid", "fig3_best_worst", "fig4_curves",
+                "fig5_spearman", "fig6_early_stopping", "fig7_early_stopping_gain",
+                "fig8_std", "fig9_pearson", "consistency"):
+        path = run / "report" / "run" / f"{png}.png"
+        assert path.read_bytes().startswith(PNG), png
+        assert f"(run/{png}.png)" in md
+    assert "wrote" in printed and "CON" in printed
+    assert not list((run / "report").glob(".*tmp"))
+
+
+def test_report_of_a_single_cell_and_of_constant_predictions(tmp_path):
+    run, report = _report(tmp_path, [(1, 1)], n=1)  # one seed of each kind
+    r = report["runs"]["run"]
+    assert r["macro"]["end"]["n"] == 1 and r["macro"]["end"]["std"] == 0.0
+    assert r["micro"]["grid"]["agreement"] is None  # no pair of runs: no agreement, not NaN
+    assert r["macro"]["permutation"]["seed_wi"]["p"] == 1.0
+    assert (run / "report" / "report.md").exists()
+
+
+def test_report_over_several_runs_compares_wi_seeds(tmp_path, capsys):
+    runs = []
+    for name in ("a", "b"):
+        run, _ = _run(tmp_path / name, [(wi, do) for wi in (1, 2, 3) for do in (1, 2)], n=3)
+        collect(run)
+        runs.append(str(run.rename(tmp_path / name / f"task_{name}")))
+    out = tmp_path / "both"
+    main(["report", *runs, "--out", str(out), "--no-figures", "--samples", "200"])
+    report = json.loads((out / "report.json").read_text())
+    assert set(report["runs"]) == {"task_a", "task_b"}
+    shared = report["across"]["seeds_across_tasks"]
+    assert shared["seeds_wi"] == [1, 2, 3]
+    for task in ("task_a", "task_b"):
+        means = [np.mean([accuracy_score(
+            ds.label.values, ds.logits.sel(seed_wi=wi, seed_do=do).isel(step=-1).values.argmax(-1))
+            for do in (1, 2)]) for wi in (1, 2, 3)
+            for ds in [seedgrid.open_cube(tmp_path / task[-1] / task)]]
+        np.testing.assert_allclose(shared["mean"][task], means)
+        np.testing.assert_allclose(shared["rank"][task], scipy.stats.rankdata(-np.array(means)))
+    sizes = report["across"]["by_training_size"]  # Bui Fig. 2: one row per run
+    assert [row["n_train"] for row in sizes] == [40, 40]
+    ds = seedgrid.open_cube(runs[0])
+    pred = ds.logits.sel(seed_do=[1, 2]).isel(step=-1).values.argmax(-1).reshape(6, -1)
+    accuracy = [accuracy_score(ds.label.values, p) for p in pred]
+    assert sizes[0]["var"] == pytest.approx(np.var(accuracy))
+    assert sizes[0]["con"] == pytest.approx(np.mean((pred == pred[0]).all(axis=0)))
+    assert not list(out.glob("*.png"))
+
+
+def test_report_bad_input_one_line_exit_2_nothing_written(tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        main(["report", str(tmp_path / "nowhere")])
+    assert exit_.value.code == 2
+    assert "no cube at" in capsys.readouterr().err
+    run, _ = _run(tmp_path, [(1, 1)], n=1)
+    collect(run)
+    with pytest.raises(SystemExit) as exit_:
+        main(["report", str(run), "--samples", "0"])
+    err = capsys.readouterr().err
+    assert exit_.value.code == 2 and "--samples 0" in err and len(err.strip().splitlines()) == 1
+    assert not (run / "report").exists()
