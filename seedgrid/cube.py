@@ -130,12 +130,18 @@ class SeedgridAccessor:
 
     def __init__(self, ds: xr.Dataset):
         self._ds = ds
+        # xarray keeps one accessor per Dataset object: predictions and metrics are computed
+        # once for it (a cube is not modified in place)
+        self._cache: dict = {}
 
     def predictions(self) -> xr.DataArray:
         """Predicted class, (seed_wi, seed_do, example, step); NaN where there are no logits."""
-        logits = self._ds.logits
-        pred = logits.fillna(-np.inf).argmax("class").astype(np.float64)
-        return pred.where(logits.notnull().all("class")).rename("prediction")
+        if "predictions" not in self._cache:
+            logits = self._ds.logits
+            pred = logits.fillna(-np.inf).argmax("class").astype(np.float64)
+            self._cache["predictions"] = pred.where(logits.notnull().all("class")) \
+                .rename("prediction")
+        return self._cache["predictions"]
 
     def correct(self) -> xr.DataArray:
         """1.0 where the prediction equals the gold label, 0.0 where not, NaN where missing."""
@@ -147,10 +153,12 @@ class SeedgridAccessor:
         name = name or self._ds.attrs["metric"]
         if name not in metrics.METRICS:
             raise UsageError(f"unknown metric {name!r}: choose one of {', '.join(metrics.METRICS)}")
-        out = xr.apply_ufunc(metrics.score, self._ds.logits, self._ds.label,
-                             input_core_dims=[["example", "class"], ["example"]],
-                             kwargs={"metric": name})
-        return out.rename(name)
+        if ("metric", name) not in self._cache:
+            out = xr.apply_ufunc(metrics.score_predictions, self.predictions(), self._ds.label,
+                                 input_core_dims=[["example"], ["example"]],
+                                 kwargs={"metric": name})
+            self._cache["metric", name] = out.rename(name)
+        return self._cache["metric", name]
 
     def consistency(self, step: int = -1, over: str | tuple[str, ...] = ("seed_wi", "seed_do")
                     ) -> xr.Dataset:

@@ -52,6 +52,13 @@ METRICS = {"accuracy": accuracy, "f1": f1, "mcc": mcc, "acc_f1": acc_f1}
 
 def score(logits: np.ndarray, labels: np.ndarray, metric: str) -> np.ndarray:
     """Metric of ``logits`` (..., example, class); NaN where any logit of a run is NaN."""
-    missing = np.isnan(logits).any(axis=(-1, -2))
-    value = METRICS[metric](np.argmax(np.where(np.isnan(logits), 0.0, logits), axis=-1), labels)
+    pred = np.argmax(np.where(np.isnan(logits), 0.0, logits), axis=-1).astype(np.float64)
+    return score_predictions(np.where(np.isnan(logits).any(axis=-1), np.nan, pred), labels,
+                             metric)
+
+
+def score_predictions(pred: np.ndarray, labels: np.ndarray, metric: str) -> np.ndarray:
+    """Metric of predicted classes ``pred`` (..., example); NaN where any prediction is NaN."""
+    missing = np.isnan(pred).any(axis=-1)
+    value = METRICS[metric](np.where(np.isnan(pred), -1, pred).astype(np.int64), labels)
     return np.where(missing, np.nan, value)

@@ -1,0 +1,56 @@
+"""Bui et al. 2025's micro view from seed-grid cubes: VAR, CON and CCON by training-set size.
+
+    .venv/bin/python analysis/bui2025.py runs/small runs/medium runs/large ...
+
+Prints, per cube (sorted by training-set size, as Bui's Fig. 2): the variance of the metric over
+runs (VAR), consistency CON (examples on which every run predicts the same label), CCON
+(examples every run gets right), the mean pairwise agreement, and CON within a WI row and within
+a DO column (averaged over rows / columns); then, per cube, the pair of runs with equal accuracy
+that agrees least (Fig. 1). Definitions: seedgrid.analysis.consistency.
+"""
+
+from __future__ import annotations
+
+import argparse
+import warnings
+from pathlib import Path
+
+import seedgrid
+from seedgrid import analysis
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("runs", nargs="+", help="run folders or cube files")
+    parser.add_argument("--tolerance", type=float, default=0.0,
+                        help="accuracy difference that still counts as equal (Fig. 1)")
+    args = parser.parse_args()
+    warnings.simplefilter("ignore")  # one run: no pairs, printed as nan
+    names = [Path(r).resolve().name for r in args.runs]
+    if len(set(names)) < len(names):  # runs/a/run, runs/b/run: name them by their paths
+        names = list(args.runs)
+    cubes = {n: seedgrid.open_cube(r).load() for n, r in zip(names, args.runs)}
+    table = analysis.by_training_size(list(cubes.values()))
+    table.insert(0, "run", [n for n, _ in sorted(cubes.items(),
+                                                 key=lambda kv: int(kv[1].attrs["n_train"]))])
+    table["agreement"] = [float(cubes[n].seedgrid.consistency().agreement) for n in table.run]
+    table["con_within_wi"] = [float(cubes[n].seedgrid.consistency(over="seed_do").con.mean())
+                              for n in table.run]
+    table["con_within_do"] = [float(cubes[n].seedgrid.consistency(over="seed_wi").con.mean())
+                              for n in table.run]
+    print("Fig. 2. Variance and consistency against training-set size (last evaluation)")
+    print(table.to_string(index=False, float_format=lambda x: f"{x:.4f}"))
+    print("\nFig. 1. Equal accuracy, different predictions: the least agreeing pair per run")
+    for name, ds in cubes.items():
+        pairs = ds.seedgrid.run_pairs(tolerance=args.tolerance, top=1)
+        if pairs.empty:
+            print(f"  {name}: no two runs with accuracies within {args.tolerance}")
+            continue
+        p = pairs.iloc[0]
+        print(f"  {name}: runs (wi {p.seed_wi_a:.0f}, do {p.seed_do_a:.0f}) and (wi {p.seed_wi_b:.0f}, do "
+              f"{p.seed_do_b:.0f}), accuracy {p.accuracy_a:.4f} and {p.accuracy_b:.4f}: they agree "
+              f"on {p.agreement:.4f} of the examples, both right on {p.both_correct:.4f}")
+
+
+if __name__ == "__main__":
+    main()
