@@ -33,13 +33,11 @@ def accuracy(pred: np.ndarray, labels: np.ndarray) -> np.ndarray:
 
 
 def f1(pred: np.ndarray, labels: np.ndarray) -> np.ndarray:
-    tp, fp, fn, _ = _counts(pred, labels)
-    return _ratio(2 * tp, 2 * tp + fp + fn)
+    return from_counts("f1", *_counts(pred, labels))
 
 
 def mcc(pred: np.ndarray, labels: np.ndarray) -> np.ndarray:
-    tp, fp, fn, tn = _counts(pred, labels)
-    return _ratio(tp * tn - fp * fn, np.sqrt((tp + fp) * (tp + fn) * (tn + fp) * (tn + fn)))
+    return from_counts("mcc", *_counts(pred, labels))
 
 
 def acc_f1(pred: np.ndarray, labels: np.ndarray) -> np.ndarray:
@@ -48,6 +46,30 @@ def acc_f1(pred: np.ndarray, labels: np.ndarray) -> np.ndarray:
 
 
 METRICS = {"accuracy": accuracy, "f1": f1, "mcc": mcc, "acc_f1": acc_f1}
+
+
+def from_counts(metric: str, tp, fp, fn, tn) -> np.ndarray:
+    """A binary metric from (possibly weighted, e.g. bootstrap) confusion counts."""
+    tp, fp, fn, tn = (np.asarray(x, dtype=np.float64) for x in (tp, fp, fn, tn))
+    acc = _ratio(tp + tn, tp + fp + fn + tn)
+    f = _ratio(2 * tp, 2 * tp + fp + fn)
+    if metric == "accuracy":
+        return acc
+    if metric == "f1":
+        return f
+    if metric == "acc_f1":
+        return (acc + f) / 2
+    if metric == "mcc":
+        return _ratio(tp * tn - fp * fn, np.sqrt((tp + fp) * (tp + fn) * (tn + fp) * (tn + fn)))
+    raise ValueError(f"unknown metric {metric!r}")
+
+
+def weighted_counts(pred: np.ndarray, labels: np.ndarray, weights: np.ndarray):
+    """Confusion counts (tp, fp, fn, tn) of each run in ``pred`` (run, example) under each row
+    of example ``weights`` (draw, example), e.g. bootstrap multiplicities: (draw, run) each."""
+    pos, gold = pred == 1, labels == 1
+    cells = [pos & gold, pos & ~gold, ~pos & gold, ~pos & ~gold]
+    return tuple(weights @ c.T.astype(np.float64) for c in cells)
 
 
 def score(logits: np.ndarray, labels: np.ndarray, metric: str) -> np.ndarray:
