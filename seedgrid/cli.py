@@ -213,6 +213,53 @@ def _report(args: argparse.Namespace) -> None:
           + ("" if args.no_figures else " with figures"))
 
 
+def _compare(args: argparse.Namespace) -> None:
+    from seedgrid.compare import compare, format_result
+
+    result = compare(args.a, args.b, metric=args.metric, step=args.step, alpha=args.alpha,
+                     min_effect=args.min_effect, n_boot=args.boot)
+    print(format_result(result))
+    if args.json:
+        _write_json(Path(args.json), result)
+        print(f"wrote {args.json}")
+    sys.exit(1 if result["significant"] else 0)
+
+
+def _regress(args: argparse.Namespace) -> None:
+    import datetime
+
+    from seedgrid.compare import append_history, history_markdown, regress
+
+    r = regress(args.baseline, args.candidate, max_drop=args.max_drop, alpha=args.alpha,
+                max_con_drop=args.max_con_drop, metric=args.metric)
+    print(f"{r['metric']}: candidate {r['mean_candidate']:.4f} vs baseline "
+          f"{r['mean_baseline']:.4f} ({r['difference']:+.4f}; {r['pairing']}, runs "
+          f"{r['runs'][1]} vs {r['runs'][0]}): p(worse by more than {r['max_drop']}) = "
+          f"{r['p_worse']:.4g}")
+    print(f"CON: candidate {r['con_candidate']:.4f} vs baseline {r['con_baseline']:.4f}: "
+          f"p(less consistent by more than {r['max_con_drop']}) = {r['p_less_consistent']:.4g}")
+    history = Path(args.history)
+    history.parent.mkdir(parents=True, exist_ok=True)
+    when = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+    rows = append_history(history, r, when)
+    report = history.with_suffix(".md")
+    tmp = report.with_name(f".{report.name}.tmp")
+    tmp.write_text(history_markdown(rows))
+    tmp.replace(report)
+    verdict = "REGRESSION" if r["regression"] else "pass"
+    print(f"{verdict} at alpha = {r['alpha']}; history {history} ({len(rows)} nights), "
+          f"report {report}")
+    sys.exit(1 if r["regression"] else 0)
+
+
+def _write_json(path: Path, value: dict) -> None:
+    import json
+
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(value, indent=1, default=float))
+    tmp.replace(path)
+
+
 def _presets(args: argparse.Namespace) -> None:
     from seedgrid import config
     from seedgrid.tasks import TASKS
@@ -267,6 +314,33 @@ def _report_args(p: argparse.ArgumentParser) -> None:
                         "the paper's 50000 takes about a minute on a 25 x 25 grid)")
     p.add_argument("--seed", type=int, default=0, help="seed of the simulations (default 0)")
     p.add_argument("--no-figures", action="store_true", help="numbers only, no PNG figures")
+
+
+def _compare_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("a", help="run folder or cube of configuration A (the reference)")
+    p.add_argument("b", help="run folder or cube of configuration B")
+    p.add_argument("--metric", help="a metric other than the task's (accuracy, f1, mcc, acc_f1)")
+    p.add_argument("--step", default="end", help="end: the last evaluation (default); best: "
+                   "each run's best evaluation in training")
+    p.add_argument("--alpha", type=float, default=0.05, help="significance level (0.05)")
+    p.add_argument("--min-effect", type=float, default=0.005,
+                   help="smallest difference that matters (0.005 = half a point)")
+    p.add_argument("--boot", type=int, default=1000, help="bootstrap draws (1000)")
+    p.add_argument("--json", help="also write the result to this JSON file")
+
+
+def _regress_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--baseline", required=True, help="run folder or cube of the baseline")
+    p.add_argument("--candidate", required=True, help="run folder or cube of tonight's run")
+    p.add_argument("--metric", help="a metric other than the task's (accuracy, f1, mcc, acc_f1)")
+    p.add_argument("--max-drop", type=float, default=0.005,
+                   help="tolerated drop of the mean metric (0.005)")
+    p.add_argument("--max-con-drop", type=float, default=0.02,
+                   help="tolerated drop of CON, the share of examples all runs agree on (0.02)")
+    p.add_argument("--alpha", type=float, default=0.05, help="significance level (0.05)")
+    p.add_argument("--history", default="regress/history.jsonl",
+                   help="JSON-lines history, one row per night; its report is the .md beside "
+                        "it (default regress/history.jsonl)")
 
 
 def _status_args(p: argparse.ArgumentParser) -> None:
@@ -332,6 +406,28 @@ COMMANDS = {
         example:
           python -m seedgrid report runs/demo
           python -m seedgrid report runs/rte runs/mrpc runs/cola --out reports/glue
+        """),
+    "compare": (_compare, _compare_args, "is B really different from A? tests over seeds", """
+        Pairs runs by (seed_wi, seed_do) when both grids share cells (paired), else unpaired,
+        and says which. Paired t-test and Wilcoxon (unpaired: Welch, Mann-Whitney), the
+        multibootstrap CI over seeds and examples, Almost Stochastic Order, Cohen's d_z and
+        d_av, the seeds needed for 80% power, and how many predictions changed beyond the
+        seed-to-seed churn. Warns about too few seeds, best-seed comparisons and negligible
+        significant differences. Exit status: 0 not significant, 1 significant (either
+        direction: see the difference), 2 bad input.
+
+        example:
+          python -m seedgrid compare runs/baseline runs/new-lr --json compare.json
+        """),
+    "regress": (_regress, _regress_args, "the regression gate: fail if the candidate is worse", """
+        Exit 1 when the candidate is significantly (one-sided, --alpha) worse than the
+        baseline by more than --max-drop on the metric, or significantly less consistent by
+        more than --max-con-drop; else 0. Appends the night to --history (JSON lines) and
+        rewrites its report (the .md beside it) with the trend. slurm/nightly.sh runs it
+        after the night's grid.
+
+        example:
+          python -m seedgrid regress --baseline runs/baseline --candidate runs/nightly-2026-11-23
         """),
     "presets": (_presets, lambda p: None, "list the packaged configs and tasks", """
         example:

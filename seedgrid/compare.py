@@ -87,13 +87,18 @@ def _seeds_for_power(effect: float, alpha: float, power: float, paired: bool,
     """
     if not np.isfinite(effect):
         return 2
-    n = np.arange(2, most + 1)
-    df = n - 1 if paired else 2 * n - 2
-    nc = abs(effect) * (np.sqrt(n) if paired else np.sqrt(n / 2))
-    crit = scipy.stats.t.ppf(1 - alpha / 2, df)
-    reach = scipy.stats.nct.sf(crit, df, nc) + scipy.stats.nct.cdf(-crit, df, nc)
-    hit = np.flatnonzero(reach >= power)
-    return int(n[hit[0]]) if len(hit) else None
+    if effect == 0:
+        return None
+    for lo, hi in ((2, 256), (257, most)):  # small n first: most effects are found there
+        n = np.arange(lo, hi + 1)
+        df = n - 1 if paired else 2 * n - 2
+        nc = abs(effect) * (np.sqrt(n) if paired else np.sqrt(n / 2))
+        crit = scipy.stats.t.ppf(1 - alpha / 2, df)
+        reach = scipy.stats.nct.sf(crit, df, nc) + scipy.stats.nct.cdf(-crit, df, nc)
+        hit = np.flatnonzero(reach >= power)
+        if len(hit):
+            return int(n[hit[0]])
+    return None
 
 
 def bootstrap(pred_a: np.ndarray, pred_b: np.ndarray, labels: np.ndarray, metric: str,
@@ -235,9 +240,21 @@ def shared_cells(a: xr.DataArray, b: xr.DataArray) -> list[tuple[int, int]]:
     return [tuple(int(x) for x in c) for c in cells["cell"].values[cells.values]]
 
 
+def _check_options(alpha: float, n_boot: int = 1, **tolerances: float) -> None:
+    if not 0 < alpha < 1:
+        raise UsageError(f"--alpha {alpha}: give a significance level between 0 and 1, e.g. 0.05")
+    if n_boot < 1:
+        raise UsageError(f"--boot {n_boot}: give at least 1 bootstrap draw (1000 is usual)")
+    for name, value in tolerances.items():
+        if value < 0:
+            raise UsageError(f"--{name.replace('_', '-')} {value}: a tolerance cannot be "
+                             "negative; give 0 or more")
+
+
 def compare(path_a, path_b, metric: str | None = None, step: str = "end", alpha: float = 0.05,
             min_effect: float = 0.005, n_boot: int = 1000, seed: int = 0) -> dict:
     """Everything ``python -m seedgrid compare`` prints, as one dict (see the module doc)."""
+    _check_options(alpha=alpha, n_boot=n_boot, min_effect=min_effect)
     ds_a, score_a, pred_a = load(path_a, metric, step)
     ds_b, score_b, pred_b = load(path_b, metric, step)
     check_comparable(ds_a, ds_b, metric)
@@ -317,3 +334,95 @@ def format_result(r: dict) -> str:
     ]
     lines += [f"warning: {w}" for w in r["warnings"]]
     return "\n".join(lines)
+
+
+def regress(baseline, candidate, max_drop: float = 0.005, alpha: float = 0.05,
+            max_con_drop: float = 0.02, metric: str | None = None) -> dict:
+    """The nightly gate: is the candidate significantly worse than the baseline?
+
+    ``worse``: a one-sided test that the candidate's mean metric is below the baseline's by
+    more than ``max_drop`` (paired t-test on B − A + max_drop when the grids share cells,
+    Welch's otherwise). ``less_consistent``: a one-sided paired t-test over examples that the
+    candidate's CON (all runs agree on the example) is below the baseline's by more than
+    ``max_con_drop``. ``regression`` if either is significant at ``alpha``.
+    """
+    _check_options(alpha=alpha, max_drop=max_drop, max_con_drop=max_con_drop)
+    ds_a, score_a, pred_a = load(baseline, metric, "end")
+    ds_b, score_b, pred_b = load(candidate, metric, "end")
+    check_comparable(ds_a, ds_b, metric)
+    cells = shared_cells(score_a, score_b)
+    paired = len(cells) >= 2
+    if paired:
+        wi, do = (xr.DataArray([c[i] for c in cells], dims="cell") for i in (0, 1))
+        a, b = (s.sel(seed_wi=wi, seed_do=do).values for s in (score_a, score_b))
+        runs_a, runs_b = (p.sel(seed_wi=wi, seed_do=do).transpose("cell", "example").values
+                          for p in (pred_a, pred_b))
+    else:
+        a, b = (s.values[~np.isnan(s.values)] for s in (score_a, score_b))
+        runs_a, runs_b = (p.stack(run=SEEDS).dropna("run", how="all").transpose("run", "example")
+                          .values for p in (pred_a, pred_b))
+    if min(len(a), len(b)) < 2:
+        raise UsageError(f"{min(len(a), len(b))} run(s) on one side: the gate needs at least 2 "
+                         f"per side ({MIN_SEEDS}+ advised); give grids with more seeds")
+    gap = (b - a + max_drop) if paired else None
+    if paired and np.ptp(gap) == 0:  # every run moved alike: no spread, the sign decides
+        p_worse = 0.0 if gap[0] < 0 else 1.0
+    elif paired:
+        p_worse = scipy.stats.ttest_1samp(gap, 0, alternative="less").pvalue
+    else:
+        p_worse = scipy.stats.ttest_ind(b + max_drop, a, equal_var=False,
+                                        alternative="less").pvalue
+    con_a, con_b = ((r == r[0]).all(axis=0).astype(np.float64) for r in (runs_a, runs_b))
+    con_gap = con_b - con_a + max_con_drop
+    less = scipy.stats.ttest_1samp(con_gap, 0, alternative="less").pvalue \
+        if np.ptp(con_gap) > 0 else (0.0 if con_gap[0] < 0 else 1.0)
+    result = {
+        "baseline": str(baseline), "candidate": str(candidate), "task": ds_a.attrs["task"],
+        "metric": score_a.name, "pairing": "paired" if paired else "unpaired",
+        "runs": [len(a), len(b)], "mean_baseline": float(np.mean(a)),
+        "mean_candidate": float(np.mean(b)), "difference": float(np.mean(b) - np.mean(a)),
+        "max_drop": max_drop, "p_worse": float(p_worse), "con_baseline": float(con_a.mean()),
+        "con_candidate": float(con_b.mean()), "max_con_drop": max_con_drop,
+        "p_less_consistent": float(less), "alpha": alpha,
+    }
+    result["worse"] = result["p_worse"] < alpha
+    result["less_consistent"] = result["p_less_consistent"] < alpha
+    result["regression"] = result["worse"] or result["less_consistent"]
+    return result
+
+
+def append_history(path, result: dict, when: str) -> list[dict]:
+    """Add one row (one night) to the JSON-lines history at ``path``, atomically; all rows."""
+    import json
+    import os
+    from pathlib import Path
+
+    path = Path(path)
+    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()] \
+        if path.exists() else []
+    rows.append({"date": when, **result})
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    tmp.replace(path)
+    return rows
+
+
+def history_markdown(rows: list[dict], last: int = 30) -> str:
+    """The gate's report: the last nights, and the trend of the candidate's mean."""
+    shown = rows[-last:]
+    lines = ["# seedgrid regression gate\n",
+             "| date | candidate | mean | vs baseline | p (worse) | CON | p (less consistent) "
+             "| verdict |", "|---|---|---|---|---|---|---|---|"]
+    for r in shown:
+        lines.append(f"| {r['date']} | {r['candidate']} | {r['mean_candidate']:.4f} | "
+                     f"{r['difference']:+.4f} | {r['p_worse']:.3g} | {r['con_candidate']:.3f} | "
+                     f"{r['p_less_consistent']:.3g} | "
+                     f"{'REGRESSION' if r['regression'] else 'pass'} |")
+    means = np.array([r["mean_candidate"] for r in shown])
+    if len(means) >= 3 and np.ptp(means) > 0:
+        fit = scipy.stats.linregress(np.arange(len(means)), means)
+        lines.append(f"\nTrend over the last {len(means)} nights: {fit.slope:+.5f} "
+                     f"{shown[-1]['metric']} per night (p = {fit.pvalue:.3g}).")
+    else:
+        lines.append("\nTrend: needs at least 3 nights with different means.")
+    return "\n".join(lines) + "\n"
