@@ -231,13 +231,18 @@ def _regress(args: argparse.Namespace) -> None:
     from seedgrid.compare import append_history, history_markdown, regress
 
     r = regress(args.baseline, args.candidate, max_drop=args.max_drop, alpha=args.alpha,
-                max_con_drop=args.max_con_drop, metric=args.metric)
+                max_con_drop=args.max_con_drop, metric=args.metric,
+                allow_incomplete=args.allow_incomplete)
     print(f"{r['metric']}: candidate {r['mean_candidate']:.4f} vs baseline "
           f"{r['mean_baseline']:.4f} ({r['difference']:+.4f}; {r['pairing']}, runs "
           f"{r['runs'][1]} vs {r['runs'][0]}): p(worse by more than {r['max_drop']}) = "
           f"{r['p_worse']:.4g}")
     print(f"CON: candidate {r['con_candidate']:.4f} vs baseline {r['con_baseline']:.4f}: "
           f"p(less consistent by more than {r['max_con_drop']}) = {r['p_less_consistent']:.4g}")
+    if r["incomplete"]:
+        print(f"{r['incomplete']} cell(s) of the candidate failed or are missing"
+              + ("" if args.allow_incomplete else ": the gate fails (--allow-incomplete to "
+                 "judge the cells that finished)"))
     history = Path(args.history)
     history.parent.mkdir(parents=True, exist_ok=True)
     when = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
@@ -338,6 +343,8 @@ def _regress_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-con-drop", type=float, default=0.02,
                    help="tolerated drop of CON, the share of examples all runs agree on (0.02)")
     p.add_argument("--alpha", type=float, default=0.05, help="significance level (0.05)")
+    p.add_argument("--allow-incomplete", action="store_true",
+                   help="judge the cells that finished even if some failed or are missing")
     p.add_argument("--history", default="regress/history.jsonl",
                    help="JSON-lines history, one row per night; its report is the .md beside "
                         "it (default regress/history.jsonl)")

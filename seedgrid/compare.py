@@ -337,14 +337,17 @@ def format_result(r: dict) -> str:
 
 
 def regress(baseline, candidate, max_drop: float = 0.005, alpha: float = 0.05,
-            max_con_drop: float = 0.02, metric: str | None = None) -> dict:
+            max_con_drop: float = 0.02, metric: str | None = None,
+            allow_incomplete: bool = False) -> dict:
     """The nightly gate: is the candidate significantly worse than the baseline?
 
     ``worse``: a one-sided test that the candidate's mean metric is below the baseline's by
     more than ``max_drop`` (paired t-test on B − A + max_drop when the grids share cells,
     Welch's otherwise). ``less_consistent``: a one-sided paired t-test over examples that the
     candidate's CON (all runs agree on the example) is below the baseline's by more than
-    ``max_con_drop``. ``regression`` if either is significant at ``alpha``.
+    ``max_con_drop``. ``regression`` if either is significant at ``alpha``, or (unless
+    ``allow_incomplete``) if a cell of the candidate's grid failed or is missing: a night whose
+    grid did not finish is not a pass.
     """
     _check_options(alpha=alpha, max_drop=max_drop, max_con_drop=max_con_drop)
     ds_a, score_a, pred_a = load(baseline, metric, "end")
@@ -387,7 +390,9 @@ def regress(baseline, candidate, max_drop: float = 0.005, alpha: float = 0.05,
     }
     result["worse"] = result["p_worse"] < alpha
     result["less_consistent"] = result["p_less_consistent"] < alpha
-    result["regression"] = result["worse"] or result["less_consistent"]
+    result["incomplete"] = int(ds_b.status.isin(["failed", "missing"]).sum())
+    result["regression"] = result["worse"] or result["less_consistent"] or \
+        (result["incomplete"] > 0 and not allow_incomplete)
     return result
 
 
