@@ -260,8 +260,10 @@ def _regress(args: argparse.Namespace) -> None:
 def _write_json(path: Path, value: dict) -> None:
     import json
 
+    from seedgrid.report import json_ready
+
     tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(value, indent=1, default=float))
+    tmp.write_text(json.dumps(json_ready(value), indent=1, allow_nan=False))
     tmp.replace(path)
 
 

@@ -231,13 +231,25 @@ def check_comparable(a: xr.Dataset, b: xr.Dataset, metric: str | None) -> None:
 
 def shared_cells(a: xr.DataArray, b: xr.DataArray) -> list[tuple[int, int]]:
     """The (seed_wi, seed_do) cells with a score on both sides."""
-    both = (a.notnull() & b.notnull()) if a.sizes == b.sizes and \
-        all((a[d].values == b[d].values).all() for d in SEEDS) else None
-    if both is None:
-        a2, b2 = xr.align(a, b, join="inner")
-        both = a2.notnull() & b2.notnull()
-    cells = both.stack(cell=SEEDS)
+    a, b = xr.align(a, b, join="inner")
+    cells = (a.notnull() & b.notnull()).stack(cell=SEEDS)
     return [tuple(int(x) for x in c) for c in cells["cell"].values[cells.values]]
+
+
+def _sides(score_a, score_b, pred_a, pred_b):
+    """Paired (by shared cells, when at least 2) or unpaired per-run scores and predictions:
+    (cells or [], scores a, scores b, predictions a (run, example), predictions b)."""
+    cells = shared_cells(score_a, score_b)
+    if len(cells) >= 2:
+        wi, do = (xr.DataArray([c[i] for c in cells], dims="run") for i in (0, 1))
+        pick = [x.sel(seed_wi=wi, seed_do=do) for x in (score_a, score_b, pred_a, pred_b)]
+    else:
+        cells = []
+        pick = [x.stack(run=SEEDS).dropna("run", how="all") for x in (score_a, score_b)]
+        pick += [p.stack(run=SEEDS).sel(run=s["run"]) for p, s in zip((pred_a, pred_b), pick)]
+    a, b = (x.values for x in pick[:2])
+    runs_a, runs_b = (x.transpose("run", "example").values for x in pick[2:])
+    return cells, a, b, runs_a, runs_b
 
 
 def _check_options(alpha: float, n_boot: int = 1, **tolerances: float) -> None:
@@ -259,18 +271,8 @@ def compare(path_a, path_b, metric: str | None = None, step: str = "end", alpha:
     ds_b, score_b, pred_b = load(path_b, metric, step)
     check_comparable(ds_a, ds_b, metric)
     name = score_a.name
-    cells = shared_cells(score_a, score_b)
-    paired = len(cells) >= 2
-    if paired:
-        wi, do = (xr.DataArray([c[i] for c in cells], dims="cell") for i in (0, 1))
-        a = score_a.sel(seed_wi=wi, seed_do=do).values
-        b = score_b.sel(seed_wi=wi, seed_do=do).values
-        runs_a = pred_a.sel(seed_wi=wi, seed_do=do).transpose("cell", "example").values
-        runs_b = pred_b.sel(seed_wi=wi, seed_do=do).transpose("cell", "example").values
-    else:
-        a, b = (s.values[~np.isnan(s.values)] for s in (score_a, score_b))
-        runs_a, runs_b = (p.stack(run=SEEDS).dropna("run", how="all").transpose("run", "example")
-                          .values for p in (pred_a, pred_b))
+    cells, a, b, runs_a, runs_b = _sides(score_a, score_b, pred_a, pred_b)
+    paired = bool(cells)
     test = scores_test(a, b, paired, alpha)
     boot = bootstrap(runs_a.astype(np.int64), runs_b.astype(np.int64), ds_a.label.values, name,
                      paired, n_boot=n_boot, alpha=alpha, seed=seed)
@@ -353,17 +355,8 @@ def regress(baseline, candidate, max_drop: float = 0.005, alpha: float = 0.05,
     ds_a, score_a, pred_a = load(baseline, metric, "end")
     ds_b, score_b, pred_b = load(candidate, metric, "end")
     check_comparable(ds_a, ds_b, metric)
-    cells = shared_cells(score_a, score_b)
-    paired = len(cells) >= 2
-    if paired:
-        wi, do = (xr.DataArray([c[i] for c in cells], dims="cell") for i in (0, 1))
-        a, b = (s.sel(seed_wi=wi, seed_do=do).values for s in (score_a, score_b))
-        runs_a, runs_b = (p.sel(seed_wi=wi, seed_do=do).transpose("cell", "example").values
-                          for p in (pred_a, pred_b))
-    else:
-        a, b = (s.values[~np.isnan(s.values)] for s in (score_a, score_b))
-        runs_a, runs_b = (p.stack(run=SEEDS).dropna("run", how="all").transpose("run", "example")
-                          .values for p in (pred_a, pred_b))
+    cells, a, b, runs_a, runs_b = _sides(score_a, score_b, pred_a, pred_b)
+    paired = bool(cells)
     if min(len(a), len(b)) < 2:
         raise UsageError(f"{min(len(a), len(b))} run(s) on one side: the gate needs at least 2 "
                          f"per side ({MIN_SEEDS}+ advised); give grids with more seeds")
@@ -405,9 +398,11 @@ def append_history(path, result: dict, when: str) -> list[dict]:
     path = Path(path)
     rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()] \
         if path.exists() else []
-    rows.append({"date": when, **result})
+    from seedgrid.report import json_ready
+
+    rows.append(json_ready({"date": when, **result}))
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    tmp.write_text("".join(json.dumps(r, allow_nan=False) + "\n" for r in rows))
     tmp.replace(path)
     return rows
 

@@ -78,7 +78,7 @@ def analyse(ds: xr.Dataset, samples: int = 5_000, seed: int = 0) -> dict:
             "best_per_budget": early_stopping.best_per_budget(table).to_dict("records")}
     except UsageError as e:
         out["early_stopping"] = {"skipped": str(e)}
-    return _clean(out)
+    return json_ready(out)
 
 
 def _per_seed(micro: xr.Dataset, kind: str) -> list[dict]:
@@ -86,12 +86,12 @@ def _per_seed(micro: xr.Dataset, kind: str) -> list[dict]:
                               ("con", "ccon", "agreement")}} for s in micro[kind].values]
 
 
-def _clean(value):
+def json_ready(value):
     """JSON-ready: numpy scalars to Python, NaN and infinities to None."""
     if isinstance(value, dict):
-        return {str(k): _clean(v) for k, v in value.items()}
+        return {str(k): json_ready(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
-        return [_clean(v) for v in value]
+        return [json_ready(v) for v in value]
     if isinstance(value, np.generic):
         value = value.item()
     if isinstance(value, float) and not math.isfinite(value):
@@ -103,7 +103,7 @@ def across(cubes: dict[str, xr.Dataset]) -> dict:
     """Cross-run numbers: WI seeds across tasks (Dodge §4.3), Bui Fig. 2 by training size."""
     shared = analysis.seeds_across_tasks({name: ds.seedgrid.final() for name, ds in
                                           cubes.items()})
-    return _clean({
+    return json_ready({
         "seeds_across_tasks": {
             "seeds_wi": shared["seed_wi"].values.tolist(),
             "mean": {t: shared["mean"].sel(task=t).values.tolist() for t in cubes},
