@@ -74,7 +74,7 @@ def test_report_numbers_against_independent_computations(tmp_path, capsys):
     assert not list((run / "report").glob(".*tmp"))
 
 
-def test_report_of_a_single_cell_and_of_constant_predictions(tmp_path):
+def test_report_of_a_single_cell(tmp_path):
     run, report = _report(tmp_path, [(1, 1)], n=1)  # one seed of each kind
     r = report["runs"]["run"]
     assert r["macro"]["end"]["n"] == 1 and r["macro"]["end"]["std"] == 0.0
@@ -151,3 +151,39 @@ def test_reproduction_programs_print_the_papers_tables(tmp_path):
     assert bui.returncode == 0, bui.stderr
     con = seedgrid.open_cube(runs[0]).seedgrid.consistency().con.item()
     assert f"{con:.4f}" in bui.stdout and "Fig. 2." in bui.stdout
+
+
+def test_report_of_a_1x3_grid_of_constant_predictions(tmp_path):
+    # every run predicts class 0 for every example: no spread, MCC-like degenerate statistics
+    from seedgrid.rundir import write_config
+    from seedgrid.store import cell_dataset, shard_path, write_atomic
+
+    from conftest import tiny_config
+
+    cfg = tiny_config(grid={"n_wi": 1, "n_do": 3})
+    run = tmp_path / "constant"
+    write_config(run, cfg)
+    labels = np.arange(20) % 2
+    logits = np.zeros((3, 20, 2))
+    logits[..., 0] = 1.0
+    for do in (1, 2, 3):
+        write_atomic(cell_dataset(seed_wi=1, seed_do=do, logits=logits, labels=labels,
+                                  example_ids=np.arange(20), steps=np.array([0, 5, 10]),
+                                  epochs=np.array([0, 0.5, 1.0]), train_loss=np.ones(10),
+                                  status="done", wall_time_s=1.0,
+                                  attrs={"task": "mr", "metric": "accuracy", "model": "tiny",
+                                         "majority_baseline": 0.5, "config_hash": cfg.hash,
+                                         "config": cfg.to_toml(), "n_train": 40}),
+                     shard_path(run, 1, do))
+    collect(run)
+    main(["report", str(run), "--samples", "300"])
+    r = json.loads((run / "report" / "report.json").read_text())["runs"]["constant"]
+    assert r["macro"]["end"] == {"n": 3, "mean": 0.5, "std": 0.0, "var": 0.0, "min": 0.5,
+                                 "max": 0.5}
+    assert r["micro"]["grid"] == {"con": 1.0, "ccon": 0.5, "agreement": 1.0}
+    assert r["macro"]["diverged"]["count"] == 3  # at the majority baseline: collapsed
+    assert r["macro"]["permutation"]["seed_do"]["p"] == 1.0
+    assert r["macro"]["anova"]["seed_do"]["f"] is None  # no variance: undefined, not a number
+    assert r["dynamics"]["spearman"][0][1] is None  # constant scores: no correlation
+    assert all(b["expected"] == 0.5 for b in r["early_stopping"]["best_per_budget"])
+    assert (run / "report" / "constant" / "fig3_best_worst.png").exists()
