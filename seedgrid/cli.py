@@ -7,7 +7,10 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
+import shlex
 import shutil
+import subprocess
 import sys
 import time
 import textwrap
@@ -78,6 +81,10 @@ def _submit(args: argparse.Namespace) -> None:
     dispatch.check_executor(profile)
     cells = dispatch.missing_cells(cfg, run_dir)
     total = len(dispatch.grid_cells(cfg))
+    plan = _early_stop_plan(args, cfg, run_dir)
+    if plan is not None:  # phase one: the first `started` cells of the grid
+        started = [tuple(c) for c in dispatch.grid_cells(cfg)[:plan.started]]
+        cells = [c for c in cells if c in started]
     if not cells:
         print(f"{run_dir}: all {total} cells have shards; nothing to submit")
         return
@@ -92,6 +99,10 @@ def _submit(args: argparse.Namespace) -> None:
         n_tasks = min(n_tasks, parallel)
     new_folder = not run_dir.exists()
     rundir.write_config(run_dir, cfg)  # before the tasks start: they read it
+    if plan is not None:
+        from seedgrid import policy
+
+        policy.start(run_dir, plan, started)
     try:
         record, jobs = dispatch.submit(cfg, profile, run_dir, cells, n_tasks, parallel)
     except UsageError:
@@ -104,6 +115,9 @@ def _submit(args: argparse.Namespace) -> None:
           f"{profile.name!r} ({profile.executor}): job {ids}, {n_tasks} task(s) of up to "
           f"{per_task} cell(s), at most {parallel} at once")
     print(f"watch it: python -m seedgrid status {run_dir} --cluster {profile.name}")
+    if plan is not None:
+        _after_phase_one(args, plan, profile, run_dir, record, jobs)
+        return
     if args.wait:
         _wait_for(jobs, cfg, run_dir, len(cells))
         for job in jobs:
@@ -114,6 +128,134 @@ def _submit(args: argparse.Namespace) -> None:
         print(format_status(run_dir, profile.name))
         if dispatch.missing_cells(cfg, run_dir):
             sys.exit(1)
+
+
+def _early_stop_plan(args: argparse.Namespace, cfg, run_dir: Path):
+    """The --early-stop plan, checked against the grid before anything is written."""
+    if not args.early_stop:
+        return None
+    from seedgrid import dispatch, policy
+
+    if args.resume or (run_dir / policy.POLICY).exists():
+        raise UsageError(f"--early-stop starts a new run: {run_dir} has one already; use "
+                         f"python -m seedgrid continue {run_dir} for its second phase")
+    plan = policy.parse_plan(args.early_stop)
+    grid = len(dispatch.grid_cells(cfg))
+    if plan.started > grid:
+        raise UsageError(f"--early-stop started={plan.started} is more than the {grid} cells of "
+                         "the grid: enlarge [grid] or start fewer")
+    print(f"early stop ({plan.source}): start {plan.started} cells, stop at {plan.fraction:g} of "
+          f"training, continue the best {plan.continued}")
+    return plan
+
+
+def _after_phase_one(args, plan, profile, run_dir: Path, record: dict, jobs: list) -> None:
+    """Phase two follows by itself: a decider job after the arrays (SLURM), or right here."""
+    from seedgrid import policy
+
+    n_cells = sum(len(t) for a in record["submissions"][-1]["arrays"] for t in a["tasks"])
+
+    if profile.executor == "slurm":
+        arrays = ":".join(a["job_id"] for a in record["submissions"][-1]["arrays"])
+        options = [f"--{k}={getattr(profile, k)}" for k in ("partition", "account", "qos")
+                   if getattr(profile, k)]
+        command = (f"cd {shlex.quote(os.getcwd())} && {shlex.quote(sys.executable)} -m seedgrid "
+                   f"continue {shlex.quote(str(run_dir))} --cluster {shlex.quote(args.cluster)}")
+        out = subprocess.run(["sbatch", "--parsable", f"--dependency=afterany:{arrays}",
+                              f"--job-name=seedgrid-continue-{run_dir.name}", "--time=30",
+                              f"--output={run_dir / 'logs' / 'continue.log'}", *options,
+                              "--wrap", command], capture_output=True, text=True)
+        if out.returncode != 0:
+            raise UsageError(f"sbatch refused the decider job ({out.stderr.strip()[:200]}): "
+                             f"run python -m seedgrid continue {run_dir} after phase one")
+        decider = out.stdout.strip().split(";")[0]
+        rec = policy.read(run_dir)
+        policy.write(run_dir, {**rec, "decider_job": decider})
+        print(f"phase two: job {decider} picks the {plan.continued} best and continues them "
+              f"once phase one has ended (afterany:{arrays})")
+        if args.wait:
+            _wait_for(jobs, policy_config(run_dir), run_dir, n_cells)
+            _wait_phase_two(run_dir)
+        return
+    if not args.wait:
+        print(f"after phase one: python -m seedgrid continue {run_dir} --cluster {args.cluster}")
+        return
+    _wait_for(jobs, policy_config(run_dir), run_dir, n_cells)
+    _continue(argparse.Namespace(run=str(run_dir), cluster=args.cluster, parallel=args.parallel,
+                                 wait=True))
+
+
+def policy_config(run_dir: Path):
+    from seedgrid.rundir import load_run_config
+
+    return load_run_config(run_dir)
+
+
+def _wait_phase_two(run_dir: Path, poll_s: float = 5.0) -> None:
+    """Until the decider has decided and phase two's tasks have ended; exit 1 if a continued
+    cell did not finish."""
+    from seedgrid import policy
+    from seedgrid.status import ended, format_status
+    from seedgrid.store import shard_path, shard_status
+
+    while True:
+        rec = policy.read(run_dir)
+        if rec["continued_cells"] is None:
+            if ended([rec["decider_job"]]):
+                time.sleep(poll_s)  # it may have written its decision just now
+                if policy.read(run_dir)["continued_cells"] is None:
+                    print(f"the decider job {rec['decider_job']} ended without deciding: see "
+                          f"{run_dir / 'logs' / 'continue.log'}")
+                    sys.exit(1)
+        else:
+            final = [shard_status(shard_path(run_dir, *c)) != "stopped"
+                     for c in rec["continued_cells"]]
+            if all(final):
+                break
+            if rec.get("phase_two_jobs") and ended(rec["phase_two_jobs"].split(", ")):
+                break
+        time.sleep(poll_s)
+    print(format_status(run_dir))
+    rec = policy.read(run_dir)
+    if any(shard_status(shard_path(run_dir, *c)) == "stopped" for c in rec["continued_cells"]):
+        sys.exit(1)
+
+
+def _continue(args: argparse.Namespace) -> None:
+    from seedgrid import cluster, dispatch, policy
+    from seedgrid.rundir import load_run_config
+    from seedgrid.status import format_status
+    from seedgrid.store import shard_path, shard_status
+
+    run_dir = Path(args.run)
+    cfg = load_run_config(run_dir)
+    profile = cluster.load_profile(args.cluster)
+    dispatch.check_executor(profile)
+    rec = policy.decide(run_dir)
+    chosen = " ".join(f"({wi},{do})" for wi, do in rec["continued_cells"])
+    print(f"{run_dir}: decided on {rec['decided_on']} of {len(rec['phase_one'])} phase-one cells"
+          + (f" ({len(rec['missing'])} without a shard: " + " ".join(
+              f"({wi},{do})" for wi, do in rec["missing"]) + ")" if rec["missing"] else "")
+          + f"; continuing {len(rec['continued_cells'])}: {chosen or 'none'}")
+    todo = [tuple(c) for c in rec["continued_cells"]
+            if shard_status(shard_path(run_dir, *c)) == "stopped"]
+    if not todo:
+        print("nothing left to continue")
+        return
+    parallel = args.parallel or (profile.array_parallelism if profile.executor == "slurm" else 1)
+    n_tasks = min(len(todo), parallel) if profile.executor == "local" else len(todo)
+    record, jobs = dispatch.submit(cfg, profile, run_dir, todo, n_tasks, parallel)
+    ids = ", ".join(a["job_id"] for a in record["submissions"][-1]["arrays"])
+    policy.write(run_dir, {**policy.read(run_dir), "phase_two_jobs": ids})
+    print(f"phase two: job {ids} continues {len(todo)} cell(s) from their checkpoints")
+    if args.wait:
+        _wait_for(jobs, cfg, run_dir, len(todo))
+        for job in jobs:
+            try:
+                job.result()
+            except Exception as e:
+                print(f"task {job.job_id} failed: {str(e).strip().splitlines()[-1][:200]}")
+        print(format_status(run_dir, profile.name))
 
 
 def _wait_for(jobs: list, cfg, run_dir: Path, submitted: int) -> None:
@@ -299,6 +441,16 @@ def _submit_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", help="run folder (default: runs/<config name>)")
     p.add_argument("--wait", action="store_true",
                    help="wait for the tasks, print the status; exit 1 if a cell is not done")
+    p.add_argument("--early-stop", metavar="SPEC",
+                   help="start many, stop early, continue some: started=T,fraction=F,continue=P"
+                        " or budget=B[,cube=PATH] (see 'continue')")
+
+
+def _continue_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("run", help="a run folder submitted with --early-stop")
+    p.add_argument("--cluster", default="local", help="cluster profile (default: local)")
+    p.add_argument("--parallel", type=int, help="most tasks running at once")
+    p.add_argument("--wait", action="store_true", help="wait for phase two and print the status")
 
 
 def _collect_args(p: argparse.ArgumentParser) -> None:
@@ -378,6 +530,17 @@ COMMANDS = {
           python -m seedgrid submit --config dodge2020-rte --cluster mysite --array 625 --parallel 64
           python -m seedgrid submit --config demo --cluster local --parallel 1 --wait
           python -m seedgrid submit --resume runs/dodge2020-rte --cluster mysite
+        """),
+    "continue": (_continue, _continue_args, "phase two of --early-stop: continue the best cells", """
+        Ranks the cells that phase one stopped by their best metric up to the stop, and
+        continues the best P from their checkpoints to the end (the others stay 'stopped',
+        with their partial curves). Decides on the phase-one cells that have a shard and says
+        which had none. On SLURM, submit --early-stop runs this itself in a job that starts
+        after phase one (afterany); running it again changes nothing.
+
+        example:
+          python -m seedgrid submit --config my.toml --cluster mysite --early-stop started=50,fraction=0.25,continue=20
+          python -m seedgrid continue runs/my --cluster mysite
         """),
     "status": (_status, _status_args, "show which cells are done, running, pending or failed", """
         Reads the shards on disk (the truth) and, for cells without one, the state of their

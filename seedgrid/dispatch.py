@@ -26,7 +26,7 @@ from seedgrid.cluster import Profile
 from seedgrid.config import Config, load_config
 from seedgrid.errors import UsageError
 from seedgrid.rundir import CONFIG, write_config
-from seedgrid.store import shard_path, write_atomic
+from seedgrid.store import shard_path, shard_status, write_atomic
 
 JOBS = "jobs.json"
 Cell = tuple[int, int]
@@ -50,18 +50,22 @@ def pack(cells: list[Cell], n_tasks: int) -> list[list[Cell]]:
     return [cells[a:b] for a, b in zip(bounds, bounds[1:])]
 
 
-def train_and_store(cfg: Config, run_dir: str | Path, seed_wi: int, seed_do: int, checkpointer):
-    """Train a cell (resuming from ``checkpointer``'s file), write its shard, drop the checkpoint.
+def train_and_store(cfg: Config, run_dir: str | Path, seed_wi: int, seed_do: int, checkpointer,
+                    stop_fraction: float | None = None):
+    """Train a cell (resuming from ``checkpointer``'s file), write its shard, drop the checkpoint
+    — unless the cell stopped early (``stop_fraction``): then the checkpoint stays, to continue.
 
     Returns the shard on the main process, None on the others.
     """
     from seedgrid.trainer import train_cell  # torch: imported only where a cell trains
 
-    shard = train_cell(cfg, seed_wi, seed_do, checkpointer=checkpointer)
+    shard = train_cell(cfg, seed_wi, seed_do, checkpointer=checkpointer,
+                       stop_fraction=stop_fraction)
     if shard is not None:  # the main process writes, once every input has proved valid
         write_config(Path(run_dir), cfg)  # (a run folder made by submit has it already)
         write_atomic(shard, shard_path(run_dir, seed_wi, seed_do))
-        checkpointer.remove()
+        if shard.status.item() != "stopped":
+            checkpointer.remove()
     return shard
 
 
@@ -85,15 +89,20 @@ class ArrayTask:
             # SLURM already limits the task to its GPUs; Accelerate takes cuda:LOCAL_RANK.
             submitit.helpers.TorchDistributedEnvironment().export(set_cuda_visible_devices=False,
                                                                   overwrite=True)
+        from seedgrid import policy
+
         cfg = load_config(Path(run_dir) / CONFIG)
+        plan = policy.read(Path(run_dir))  # early stopping: phase one stops, phase two goes on
         statuses = []
         for wi, do in cells:
             path = shard_path(run_dir, wi, do)
-            if path.exists():
+            if path.exists() and not (policy.to_continue(plan, (wi, do))
+                                      and shard_status(path) == "stopped"):
                 statuses.append("done")
                 continue
             self._checkpointer = Checkpointer(checkpoint_path(run_dir, wi, do))
-            shard = train_and_store(cfg, run_dir, wi, do, self._checkpointer)
+            shard = train_and_store(cfg, run_dir, wi, do, self._checkpointer,
+                                    stop_fraction=policy.fraction_for(plan, (wi, do)))
             if shard is not None:
                 statuses.append(str(shard.status.item()))
         return statuses
@@ -112,6 +121,7 @@ def submit(cfg: Config, profile: Profile, run_dir: Path, cells: list[Cell], n_ta
     import submitit
 
     check_executor(profile)
+    _leave_job_environment()
     tasks = pack(cells, n_tasks)
     executor = submitit.AutoExecutor(folder=run_dir / "logs", cluster=profile.executor)
     executor.update_parameters(**profile.submitit_parameters(f"seedgrid-{run_dir.name}", parallel))
@@ -137,6 +147,16 @@ def submit(cfg: Config, profile: Profile, run_dir: Path, cells: list[Cell], n_ta
                        "tasks": [[list(c) for c in task] for task in chunk]})
     record = _record_submission(run_dir, cfg, profile, arrays)
     return record, jobs
+
+
+def _leave_job_environment() -> None:
+    """Submitting from inside a SLURM job (the --early-stop decider): sbatch would export that
+    job's SLURM_* variables to the new one, where srun refuses them ("SLURM_MEM_PER_CPU,
+    SLURM_MEM_PER_GPU, and SLURM_MEM_PER_NODE are mutually exclusive"). Drop them."""
+    if "SLURM_JOB_ID" in os.environ:
+        for key in [k for k in os.environ if k.startswith(("SLURM_", "SBATCH_"))]:
+            if key != "SLURM_CONF":
+                del os.environ[key]
 
 
 def check_executor(profile: Profile) -> None:

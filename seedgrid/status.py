@@ -14,15 +14,13 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
-import netCDF4
-
 from seedgrid.config import Config
 from seedgrid.dispatch import grid_cells, read_jobs
 from seedgrid.rundir import load_run_config
-from seedgrid.store import shard_path
+from seedgrid.store import shard_path, shard_status
 
-SYMBOLS = {"done": "#", "diverged": "!", "running": "R", "pending": ".", "failed": "x",
-           "missing": "-"}
+SYMBOLS = {"done": "#", "diverged": "!", "stopped": "s", "running": "R", "pending": ".",
+           "failed": "x", "missing": "-"}
 _WAITING = {"PENDING", "REQUEUED", "RESIZING", "SUSPENDED", "REQUEUE_HOLD", "REQUEUE_FED"}
 
 
@@ -44,7 +42,7 @@ def run_status(run_dir: Path) -> tuple[Config, dict[tuple[int, int], CellState],
         path = shard_path(run_dir, *cell)
         task, _ = tasks.get(cell, ("", ""))
         if path.exists():
-            cells[cell] = CellState(_shard_status(path), task)
+            cells[cell] = CellState(shard_status(path), task)
         elif task in states:
             slurm_state = states[task]
             if slurm_state == "RUNNING":
@@ -76,6 +74,7 @@ def format_status(run_dir: Path, cluster: str = "") -> str:
     lines.append("  " + "  ".join(f"{sym} {s}" for s, sym in SYMBOLS.items()))
     if note:
         lines.append(f"  note: {note}")
+    lines += _policy_lines(run_dir)
     explained = [(c, s) for c, s in cells.items() if s.reason]
     for (wi, do), s in explained[:20]:
         lines.append(f"  {s.state} (wi={wi}, do={do}) task {s.task}: {s.reason}")
@@ -88,6 +87,30 @@ def format_status(run_dir: Path, cluster: str = "") -> str:
     return "\n".join(lines)
 
 
+def _policy_lines(run_dir: Path) -> list[str]:
+    """The phases of an --early-stop run: started, stopped, continued, and the time spent."""
+    from seedgrid import policy
+
+    record = policy.read(run_dir)
+    if record is None:
+        return []
+    lines = [f"  early stop ({record['source']}): started {record['started']}, stop at "
+             f"{record['fraction']:g} of training, continue {record['continued']}; phase "
+             f"{record['phase']}"]
+    if record["continued_cells"] is not None:
+        chosen = " ".join(f"({wi},{do})" for wi, do in record["continued_cells"])
+        lines.append(f"  continued {len(record['continued_cells'])}: {chosen}; decided on "
+                     f"{record['decided_on']} finished phase-one cell(s)"
+                     + (f", {len(record['missing'])} without a shard" if record["missing"]
+                        else ""))
+    spent = policy.accounting(run_dir)
+    if spent["all_full_estimate"]:
+        lines.append(f"  time: {spent['cell_seconds']:.0f} cell-seconds spent vs about "
+                     f"{spent['all_full_estimate']:.0f} to train all {record['started']} fully "
+                     f"({100 * spent['saved']:.0f}% saved)")
+    return lines
+
+
 def _last_task_of_each_cell(run_dir: Path) -> dict[tuple[int, int], tuple[str, str]]:
     tasks = {}
     for sub in read_jobs(run_dir)["submissions"]:  # later submissions win
@@ -96,6 +119,13 @@ def _last_task_of_each_cell(run_dir: Path) -> dict[tuple[int, int], tuple[str, s
                 for wi, do in cells:
                     tasks[wi, do] = (task_id, sub["executor"])
     return tasks
+
+
+def ended(job_ids: list[str]) -> bool:
+    """Whether every task of these jobs has left the queue (by sacct; False if unknown)."""
+    states, note = _sacct(job_ids)
+    return bool(states) and not note and all(
+        s != "RUNNING" and s not in _WAITING for s in states.values())
 
 
 def _sacct(job_ids: list[str]) -> tuple[dict[str, str], str]:
@@ -121,11 +151,6 @@ def _sacct(job_ids: list[str]) -> tuple[dict[str, str], str]:
         else:  # one array task, or a plain job (submitit sends a one-task array as a job)
             states[job] = state
     return states, ""
-
-
-def _shard_status(path: Path) -> str:
-    with netCDF4.Dataset(path) as ds:
-        return str(ds["status"][0, 0])
 
 
 def _last_log_line(run_dir: Path, task: str) -> str:

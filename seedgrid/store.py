@@ -34,7 +34,7 @@ import numpy as np
 import xarray as xr
 
 SCHEMA_VERSION = 1
-STATUS = ("done", "failed", "diverged", "missing")
+STATUS = ("done", "failed", "diverged", "stopped", "missing")
 #: every variable of a cube (and a shard) and its dimensions, in order
 VARIABLES = {
     "logits": ("seed_wi", "seed_do", "example", "step", "class"),
@@ -120,3 +120,11 @@ def _attr(value):
     if isinstance(value, (int, float, str, np.integer, np.floating)):
         return value
     return str(value)
+
+
+def shard_status(path: Path) -> str:
+    """A shard's status without reading its arrays."""
+    import netCDF4
+
+    with netCDF4.Dataset(path) as nc:
+        return str(nc["status"][0, 0])

@@ -29,7 +29,7 @@ from accelerate import Accelerator, DataLoaderConfiguration
 from transformers import get_linear_schedule_with_warmup
 
 import seedgrid
-from seedgrid import data, metrics, seeds
+from seedgrid import data, metrics, policy, seeds
 from seedgrid.checkpoint import Checkpointer, rng_state, set_rng_state, signals_held
 from seedgrid.config import Config
 from seedgrid.model import load_model, load_tokenizer
@@ -49,12 +49,16 @@ def _print_now(line: str) -> None:
 
 
 def train_cell(cfg: Config, seed_wi: int, seed_do: int, *, on_update: OnUpdate | None = None,
-               checkpointer: Checkpointer | None = None, log: Callable[[str], None] = _print_now):
+               checkpointer: Checkpointer | None = None, log: Callable[[str], None] = _print_now,
+               stop_fraction: float | None = None):
     """Fine-tune one cell and return its shard (an ``xarray.Dataset``; main process only).
 
     With a ``checkpointer``, the cell resumes from its checkpoint if there is one, and binds its
     state so that a preemption handler can save it; with ``[runtime] checkpoint_every_evals``
-    it also saves after every N-th evaluation. On processes other than the main one, returns None.
+    it also saves after every N-th evaluation. With ``stop_fraction`` (early stopping, see
+    seedgrid.policy) it stops after the last evaluation at or before that fraction of training,
+    saves its checkpoint and returns a shard with status ``stopped``; trained again without it,
+    the cell continues from there. On processes other than the main one, returns None.
     """
     started = time.time()
     if cfg.runtime.deterministic:
@@ -74,6 +78,7 @@ def train_cell(cfg: Config, seed_wi: int, seed_do: int, *, on_update: OnUpdate |
     per_epoch = data.updates_per_epoch(len(train), cfg.train.batch_size)
     total_updates = per_epoch * cfg.train.epochs
     eval_at = data.evaluation_updates(per_epoch, cfg.train.epochs, cfg.train.evals_per_epoch)
+    stop_at = None if stop_fraction is None else policy.stop_update(eval_at, stop_fraction)
 
     # --- model: pretrained body, head from seed_wi -------------------------------------------
     model = load_model(cfg.model, task.num_labels, cfg.train.dropout, seed_wi)
@@ -186,7 +191,13 @@ def train_cell(cfg: Config, seed_wi: int, seed_do: int, *, on_update: OnUpdate |
                 if (checkpointer is not None and accelerator.is_main_process and every
                         and j % every == 0 and update < total_updates):
                     checkpointer.save()  # one writer: the states are the same on every rank
-        if status == "diverged":
+                if update == stop_at:  # early stopping: keep the state, so it can continue
+                    if checkpointer is not None and accelerator.is_main_process:
+                        checkpointer.save()
+                    status = "stopped"
+                    say(f"{name} stopped at update {update} (early stopping)")
+                    break
+        if status != "done":
             break
 
     accelerator.wait_for_everyone()

@@ -1,0 +1,140 @@
+"""Start many, stop early, continue some (--early-stop): the plan, and the real thing on the dev
+SLURM with the tiny model — phase one stops T cells at F, a decider job continues the best P,
+each continued cell equals its uninterrupted twin bitwise, a cancelled task blocks nothing."""
+
+import json
+import subprocess
+import time
+
+import numpy as np
+import pytest
+from sklearn.metrics import accuracy_score
+
+from seedgrid import early_stopping, policy
+from seedgrid.cli import main
+from seedgrid.cube import collect, open_cube
+from seedgrid.errors import UsageError
+from seedgrid.store import read_shard
+
+from conftest import REPO, run_cli
+from test_cube import _run
+
+DEV = str(REPO / "cluster/dev.toml")
+
+
+@pytest.mark.parametrize("spec, words", [
+    ("started=8,fraction=1.2,continue=3", "fraction=1.2"),
+    ("started=8,fraction=0,continue=3", "fraction=0"),
+    ("started=3,fraction=0.3,continue=5", "continue=5 is more than started=3"),
+    ("budget=0.5", "budget=0.5"),
+    ("started=99,fraction=0.3,continue=3", "more than the 8 cells"),
+    ("eight", "write started=T"),
+])
+def test_bad_plans_one_line_exit_2_nothing_written(tmp_path, tiny_toml, capsys, spec, words):
+    config = tiny_toml(grid={"n_wi": 2, "n_do": 4})
+    with pytest.raises(SystemExit) as exit_:
+        main(["submit", "--config", str(config), "--out", str(tmp_path / "run"),
+              "--early-stop", spec])
+    err = capsys.readouterr().err
+    assert exit_.value.code == 2 and words in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "run").exists()
+
+
+def test_stop_update_and_the_rule_of_thumb():
+    eval_at = np.array([0, 3, 5, 8, 10])
+    assert policy.stop_update(eval_at, 0.3) == 3
+    assert policy.stop_update(eval_at, 0.5) == 5
+    assert policy.stop_update(eval_at, 0.01) == 3  # at least one evaluation during training
+    for budget, started, continued in ((1, 1, 1), (5, 8, 4), (12.5, 20, 10), (3, 4, 2)):
+        plan = policy.plan_from_budget(budget)
+        assert (plan.started, plan.continued, plan.fraction) == (started, continued, 0.25)
+        assert plan.continued + (plan.started - plan.continued) * plan.fraction <= budget
+
+
+def test_a_plan_from_an_earlier_cube_is_the_simulations_best(tmp_path):
+    run, _ = _run(tmp_path, [(wi, do) for wi in (1, 2, 3) for do in (1, 2, 3)])
+    collect(run)
+    plan = policy.plan_from_budget(2, cube=str(run))
+    table = early_stopping.simulate(open_cube(run).seedgrid.metric(), budgets=[2], samples=5000)
+    best = early_stopping.best_per_budget(table).iloc[0]
+    if 0 < best.stopped < best.started:
+        assert (plan.started, plan.continued, plan.fraction) == \
+            (best.started, best.continued, best.fraction)
+    else:  # stopping does not pay here: train `budget` runs fully
+        assert plan.started == plan.continued == best.started
+    assert "simulation on" in plan.source
+
+
+def _stop_score(shard, stop):
+    """Best accuracy over the evaluations during training up to the stop, by scikit-learn."""
+    steps = shard.step.values
+    logits = shard.logits.values[0, 0]  # (example, step, class)
+    return max(accuracy_score(shard.label.values, logits[:, s].argmax(-1))
+               for s in range(len(steps)) if 0 < steps[s] <= stop)
+
+
+def test_early_stop_on_slurm_continues_the_best_bitwise(slurm, tmp_path, tiny_toml):
+    config = tiny_toml(grid={"n_wi": 2, "n_do": 4})
+    twins = run_cli("submit", "--config", str(config), "--cluster", DEV, "--out",
+                    str(tmp_path / "full"), "--wait")
+    assert twins.returncode == 0, twins.stdout + twins.stderr
+    run = tmp_path / "es"
+    result = run_cli("submit", "--config", str(config), "--cluster", DEV, "--out", str(run),
+                     "--early-stop", "started=8,fraction=0.3,continue=3", "--wait")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "done 3  diverged 0  stopped 5" in result.stdout
+    record = json.loads((run / "early_stop.json").read_text())
+    cells = [tuple(c) for c in record["phase_one"]]
+    shards = {c: read_shard(run / "shards" / f"wi{c[0]}_do{c[1]}.nc").load() for c in cells}
+    stop = policy.stop_update(shards[cells[0]].step.values, 0.3)
+    scores = {c: _stop_score(s, stop) for c, s in shards.items()}
+    expected = sorted(cells, key=lambda c: (-scores[c], cells.index(c)))[:3]
+    assert [tuple(c) for c in record["continued_cells"]] == expected
+    for c, shard in shards.items():
+        twin = read_shard(tmp_path / "full" / "shards" / f"wi{c[0]}_do{c[1]}.nc").load()
+        before = shard.step.values <= stop
+        if c in expected:  # continued: the same cell as one never stopped
+            assert shard.status.item() == "done"
+            np.testing.assert_array_equal(shard.logits.values, twin.logits.values)
+            np.testing.assert_array_equal(shard.train_loss.values, twin.train_loss.values)
+            assert not (run / "checkpoints" / f"wi{c[0]}_do{c[1]}.pt").exists()
+        else:  # stopped: the twin's curve up to the stop, nothing after; checkpoint kept
+            assert shard.status.item() == "stopped"
+            np.testing.assert_array_equal(shard.logits.values[..., before, :],
+                                          twin.logits.values[..., before, :])
+            assert np.isnan(shard.logits.values[..., ~before, :]).all()
+            assert (run / "checkpoints" / f"wi{c[0]}_do{c[1]}.pt").exists()
+    spent = sum(float(s.wall_time_s.item()) for s in shards.values())
+    accounting = policy.accounting(run)
+    assert accounting["cell_seconds"] == pytest.approx(spent)
+    full = np.mean([float(shards[c].wall_time_s.item()) for c in expected])
+    assert accounting["all_full_estimate"] == pytest.approx(8 * full)
+    assert f"{spent:.0f} cell-seconds spent" in run_cli("status", str(run)).stdout
+    collect(run)
+    assert int((open_cube(run).status == "stopped").sum()) == 5
+
+
+def test_a_cancelled_phase_one_task_does_not_block_phase_two(slurm, tmp_path, tiny_toml):
+    config = tiny_toml(grid={"n_wi": 2, "n_do": 2})
+    run = tmp_path / "es"
+    result = run_cli("submit", "--config", str(config), "--cluster", DEV, "--out", str(run),
+                     "--parallel", "1", "--early-stop", "started=4,fraction=0.3,continue=2")
+    assert result.returncode == 0, result.stdout + result.stderr
+    array = json.loads((run / "jobs.json").read_text())["submissions"][0]["arrays"][0]
+    subprocess.run(["scancel", array["task_ids"][3]], check=True)  # still pending (%1)
+    deadline = time.time() + 300
+    while time.time() < deadline:
+        record = json.loads((run / "early_stop.json").read_text())
+        if record.get("phase_two_jobs") or (record["continued_cells"] is not None and
+                                            "nothing left" in _log(run)):
+            break
+        time.sleep(2)
+    assert record["continued_cells"] is not None, _log(run)
+    assert record["missing"] == [[2, 2]] and record["decided_on"] == 3
+    assert "3 of 4 phase-one cells (1 without a shard: (2,2))" in _log(run)
+    assert len(record["continued_cells"]) == 2
+
+
+def _log(run):
+    path = run / "logs" / "continue.log"
+    return path.read_text() if path.exists() else ""
