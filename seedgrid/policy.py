@@ -39,6 +39,9 @@ class Plan:
     fraction: float
     continued: int
     source: str = "given"
+    #: the simulation's expected best for this plan, and without stopping (budget=B,cube=…)
+    predicted: float | None = None
+    predicted_baseline: float | None = None
 
 
 def parse_plan(spec: str) -> Plan:
@@ -98,8 +101,7 @@ def plan_from_budget(budget: float, cube: str | None = None) -> Plan:
         return Plan(int(best.started), 0.5, int(best.started), f"simulation on {cube}: "
                     "stopping does not pay")
     return Plan(int(best.started), float(best.fraction), int(best.continued),
-                f"simulation on {cube} (expected {best.expected:.4f} vs "
-                f"{best.baseline:.4f} without stopping)")
+                f"simulation on {cube}", float(best.expected), float(best.baseline))
 
 
 def stop_update(eval_at: np.ndarray, fraction: float) -> int:
@@ -185,9 +187,10 @@ def _stop_score(path: Path) -> tuple[str, float]:
 
 
 def accounting(run_dir: Path) -> dict:
-    """Cell-seconds spent by the policy vs the same cells all trained fully."""
+    """Cell-seconds spent by the policy vs the same cells all trained fully, and the best
+    final score the continued cells reached (the realised result of the experiment)."""
     record = read(run_dir)
-    spent, full = 0.0, []
+    spent, full, finals = 0.0, [], []
     for wi, do in record["phase_one"]:
         path = shard_path(run_dir, wi, do)
         if not path.exists():
@@ -197,6 +200,18 @@ def accounting(run_dir: Path) -> dict:
         spent += seconds
         if status == "done":
             full.append(seconds)
+            finals.append(_final_score(path))
     estimate = len(record["phase_one"]) * float(np.mean(full)) if full else None
     return {"cell_seconds": spent, "all_full_estimate": estimate,
-            "saved": (1 - spent / estimate) if estimate else None}
+            "saved": (1 - spent / estimate) if estimate else None,
+            "realised_best": max(finals) if finals else None,
+            "predicted": record.get("predicted"),
+            "predicted_baseline": record.get("predicted_baseline")}
+
+
+def _final_score(path: Path) -> float:
+    with netCDF4.Dataset(path) as nc:
+        nc.set_auto_mask(False)
+        logits, labels = nc["logits"][0, 0, :, -1], nc["label"][:]
+        metric = nc.getncattr("metric")
+    return float(metrics.score(logits[None], labels, metric)[0])

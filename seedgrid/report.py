@@ -71,8 +71,9 @@ def analyse(ds: xr.Dataset, samples: int = 5_000, seed: int = 0) -> dict:
         "dynamics": {"epochs": ds.epoch.sel(step=spearman["step"]).values.tolist(),
                      "spearman": spearman.values.tolist(), "pearson": pearson.values.tolist()},
     }
-    try:
-        table = early_stopping.simulate(metric, samples=samples, seed=seed)
+    try:  # on whole runs only: an --early-stop run's stopped cells have no end
+        table = early_stopping.simulate(metric.where(ds.status != "stopped"), samples=samples,
+                                        seed=seed)
         out["early_stopping"] = {
             "samples": samples, "seed": seed, "n_evals": int((ds["step"] > 0).sum()),
             "best_per_budget": early_stopping.best_per_budget(table).to_dict("records")}
@@ -138,13 +139,25 @@ def write(run_dirs: list[str | Path], out: str | Path | None = None, figures_too
     report = {"seedgrid_report": 1,
               "created": datetime.datetime.now(datetime.timezone.utc).isoformat(
                   timespec="seconds"),
-              "runs": {name: {"path": str(run), **results[name]}
+              "runs": {name: {"path": str(run), **results[name], **_phases(run)}
                        for name, run in zip(cubes, run_dirs)}}
     if cross:
         report["across"] = cross
     _write_atomic(out / "report.json", json.dumps(report, indent=1, allow_nan=False))
     _write_atomic(out / "report.md", markdown(report, drawn))
     return out
+
+
+def _phases(run) -> dict:
+    """An --early-stop run's phases and time (seedgrid.policy), under "early_stop_run"."""
+    from seedgrid import policy
+
+    record = policy.read(Path(run)) if Path(run).is_dir() else None
+    if record is None:
+        return {}
+    keep = ("started", "fraction", "continued", "source", "continued_cells", "missing")
+    return {"early_stop_run": json_ready({**{k: record.get(k) for k in keep},
+                                          **policy.accounting(Path(run))})}
 
 
 def _write_atomic(path: Path, text: str) -> None:
@@ -285,6 +298,15 @@ def _run_markdown(name: str, r: dict, files: dict) -> str:
          _image(files, "fig5_spearman", "Fig. 5: Spearman correlation between evaluations"),
          _image(files, "fig9_pearson", "Fig. 9: Pearson correlation between evaluations"),
          "\n### Start many, stop early, continue some (§5, Fig. 6, 7)\n"]
+    if "early_stop_run" in r:
+        p = r["early_stop_run"]
+        s.append(f"This run stopped early ({p['source']}): started {p['started']}, stopped at "
+                 f"{p['fraction']:g} of training, continued {len(p['continued_cells'] or [])}: "
+                 f"{_fmt(p['cell_seconds'], 0)} cell-seconds against about "
+                 f"{_fmt(p['all_full_estimate'], 0)} for training all fully; best continued "
+                 f"cell {_fmt(p['realised_best'])}"
+                 + (f" (the simulation expected {_fmt(p['predicted'])})" if p["predicted"]
+                    else "") + ".\n")
     es = r["early_stopping"]
     if "skipped" in es:
         s.append(f"Skipped: {es['skipped']}\n")

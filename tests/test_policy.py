@@ -138,3 +138,24 @@ def test_a_cancelled_phase_one_task_does_not_block_phase_two(slurm, tmp_path, ti
 def _log(run):
     path = run / "logs" / "continue.log"
     return path.read_text() if path.exists() else ""
+
+
+def test_early_stop_on_the_local_executor_then_the_report(tmp_path, tiny_toml):
+    config = tiny_toml(grid={"n_wi": 2, "n_do": 2})
+    run = tmp_path / "es"
+    result = run_cli("submit", "--config", str(config), "--cluster", "local", "--parallel", "2",
+                     "--out", str(run), "--early-stop", "started=4,fraction=0.3,continue=1",
+                     "--wait")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "done 1  diverged 0  stopped 3" in result.stdout
+    assert "decided on 4 of 4 phase-one cells; continuing 1" in result.stdout
+    again = run_cli("continue", str(run))  # the decision stands; nothing is trained twice
+    assert "nothing left to continue" in again.stdout
+    collect(run)
+    main(["report", str(run), "--no-figures", "--samples", "200"])
+    r = json.loads((run / "report" / "report.json").read_text())["runs"]["es"]
+    phases = r["early_stop_run"]
+    assert phases["started"] == 4 and len(phases["continued_cells"]) == 1
+    spent = sum(float(read_shard(p).wall_time_s.item()) for p in (run / "shards").glob("*.nc"))
+    assert phases["cell_seconds"] == pytest.approx(spent)
+    assert "This run stopped early" in (run / "report" / "report.md").read_text()
