@@ -8,7 +8,7 @@ name          dims                                           meaning
 logits        (seed_wi, seed_do, example, step, class)       validation logits at each evaluation
 label         (example)                                      gold label
 train_loss    (seed_wi, seed_do, update)                     mean loss of each optimizer update
-status        (seed_wi, seed_do)                             done / failed / diverged / missing
+status        (seed_wi, seed_do)                             done / failed / diverged / stopped / missing
 wall_time_s   (seed_wi, seed_do)                             seconds the cell trained
 ============  =============================================  =====================================
 
