@@ -119,7 +119,7 @@ def _submit(args: argparse.Namespace) -> None:
         _after_phase_one(args, plan, profile, run_dir, record, jobs)
         return
     if args.wait:
-        _wait_for(jobs, cfg, run_dir, len(cells))
+        _wait_for(jobs, run_dir, cells)
         for job in jobs:
             try:
                 job.result()
@@ -132,14 +132,22 @@ def _submit(args: argparse.Namespace) -> None:
 
 def _early_stop_plan(args: argparse.Namespace, cfg, run_dir: Path):
     """The --early-stop plan, checked against the grid before anything is written."""
-    if not args.early_stop:
+    if args.budget is None and args.from_cube:
+        raise UsageError("--from-cube goes with --budget B: the cube the simulation runs on")
+    if not args.early_stop and args.budget is None:
         return None
     from seedgrid import dispatch, policy
+
+    if args.early_stop and args.budget is not None:
+        raise UsageError("give --early-stop or --budget, not both")
 
     if args.resume or (run_dir / policy.POLICY).exists():
         raise UsageError(f"--early-stop starts a new run: {run_dir} has one already; use "
                          f"python -m seedgrid continue {run_dir} for its second phase")
-    plan = policy.parse_plan(args.early_stop)
+    if args.budget is not None:
+        plan = policy.plan_from_budget(args.budget, args.from_cube, cfg.task.name)
+    else:
+        plan = policy.parse_plan(args.early_stop, cfg.task.name)
     grid = len(dispatch.grid_cells(cfg))
     if plan.started > grid:
         raise UsageError(f"--early-stop started={plan.started} is more than the {grid} cells of "
@@ -153,7 +161,8 @@ def _after_phase_one(args, plan, profile, run_dir: Path, record: dict, jobs: lis
     """Phase two follows by itself: a decider job after the arrays (SLURM), or right here."""
     from seedgrid import policy
 
-    n_cells = sum(len(t) for a in record["submissions"][-1]["arrays"] for t in a["tasks"])
+    started = [tuple(c) for a in record["submissions"][-1]["arrays"] for t in a["tasks"]
+               for c in t]
 
     if profile.executor == "slurm":
         arrays = ":".join(a["job_id"] for a in record["submissions"][-1]["arrays"])
@@ -174,21 +183,15 @@ def _after_phase_one(args, plan, profile, run_dir: Path, record: dict, jobs: lis
         print(f"phase two: job {decider} picks the {plan.continued} best and continues them "
               f"once phase one has ended (afterany:{arrays})")
         if args.wait:
-            _wait_for(jobs, policy_config(run_dir), run_dir, n_cells)
+            _wait_for(jobs, run_dir, started)
             _wait_phase_two(run_dir)
         return
     if not args.wait:
         print(f"after phase one: python -m seedgrid continue {run_dir} --cluster {args.cluster}")
         return
-    _wait_for(jobs, policy_config(run_dir), run_dir, n_cells)
+    _wait_for(jobs, run_dir, started)
     _continue(argparse.Namespace(run=str(run_dir), cluster=args.cluster, parallel=args.parallel,
                                  wait=True))
-
-
-def policy_config(run_dir: Path):
-    from seedgrid.rundir import load_run_config
-
-    return load_run_config(run_dir)
 
 
 def _wait_phase_two(run_dir: Path, poll_s: float = 5.0) -> None:
@@ -249,7 +252,7 @@ def _continue(args: argparse.Namespace) -> None:
     policy.write(run_dir, {**policy.read(run_dir), "phase_two_jobs": ids})
     print(f"phase two: job {ids} continues {len(todo)} cell(s) from their checkpoints")
     if args.wait:
-        _wait_for(jobs, cfg, run_dir, len(todo))
+        _wait_for(jobs, run_dir, todo, stopped_counts=False)
         for job in jobs:
             try:
                 job.result()
@@ -258,15 +261,19 @@ def _continue(args: argparse.Namespace) -> None:
         print(format_status(run_dir, profile.name))
 
 
-def _wait_for(jobs: list, cfg, run_dir: Path, submitted: int) -> None:
-    """Print how many of the submitted cells have shards, as it changes, until the jobs end."""
-    from seedgrid import dispatch
+def _wait_for(jobs: list, run_dir: Path, cells: list, stopped_counts: bool = True) -> None:
+    """Print how many of ``cells`` have shards, as it changes, until the jobs end (phase two of
+    --early-stop: ``stopped_counts=False``, a stopped shard is not finished yet)."""
+    from seedgrid.store import shard_path, shard_status
+
+    def finished_cell(cell) -> bool:
+        path = shard_path(run_dir, *cell)
+        return path.exists() and (stopped_counts or shard_status(path) != "stopped")
 
     started, last = time.time(), None
     while True:
         finished = all(job.done() for job in jobs)
-        # cells that were not submitted had shards already: what is missing was submitted
-        line = f"{submitted - len(dispatch.missing_cells(cfg, run_dir))}/{submitted} cells have shards"
+        line = f"{sum(map(finished_cell, cells))}/{len(cells)} cells have shards"
         if line != last:
             print(f"  [{time.time() - started:4.0f} s] {line} (logs: {run_dir / 'logs'})",
                   flush=True)
@@ -444,6 +451,11 @@ def _submit_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--early-stop", metavar="SPEC",
                    help="start many, stop early, continue some: started=T,fraction=F,continue=P"
                         " or budget=B[,cube=PATH] (see 'continue')")
+    p.add_argument("--budget", type=float, metavar="B",
+                   help="--early-stop with T, F, P chosen for B full runs: by the simulation on "
+                        "--from-cube, else the paper's rule of thumb")
+    p.add_argument("--from-cube", metavar="CUBE",
+                   help="an earlier cube (or run folder) of the same task, for --budget")
 
 
 def _continue_args(p: argparse.ArgumentParser) -> None:

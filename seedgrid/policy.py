@@ -44,7 +44,7 @@ class Plan:
     predicted_baseline: float | None = None
 
 
-def parse_plan(spec: str) -> Plan:
+def parse_plan(spec: str, task: str | None = None) -> Plan:
     """``started=T,fraction=F,continue=P`` or ``budget=B[,cube=PATH]``; UsageError if bad."""
     try:
         fields = dict(part.split("=", 1) for part in spec.split(","))
@@ -52,7 +52,7 @@ def parse_plan(spec: str) -> Plan:
         raise UsageError(f"--early-stop {spec!r}: write started=T,fraction=F,continue=P or "
                          "budget=B (e.g. started=8,fraction=0.3,continue=3)") from None
     if "budget" in fields:
-        return plan_from_budget(_number(fields, "budget", float), fields.get("cube"))
+        return plan_from_budget(_number(fields, "budget", float), fields.get("cube"), task)
     if set(fields) != {"started", "fraction", "continue"}:
         raise UsageError(f"--early-stop {spec!r}: give started, fraction and continue (or "
                          "budget), e.g. started=8,fraction=0.3,continue=3")
@@ -81,11 +81,12 @@ def check_plan(plan: Plan) -> None:
                          f"{plan.started}: continue at most the cells that started")
 
 
-def plan_from_budget(budget: float, cube: str | None = None) -> Plan:
-    """T, F, P for a budget of ``budget`` full runs (see the module docstring)."""
+def plan_from_budget(budget: float, cube: str | None = None, task: str | None = None) -> Plan:
+    """T, F, P for a budget of ``budget`` full runs (see the module docstring); the earlier
+    ``cube`` must be of ``task`` when one is given."""
     if budget < 1:
-        raise UsageError(f"--early-stop budget={budget}: a budget is counted in full training "
-                         "runs and must be at least 1")
+        raise UsageError(f"budget {budget} (--budget, or --early-stop budget=): a budget is "
+                         "counted in full training runs and must be at least 1")
     if cube is None:  # continued + (started − continued) · F <= budget, started <= 2 · continued
         continued = max(1, int(budget // (1 + RULE_OF_THUMB_FRACTION)))
         stopped = min(continued, int((budget - continued) / RULE_OF_THUMB_FRACTION + 1e-9))
@@ -94,6 +95,9 @@ def plan_from_budget(budget: float, cube: str | None = None) -> Plan:
     from seedgrid.cube import open_cube
 
     with open_cube(cube) as ds:
+        if task is not None and ds.attrs["task"] != task:
+            raise UsageError(f"the cube {cube!r} is of task {ds.attrs['task']!r}, not "
+                             f"{task!r}: give an earlier cube of the same task")
         table = early_stopping.simulate(ds.seedgrid.metric(), budgets=[int(budget)],
                                         samples=5_000)
     best = early_stopping.best_per_budget(table).iloc[0]

@@ -26,7 +26,7 @@ DEV = str(REPO / "cluster/dev.toml")
     ("started=8,fraction=1.2,continue=3", "fraction=1.2"),
     ("started=8,fraction=0,continue=3", "fraction=0"),
     ("started=3,fraction=0.3,continue=5", "continue=5 is more than started=3"),
-    ("budget=0.5", "budget=0.5"),
+    ("budget=0.5", "budget 0.5"),
     ("started=99,fraction=0.3,continue=3", "more than the 8 cells"),
     ("eight", "write started=T"),
 ])
@@ -159,3 +159,24 @@ def test_early_stop_on_the_local_executor_then_the_report(tmp_path, tiny_toml):
     spent = sum(float(read_shard(p).wall_time_s.item()) for p in (run / "shards").glob("*.nc"))
     assert phases["cell_seconds"] == pytest.approx(spent)
     assert "This run stopped early" in (run / "report" / "report.md").read_text()
+
+
+def test_budget_flags_pick_the_plan_and_refuse_a_cube_of_another_task(tmp_path, tiny_toml,
+                                                                      capsys):
+    config = tiny_toml(grid={"n_wi": 2, "n_do": 4})
+    run, _ = _run(tmp_path / "earlier", [(wi, do) for wi in (1, 2) for do in (1, 2)])
+    collect(run)
+    cube = open_cube(run).load()
+    cube.attrs["task"] = "sst2"
+    cube.to_netcdf(tmp_path / "sst2.nc")
+    for args, words in ((["--budget", "0.5"], "budget 0.5"),
+                        (["--budget", "2", "--from-cube", str(tmp_path / "sst2.nc")],
+                         "is of task 'sst2', not 'mr'"),
+                        (["--from-cube", str(run)], "--from-cube goes with --budget"),
+                        (["--budget", "2", "--early-stop", "budget=2"], "not both")):
+        with pytest.raises(SystemExit) as exit_:
+            main(["submit", "--config", str(config), "--out", str(tmp_path / "new"), *args])
+        err = capsys.readouterr().err
+        assert exit_.value.code == 2 and words in err, err
+        assert not (tmp_path / "new").exists()
+    assert policy.parse_plan("budget=5", "mr") == policy.plan_from_budget(5)
