@@ -140,7 +140,6 @@ def _early_stop_plan(args: argparse.Namespace, cfg, run_dir: Path):
 
     if args.early_stop and args.budget is not None:
         raise UsageError("give --early-stop or --budget, not both")
-
     if args.resume or (run_dir / policy.POLICY).exists():
         raise UsageError(f"--early-stop starts a new run: {run_dir} has one already; use "
                          f"python -m seedgrid continue {run_dir} for its second phase")
@@ -170,7 +169,9 @@ def _after_phase_one(args, plan, profile, run_dir: Path, record: dict, jobs: lis
                    if getattr(profile, k)]
         command = (f"cd {shlex.quote(os.getcwd())} && {shlex.quote(sys.executable)} -m seedgrid "
                    f"continue {shlex.quote(str(run_dir))} --cluster {shlex.quote(args.cluster)}")
-        out = subprocess.run(["sbatch", "--parsable", f"--dependency=afterany:{arrays}",
+        # held until its id is recorded: it rewrites early_stop.json when it decides
+        out = subprocess.run(["sbatch", "--parsable", "--hold",
+                              f"--dependency=afterany:{arrays}",
                               f"--job-name=seedgrid-continue-{run_dir.name}", "--time=30",
                               f"--output={run_dir / 'logs' / 'continue.log'}", *options,
                               "--wrap", command], capture_output=True, text=True)
@@ -178,8 +179,8 @@ def _after_phase_one(args, plan, profile, run_dir: Path, record: dict, jobs: lis
             raise UsageError(f"sbatch refused the decider job ({out.stderr.strip()[:200]}): "
                              f"run python -m seedgrid continue {run_dir} after phase one")
         decider = out.stdout.strip().split(";")[0]
-        rec = policy.read(run_dir)
-        policy.write(run_dir, {**rec, "decider_job": decider})
+        policy.write(run_dir, {**policy.read(run_dir), "decider_job": decider})
+        subprocess.run(["scontrol", "release", decider], check=True, capture_output=True)
         print(f"phase two: job {decider} picks the {plan.continued} best and continues them "
               f"once phase one has ended (afterany:{arrays})")
         if args.wait:
