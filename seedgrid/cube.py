@@ -217,7 +217,8 @@ class SeedgridAccessor:
         return regimes(self.metric(name), self._ds.epoch)
 
     def expected_max(self, name: str | None = None, replace: bool = True) -> xr.Dataset:
-        """Expected best of n runs (n = 1..N) with its std, per evaluation regime (Fig. 1)."""
+        """Expected best of n runs (n = 1..N) with its std, per evaluation regime (Fig. 1), and
+        the best observed score (the band's upper limit, as in allentune)."""
         from seedgrid.analysis import expected_max
 
         picks = self.regimes(name)
@@ -225,7 +226,8 @@ class SeedgridAccessor:
                for r in picks["regime"].values]
         n = min(len(mean) for mean, _ in out)
         return xr.Dataset({"mean": (("regime", "n"), np.stack([m[:n] for m, _ in out])),
-                           "std": (("regime", "n"), np.stack([s[:n] for _, s in out]))},
+                           "std": (("regime", "n"), np.stack([s[:n] for _, s in out])),
+                           "observed_max": picks.max(("seed_wi", "seed_do"))},
                           coords={"regime": picks["regime"].values, "n": np.arange(1, n + 1)})
 
     def decoupled_std(self, name: str | None = None, best: bool = False) -> dict[str, float]:

@@ -124,7 +124,7 @@ def write(run_dirs: list[str | Path], out: str | Path | None = None, figures_too
         raise UsageError(f"--samples {samples}: give at least 1 (the paper uses 50,000)")
     cubes = {}
     for run in run_dirs:
-        name = Path(run).resolve().name
+        name = _run_name(Path(run))
         if name in cubes:
             raise UsageError(f"two runs named {name!r}: give runs with different folder names")
         cubes[name] = open_cube(run).load()
@@ -158,6 +158,14 @@ def _phases(run) -> dict:
     keep = ("started", "fraction", "continued", "source", "continued_cells", "missing")
     return {"early_stop_run": json_ready({**{k: record.get(k) for k in keep},
                                           **policy.accounting(Path(run))})}
+
+
+def _run_name(path: Path) -> str:
+    """runs/rte → rte; runs/rte/cube.nc → rte; other.nc → other."""
+    path = path.resolve()
+    if path.is_file():
+        return path.parent.name if path.name == "cube.nc" else path.stem
+    return path.name
 
 
 def _write_atomic(path: Path, text: str) -> None:
