@@ -163,7 +163,7 @@ def decide(run_dir: Path) -> dict:
         if not path.exists():
             missing.append([wi, do])
             continue
-        status, score = _stop_score(path)
+        status, score = _best_during_training(path)
         finished.append([wi, do])
         if status == "stopped":
             scores[wi, do] = score
@@ -177,8 +177,9 @@ def decide(run_dir: Path) -> dict:
     return record
 
 
-def _stop_score(path: Path) -> tuple[str, float]:
-    """A phase-one shard's status and its best metric over the evaluations during training."""
+def _best_during_training(path: Path) -> tuple[str, float]:
+    """A shard's status and its best metric over its evaluations during training (for a
+    stopped shard: up to the stop)."""
     with netCDF4.Dataset(path) as nc:
         nc.set_auto_mask(False)
         status = str(nc["status"][0, 0])
@@ -191,8 +192,9 @@ def _stop_score(path: Path) -> tuple[str, float]:
 
 
 def accounting(run_dir: Path) -> dict:
-    """Cell-seconds spent by the policy vs the same cells all trained fully, and the best
-    final score the continued cells reached (the realised result of the experiment)."""
+    """Cell-seconds spent by the policy vs the same cells all trained fully, and the best score
+    the continued cells found in training (the realised result: what the simulation's
+    experiment scores)."""
     record = read(run_dir)
     spent, full, finals = 0.0, [], []
     for wi, do in record["phase_one"]:
@@ -204,7 +206,7 @@ def accounting(run_dir: Path) -> dict:
         spent += seconds
         if status == "done":
             full.append(seconds)
-            finals.append(_final_score(path))
+            finals.append(_best_during_training(path)[1])
     estimate = len(record["phase_one"]) * float(np.mean(full)) if full else None
     return {"cell_seconds": spent, "all_full_estimate": estimate,
             "saved": (1 - spent / estimate) if estimate else None,
@@ -212,10 +214,3 @@ def accounting(run_dir: Path) -> dict:
             "predicted": record.get("predicted"),
             "predicted_baseline": record.get("predicted_baseline")}
 
-
-def _final_score(path: Path) -> float:
-    with netCDF4.Dataset(path) as nc:
-        nc.set_auto_mask(False)
-        logits, labels = nc["logits"][0, 0, :, -1], nc["label"][:]
-        metric = nc.getncattr("metric")
-    return float(metrics.score(logits[None], labels, metric)[0])

@@ -311,8 +311,8 @@ def _run_markdown(name: str, r: dict, files: dict) -> str:
         s.append(f"This run stopped early ({p['source']}): started {p['started']}, stopped at "
                  f"{p['fraction']:g} of training, continued {len(p['continued_cells'] or [])}: "
                  f"{_fmt(p['cell_seconds'], 0)} cell-seconds against about "
-                 f"{_fmt(p['all_full_estimate'], 0)} for training all fully; best continued "
-                 f"cell {_fmt(p['realised_best'])}"
+                 f"{_fmt(p['all_full_estimate'], 0)} for training all fully; best found by a "
+                 f"continued cell {_fmt(p['realised_best'])}"
                  + (f" (the simulation expected {_fmt(p['predicted'])})" if p["predicted"]
                     else "") + ".\n")
     es = r["early_stopping"]

@@ -107,7 +107,7 @@ def _policy_lines(run_dir: Path) -> list[str]:
     if spent["all_full_estimate"]:
         lines.append(f"  time: {spent['cell_seconds']:.0f} cell-seconds spent vs about "
                      f"{spent['all_full_estimate']:.0f} to train all {record['started']} fully "
-                     f"({100 * spent['saved']:.0f}% saved); best continued cell "
+                     f"({100 * spent['saved']:.0f}% saved); best found by a continued cell "
                      f"{spent['realised_best']:.4f}"
                      + (f" (the simulation expected {spent['predicted']:.4f}, "
                         f"{spent['predicted_baseline']:.4f} without stopping)"

@@ -158,6 +158,9 @@ def test_early_stop_on_the_local_executor_then_the_report(tmp_path, tiny_toml):
     assert phases["started"] == 4 and len(phases["continued_cells"]) == 1
     spent = sum(float(read_shard(p).wall_time_s.item()) for p in (run / "shards").glob("*.nc"))
     assert phases["cell_seconds"] == pytest.approx(spent)
+    (wi, do), = phases["continued_cells"]
+    continued = read_shard(run / "shards" / f"wi{wi}_do{do}.nc").load()
+    assert phases["realised_best"] == pytest.approx(_stop_score(continued, np.inf))
     assert "This run stopped early" in (run / "report" / "report.md").read_text()
 
 
