@@ -13,10 +13,9 @@ from __future__ import annotations
 
 import argparse
 import warnings
-from pathlib import Path
 
-import seedgrid
 from seedgrid import analysis
+from seedgrid.report import open_runs
 
 
 def main() -> None:
@@ -26,10 +25,7 @@ def main() -> None:
                         help="accuracy difference that still counts as equal (Fig. 1)")
     args = parser.parse_args()
     warnings.simplefilter("ignore")  # one run: no pairs, printed as nan
-    names = [Path(r).resolve().name for r in args.runs]
-    if len(set(names)) < len(names):  # runs/a/run, runs/b/run: name them by their paths
-        names = list(args.runs)
-    cubes = {n: seedgrid.open_cube(r).load() for n, r in zip(names, args.runs)}
+    cubes = open_runs(args.runs)
     table = analysis.by_training_size(list(cubes.values()))
     table.insert(0, "run", [n for n, _ in sorted(cubes.items(),
                                                  key=lambda kv: int(kv[1].attrs["n_train"]))])

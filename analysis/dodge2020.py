@@ -12,10 +12,9 @@ from __future__ import annotations
 
 import argparse
 import warnings
-from pathlib import Path
 
-import seedgrid
 from seedgrid import analysis, early_stopping
+from seedgrid.report import open_runs
 from seedgrid.errors import UsageError
 
 
@@ -30,10 +29,7 @@ def main() -> None:
     parser.add_argument("--samples", type=int, default=50_000,
                         help="early-stopping experiments per configuration (paper: 50,000)")
     args = parser.parse_args()
-    names = [Path(r).resolve().name for r in args.runs]
-    if len(set(names)) < len(names):  # runs/a/run, runs/b/run: name them by their paths
-        names = list(args.runs)
-    cubes = {n: seedgrid.open_cube(r).load() for n, r in zip(names, args.runs)}
+    cubes = open_runs(args.runs)
     warnings.simplefilter("ignore")  # degenerate grids give NaN, printed as n/a
     header = row("", [], "") + "".join(f"{n[:12]:>12s}" for n in cubes)
     tasks = [ds.attrs["task"] for ds in cubes.values()]

@@ -304,7 +304,7 @@ def _collect(args: argparse.Namespace) -> None:
     import seedgrid
 
     ds = seedgrid.open_cube(done.path)
-    final, best = ds.seedgrid.metric().isel(step=-1), ds.seedgrid.best_so_far().isel(step=-1)
+    final, best = ds.seedgrid.final(), ds.seedgrid.final(best=True)
     if final.notnull().any():
         metric = ds.attrs["metric"]
         std = f"{float(final.std(ddof=1)):.4f}" if final.count() > 1 else "n/a (one cell)"
@@ -379,6 +379,7 @@ def _regress(args: argparse.Namespace) -> None:
     import datetime
 
     from seedgrid.compare import append_history, history_markdown, regress
+    from seedgrid.store import write_text_atomic
 
     r = regress(args.baseline, args.candidate, max_drop=args.max_drop, alpha=args.alpha,
                 max_con_drop=args.max_con_drop, metric=args.metric,
@@ -397,10 +398,7 @@ def _regress(args: argparse.Namespace) -> None:
     history.parent.mkdir(parents=True, exist_ok=True)
     when = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
     rows = append_history(history, r, when)
-    report = history.with_suffix(".md")
-    tmp = report.with_name(f".{report.name}.tmp")
-    tmp.write_text(history_markdown(rows))
-    tmp.replace(report)
+    report = write_text_atomic(history.with_suffix(".md"), history_markdown(rows))
     verdict = "REGRESSION" if r["regression"] else "pass"
     print(f"{verdict} at alpha = {r['alpha']}; history {history} ({len(rows)} nights), "
           f"report {report}")
@@ -411,10 +409,9 @@ def _write_json(path: Path, value: dict) -> None:
     import json
 
     from seedgrid.report import json_ready
+    from seedgrid.store import write_text_atomic
 
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(json_ready(value), indent=1, allow_nan=False))
-    tmp.replace(path)
+    write_text_atomic(path, json.dumps(json_ready(value), indent=1, allow_nan=False))
 
 
 def _presets(args: argparse.Namespace) -> None:

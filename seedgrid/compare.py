@@ -392,18 +392,16 @@ def regress(baseline, candidate, max_drop: float = 0.005, alpha: float = 0.05,
 def append_history(path, result: dict, when: str) -> list[dict]:
     """Add one row (one night) to the JSON-lines history at ``path``, atomically; all rows."""
     import json
-    import os
     from pathlib import Path
 
     path = Path(path)
     rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()] \
         if path.exists() else []
     from seedgrid.report import json_ready
+    from seedgrid.store import write_text_atomic
 
     rows.append(json_ready({"date": when, **result}))
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text("".join(json.dumps(r, allow_nan=False) + "\n" for r in rows))
-    tmp.replace(path)
+    write_text_atomic(path, "".join(json.dumps(r, allow_nan=False) + "\n" for r in rows))
     return rows
 
 

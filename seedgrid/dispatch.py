@@ -26,7 +26,7 @@ from seedgrid.cluster import Profile
 from seedgrid.config import Config, load_config
 from seedgrid.errors import UsageError
 from seedgrid.rundir import CONFIG, write_config
-from seedgrid.store import shard_path, shard_status, write_atomic
+from seedgrid.store import shard_path, shard_status, write_atomic, write_text_atomic
 
 JOBS = "jobs.json"
 Cell = tuple[int, int]
@@ -188,7 +188,5 @@ def _record_submission(run_dir: Path, cfg: Config, profile: Profile, arrays: lis
     record["submissions"].append({
         "submitted": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "cluster": profile.name, "executor": profile.executor, "arrays": arrays})
-    tmp = run_dir / f".{JOBS}.{os.getpid()}.tmp"
-    tmp.write_text(json.dumps(record, indent=1))
-    os.replace(tmp, run_dir / JOBS)
+    write_text_atomic(run_dir / JOBS, json.dumps(record, indent=1))
     return record

@@ -18,16 +18,13 @@ about twice as many as are trained fully, stop at 25% of training.
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-import netCDF4
 import numpy as np
 
-from seedgrid import metrics
 from seedgrid.errors import UsageError
-from seedgrid.store import shard_path
+from seedgrid.store import read_shard, shard_path, write_text_atomic
 
 POLICY = "early_stop.json"
 RULE_OF_THUMB_FRACTION = 0.25
@@ -122,10 +119,7 @@ def read(run_dir: Path) -> dict | None:
 
 
 def write(run_dir: Path, record: dict) -> None:
-    path = Path(run_dir) / POLICY
-    tmp = path.with_name(f".{POLICY}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(record, indent=1))
-    tmp.replace(path)
+    write_text_atomic(Path(run_dir) / POLICY, json.dumps(record, indent=1))
 
 
 def start(run_dir: Path, plan: Plan, cells: list) -> dict:
@@ -163,10 +157,10 @@ def decide(run_dir: Path) -> dict:
         if not path.exists():
             missing.append([wi, do])
             continue
-        status, score = _best_during_training(path)
+        shard = read_shard(path)
         finished.append([wi, do])
-        if status == "stopped":
-            scores[wi, do] = score
+        if shard.status.item() == "stopped":
+            scores[wi, do] = _best_during_training(shard)
     ranked = sorted(scores, key=lambda c: (-np.nan_to_num(scores[c], nan=-np.inf),
                                            record["phase_one"].index(list(c))))
     chosen = [list(c) for c in ranked[:record["continued"]]]
@@ -177,18 +171,10 @@ def decide(run_dir: Path) -> dict:
     return record
 
 
-def _best_during_training(path: Path) -> tuple[str, float]:
-    """A shard's status and its best metric over its evaluations during training (for a
-    stopped shard: up to the stop)."""
-    with netCDF4.Dataset(path) as nc:
-        nc.set_auto_mask(False)
-        status = str(nc["status"][0, 0])
-        logits = nc["logits"][0, 0]  # (example, step, class)
-        steps, labels = nc["step"][:], nc["label"][:]
-        metric = nc.getncattr("metric")
-    pred = np.where(np.isnan(logits).any(-1), np.nan, logits.argmax(-1)).T  # (step, example)
-    scores = metrics.score_predictions(pred[steps > 0], labels, metric)
-    return status, float(np.nanmax(scores)) if np.isfinite(scores).any() else float("nan")
+def _best_during_training(shard) -> float:
+    """A shard's best metric over its evaluations during training (for a stopped shard: up to
+    the stop), as ``ds.seedgrid.best_so_far`` defines it."""
+    return float(shard.seedgrid.best_so_far().isel(step=-1).item())
 
 
 def accounting(run_dir: Path) -> dict:
@@ -201,12 +187,12 @@ def accounting(run_dir: Path) -> dict:
         path = shard_path(run_dir, wi, do)
         if not path.exists():
             continue
-        with netCDF4.Dataset(path) as nc:
-            seconds, status = float(nc["wall_time_s"][0, 0]), str(nc["status"][0, 0])
+        shard = read_shard(path)
+        seconds = float(shard.wall_time_s.item())
         spent += seconds
-        if status == "done":
+        if shard.status.item() == "done":
             full.append(seconds)
-            finals.append(_best_during_training(path)[1])
+            finals.append(_best_during_training(shard))
     estimate = len(record["phase_one"]) * float(np.mean(full)) if full else None
     return {"cell_seconds": spent, "all_full_estimate": estimate,
             "saved": (1 - spent / estimate) if estimate else None,

@@ -15,7 +15,6 @@ from __future__ import annotations
 import datetime
 import json
 import math
-import os
 import warnings
 from pathlib import Path
 
@@ -26,6 +25,7 @@ import xarray as xr
 from seedgrid import analysis, early_stopping, figures
 from seedgrid.cube import open_cube
 from seedgrid.errors import UsageError
+from seedgrid.store import write_text_atomic
 
 REPORT = "report"
 
@@ -143,8 +143,8 @@ def write(run_dirs: list[str | Path], out: str | Path | None = None, figures_too
                        for name, run in zip(cubes, run_dirs)}}
     if cross:
         report["across"] = cross
-    _write_atomic(out / "report.json", json.dumps(report, indent=1, allow_nan=False))
-    _write_atomic(out / "report.md", markdown(report, drawn))
+    write_text_atomic(out / "report.json", json.dumps(report, indent=1, allow_nan=False))
+    write_text_atomic(out / "report.md", markdown(report, drawn))
     return out
 
 
@@ -160,18 +160,20 @@ def _phases(run) -> dict:
                                           **policy.accounting(Path(run))})}
 
 
+def open_runs(paths: list) -> dict[str, xr.Dataset]:
+    """Cubes by run name (loaded); named by their paths as given when two names clash."""
+    names = [_run_name(Path(p)) for p in paths]
+    if len(set(names)) < len(names):  # runs/a/run, runs/b/run
+        names = [str(p) for p in paths]
+    return {n: open_cube(p).load() for n, p in zip(names, paths)}
+
+
 def _run_name(path: Path) -> str:
     """runs/rte → rte; runs/rte/cube.nc → rte; other.nc → other."""
     path = path.resolve()
     if path.is_file():
         return path.parent.name if path.name == "cube.nc" else path.stem
     return path.name
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(text)
-    tmp.replace(path)
 
 
 def _figures(cubes, results, cross, out: Path) -> dict[str, dict[str, str]]:

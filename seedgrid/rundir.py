@@ -7,12 +7,12 @@ one config (by hash): cells of another config are refused, never mixed in.
 
 from __future__ import annotations
 
-import os
 import tempfile
 from pathlib import Path
 
 from seedgrid.config import Config, load_config, with_seeds
 from seedgrid.errors import UsageError
+from seedgrid.store import write_text_atomic
 
 CONFIG = "config.toml"
 
@@ -76,6 +76,4 @@ def write_config(run_dir: Path, cfg: Config) -> None:
             return
         cfg = with_seeds(old, wi, do)
     run_dir.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{CONFIG}.{os.getpid()}.tmp")
-    tmp.write_text(cfg.to_toml())
-    os.replace(tmp, path)
+    write_text_atomic(path, cfg.to_toml())

@@ -107,6 +107,18 @@ def write_atomic(ds: xr.Dataset, path: str | Path) -> Path:
     return path
 
 
+def write_text_atomic(path: str | Path, text: str) -> Path:
+    """Write ``text`` to ``path`` through a temporary name and an atomic rename."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        tmp.write_text(text)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path
+
+
 def read_shard(path: str | Path) -> xr.Dataset:
     """A shard, loaded into memory and the file closed."""
     with xr.open_dataset(path, engine="netcdf4") as ds:
