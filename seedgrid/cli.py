@@ -308,7 +308,7 @@ def _collect(args: argparse.Namespace) -> None:
     if final.notnull().any():
         metric = ds.attrs["metric"]
         std = f"{float(final.std(ddof=1)):.4f}" if final.count() > 1 else "n/a (one cell)"
-        print(f"  {metric} at the end: mean {float(final.mean()):.4f}, std {std}, "
+        print(f"  {metric} at the end: mean {float(final.mean()):.4f}, sample std {std}, "
               f"min {float(final.min()):.4f}, max {float(final.max()):.4f} over "
               f"{int(final.count())} cells; best so far: mean {float(best.mean()):.4f}, max "
               f"{float(best.max()):.4f} (majority baseline {ds.attrs['majority_baseline']})")
@@ -345,7 +345,8 @@ def _report(args: argparse.Namespace) -> None:
     for name, r in report["runs"].items():
         end, d, micro = r["macro"]["end"], r["macro"]["decoupled_std"]["end"], r["micro"]["grid"]
         f = lambda x: "n/a" if x is None else f"{x:.4f}"  # noqa: E731
-        print(f"{name}: {r['metric']} at the end {f(end['mean'])} ± {f(end['std'])} over "
+        print(f"{name}: {r['metric']} at the end {f(end['mean'])} ± {f(end['std'])} "
+              f"(std, ddof 0) over "
               f"{end['n']} runs (min {f(end['min'])}, max {f(end['max'])}); std with WI fixed "
               f"{f(d['wi'])}, with DO fixed {f(d['do'])}")
         print(f"  all runs agree on {f(micro['con'])} of the examples (CON), all correct on "
@@ -357,7 +358,8 @@ def _report(args: argparse.Namespace) -> None:
         if "best_per_budget" in es and es["best_per_budget"]:
             b = es["best_per_budget"][min(len(es["best_per_budget"]), 5) - 1]
             print(f"  early stopping at a budget of {b['budget']} runs: start {b['started']}, "
-                  f"stop {b['stopped']} after {b['evaluations']} evaluations -> "
+                  f"stop {b['stopped']} after {b['evaluations']} of {es['n_evals']} "
+                  f"evaluations -> "
                   f"{f(b['expected'])} vs {f(b['baseline'])} without stopping")
     print(f"wrote {out / 'report.md'} and {out / 'report.json'}"
           + ("" if args.no_figures else " with figures"))

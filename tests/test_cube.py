@@ -183,7 +183,7 @@ def test_export_writes_one_row_per_cell_and_evaluation(tmp_path, capsys):
     finals = [accuracy_score(np.arange(30) % 2,
                              read_shard(shard_path(run, s, s)).logits.values[0, 0, :, -1].argmax(-1))
               for s in (1, 2)]
-    assert f"accuracy at the end: mean {np.mean(finals):.4f}, std {np.std(finals, ddof=1):.4f}" \
+    assert f"accuracy at the end: mean {np.mean(finals):.4f}, sample std {np.std(finals, ddof=1):.4f}" \
         in summary
     for name in ("t.csv", "t.parquet"):
         main(["export", str(run), "--to", str(tmp_path / name)])
