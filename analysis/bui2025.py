@@ -5,7 +5,8 @@
 Prints, per cube (sorted by training-set size, as Bui's Fig. 2): the variance of the metric over
 runs (VAR), consistency CON (examples on which every run predicts the same label), CCON
 (examples every run gets right), the mean pairwise agreement, and CON within a WI row and within
-a DO column (averaged over rows / columns); then, per cube, the pair of runs with equal accuracy
+a DO column (averaged over the rows / columns with at least two runs: over fewer, CON is
+undefined); then, per cube, the pair of runs with equal accuracy
 that agrees least (Fig. 1). Definitions: seedgrid.analysis.consistency.
 """
 

@@ -58,13 +58,19 @@ def main() -> None:
                        ("total", "Total")):
         print(row(label, [s[key] for s in spread.values()]))
 
-    print("\nTable 4. p-values: best vs worst seed (ANOVA); range of seed means (permutation)")
+    print("\nTable 4. p-values: best vs worst seed (ANOVA) and its assumptions (equal variances,"
+          " normal residuals: p < 0.05 means the assumption fails); range of seed means "
+          "(permutation, assumption-free)")
     print(header)
     anova = {n: ds.seedgrid.anova() for n, ds in cubes.items()}
     perm = {n: ds.seedgrid.permutation_test() for n, ds in cubes.items()}
     for kind in ("seed_wi", "seed_do"):
         short = kind.removeprefix("seed_").upper()
         print(row(f"{short} (ANOVA)", [a[kind]["p"] for a in anova.values()], "{:.1e}"))
+        print(row(f"{short} (Levene, App. B)", [a[kind]["levene_p"] for a in anova.values()],
+                  "{:.1e}"))
+        print(row(f"{short} (Shapiro-Wilk)", [a[kind]["shapiro_p"] for a in anova.values()],
+                  "{:.1e}"))
         print(row(f"{short} (permutation)", [p[kind]["p"] for p in perm.values()], "{:.1e}"))
 
     if len(cubes) > 1:

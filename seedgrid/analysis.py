@@ -77,19 +77,36 @@ def decoupled_std(metric: xr.DataArray, ddof: int = 0) -> dict[str, float]:
     }
 
 
-def best_vs_worst_anova(metric: xr.DataArray) -> dict[str, dict]:
+def best_vs_worst_anova(metric: xr.DataArray, alpha: float = 0.05) -> dict[str, dict]:
     """Dodge et al.'s Table 4: one-way ANOVA between the best and the worst seed of each kind.
 
     For ``seed_wi``: the WI seeds with the highest and lowest mean over DO seeds, and the
-    ANOVA (scipy.stats.f_oneway) of their rows; likewise for ``seed_do`` with columns.
+    ANOVA (scipy.stats.f_oneway) of their rows; likewise for ``seed_do`` with columns. Beside
+    it, the assumptions their App. B discusses: equal variances (Levene's test, median-centred
+    as Brown and Forsythe), and normal residuals (Shapiro-Wilk on each run's deviation from its
+    seed's mean; needs 3 runs). ``assumptions_met`` is False when either test rejects at
+    ``alpha`` — then the permutation test, which assumes neither, is the one to read.
     """
     out = {}
     for kind, other in (("seed_wi", "seed_do"), ("seed_do", "seed_wi")):
         means = metric.mean(other)
+        if means.isnull().all():
+            out[kind] = {"best": None, "worst": None, "f": float("nan"), "p": float("nan"),
+                         "levene_p": float("nan"), "shapiro_p": float("nan"),
+                         "assumptions_met": None}
+            continue
         best, worst = int(means.idxmax(kind)), int(means.idxmin(kind))
         a, b = (metric.sel({kind: s}).values for s in (best, worst))
-        f, p = scipy.stats.f_oneway(a[~np.isnan(a)], b[~np.isnan(b)])
-        out[kind] = {"best": best, "worst": worst, "f": float(f), "p": float(p)}
+        a, b = a[~np.isnan(a)], b[~np.isnan(b)]
+        f, p = scipy.stats.f_oneway(a, b)
+        levene = scipy.stats.levene(a, b).pvalue
+        residuals = np.concatenate([a - a.mean(), b - b.mean()])
+        shapiro = scipy.stats.shapiro(residuals).pvalue if len(residuals) >= 3 and \
+            np.ptp(residuals) > 0 else float("nan")
+        tested = [x for x in (levene, shapiro) if np.isfinite(x)]
+        out[kind] = {"best": best, "worst": worst, "f": float(f), "p": float(p),
+                     "levene_p": float(levene), "shapiro_p": float(shapiro),
+                     "assumptions_met": bool(all(x >= alpha for x in tested)) if tested else None}
     return out
 
 
@@ -186,9 +203,11 @@ def consistency(predictions: xr.DataArray, label: xr.DataArray,
     - ``con``: fraction of examples on which all runs predict the same label;
     - ``ccon``: fraction of examples that all runs predict correctly;
     - ``agreement``: mean over pairs of runs of the fraction of equal predictions;
-    - ``flip_rate`` (per example): fraction of pairs of runs that disagree on it.
+    - ``flip_rate`` (per example): fraction of pairs of runs that disagree on it;
+    - ``runs``: how many runs (with predictions) each value is over.
 
-    An example seen by fewer than two runs has no pairs: its flip rate is NaN.
+    With fewer than two runs, CON, CCON and agreement are undefined: NaN, never 0 or 1. An
+    example seen by fewer than two runs has no pairs: its flip rate is NaN.
     """
     over = (over,) if isinstance(over, str) else tuple(over)
     present = predictions.notnull()
@@ -200,10 +219,13 @@ def consistency(predictions: xr.DataArray, label: xr.DataArray,
     counts = xr.concat([(predictions == k).sum(over) for k in classes], dim="class")
     pairs = runs * (runs - 1)
     agree = (counts * (counts - 1)).sum("class") / pairs.where(pairs > 0)
+    finished = present.any("example").sum(over)  # runs with predictions, per group
+    defined = finished >= 2  # one run agrees with itself: CON over it means nothing
     return xr.Dataset({
-        "con": (same & (runs > 0)).mean("example"),
-        "ccon": correct.mean("example"),
-        "agreement": agree.mean("example"),
+        "runs": finished,
+        "con": (same & (runs > 0)).mean("example").where(defined),
+        "ccon": correct.mean("example").where(defined),
+        "agreement": agree.mean("example").where(defined),
         "flip_rate": 1 - agree,
     })
 

@@ -25,6 +25,8 @@ from typing import Callable
 
 import torch
 
+from seedgrid.store import raise_if_disk_full
+
 #: submitit's preemption/timeout signal, and the termination signal SLURM sends before a kill
 _HELD = {signal.SIGUSR2, signal.SIGTERM}
 
@@ -34,11 +36,18 @@ def checkpoint_path(run_dir: str | Path, seed_wi: int, seed_do: int) -> Path:
 
 
 class Checkpointer:
-    """Save and load one cell's training state at ``path`` (atomically: temporary name, rename)."""
+    """Save and load one cell's training state at ``path`` (atomically: temporary name, rename).
 
-    def __init__(self, path: str | Path):
+    The file holds tensors and plain Python values only, and is read with
+    ``torch.load(weights_only=True)``: a planted file cannot run code. A file that cannot be
+    read as a checkpoint of this shape (truncated, foreign, or planted) is set aside as
+    ``<name>.damaged`` and the cell starts again, saying so — it never fails every retry.
+    """
+
+    def __init__(self, path: str | Path, log: Callable[[str], None] = print):
         self.path = Path(path)
         self._state: Callable[[], dict] | None = None
+        self._log = log
 
     def bind(self, state: Callable[[], dict]) -> None:
         """The trainer's function returning its current, consistent state."""
@@ -50,17 +59,87 @@ class Checkpointer:
             return False
         self.path.parent.mkdir(parents=True, exist_ok=True)
         tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
-        torch.save(self._state(), tmp)
-        os.replace(tmp, self.path)
+        try:
+            torch.save(self._state(), tmp)
+            with open(tmp, "rb") as f:
+                os.fsync(f.fileno())
+            os.replace(tmp, self.path)
+        except OSError as e:
+            tmp.unlink(missing_ok=True)
+            raise_if_disk_full(e, self.path)
+            raise
         return True
 
+    def save_if_possible(self) -> bool:
+        """:meth:`save`, but a checkpoint that cannot be written (disk full, quota) only costs
+        the resume point: the cell trains on, and the failure is logged."""
+        try:
+            return self.save()
+        except OSError as e:
+            self._log(f"could not write checkpoint {self.path} ({e}); training goes on without it")
+            return False
+
     def load(self) -> dict | None:
+        """The saved state, or None when there is none or it is damaged (then set aside)."""
+        self._remove_stale_temporaries()
         if not self.path.exists():
             return None
-        return torch.load(self.path, map_location="cpu", weights_only=False)  # our own file
+        try:
+            state = torch.load(self.path, map_location="cpu", weights_only=True)
+            missing = [k for k in _KEYS if not isinstance(state, dict) or k not in state]
+            if missing:
+                raise ValueError(f"no {missing[0]!r} in it")
+        except Exception as e:  # unpickling refused, truncated, not a dict: all mean damaged
+            aside = set_aside(self.path)
+            reason = str(e).strip().splitlines()[0][:160] if str(e).strip() else type(e).__name__
+            self._log(f"checkpoint {self.path} is damaged ({type(e).__name__}: {reason}): moved "
+                      f"to {aside.name}; the cell starts from the beginning")
+            return None
+        return state
 
     def remove(self) -> None:
         self.path.unlink(missing_ok=True)
+        self._remove_stale_temporaries()
+
+    def _remove_stale_temporaries(self) -> None:
+        """Temporary files of saves that were killed (a BERT-large checkpoint is 4 GB)."""
+        for tmp in self.path.parent.glob(f".{self.path.name}.*.tmp"):
+            if tmp.name != f".{self.path.name}.{os.getpid()}.tmp":
+                tmp.unlink(missing_ok=True)
+
+
+#: what a checkpoint must hold to resume a cell (seedgrid.trainer writes these)
+_KEYS = ("seed_wi", "seed_do", "config_hash", "model", "optimizer", "scheduler", "update",
+         "evaluated", "rng", "logits", "train_loss", "wall_time_s")
+
+
+def set_aside(path: Path) -> Path:
+    """Rename a damaged file to ``<name>.damaged`` (kept for a look, out of every glob)."""
+    aside = path.with_name(path.name + ".damaged")
+    os.replace(path, aside)
+    return aside
+
+
+@contextlib.contextmanager
+def saved_on_terminate(checkpointer: Checkpointer | None):
+    """While the block runs, SIGTERM (scancel, a kill, SLURM's warning before SIGKILL) saves
+    the cell's checkpoint, then ends the process (exit status 143): the rerun resumes there
+    instead of losing everything since the last periodic checkpoint."""
+    if checkpointer is None or threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def on_term(signum, frame):
+        saved = checkpointer.save_if_possible()
+        print(f"SIGTERM: {'saved ' + str(checkpointer.path) if saved else 'nothing to save'}; "
+              "ending", flush=True)
+        raise SystemExit(128 + signum)
+
+    previous = signal.signal(signal.SIGTERM, on_term)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def rng_state() -> dict:

@@ -7,10 +7,8 @@ from __future__ import annotations
 
 import argparse
 import math
-import os
-import shlex
 import shutil
-import subprocess
+import signal
 import sys
 import time
 import textwrap
@@ -20,7 +18,7 @@ from seedgrid.errors import UsageError
 
 
 def _run(args: argparse.Namespace) -> None:
-    from seedgrid import config, metrics, rundir, store
+    from seedgrid import cluster, config, dispatch, metrics, rundir, store
 
     cfg = config.load_config(args.config)
     config.check_seeds("seed_wi", [args.wi])
@@ -28,16 +26,22 @@ def _run(args: argparse.Namespace) -> None:
     run_dir = Path(args.out or f"runs/{Path(cfg.source).stem}")
     rundir.check_writable(run_dir)
     rundir.check_config(run_dir, cfg)
+    dispatch.check_precision(cfg, cluster.Profile())
     path = store.shard_path(run_dir, args.wi, args.do)
-    if path.exists():
-        print(f"{path} exists: cell (wi={args.wi}, do={args.do}) is done; delete it to train again")
+    state = store.shard_state(path)
+    if state in dispatch.FINISHED:
+        print(f"{path} exists: cell (wi={args.wi}, do={args.do}) is {state}; delete it to train "
+              "again")
         return
 
-    from seedgrid.checkpoint import Checkpointer, checkpoint_path
-    from seedgrid.dispatch import train_and_store
+    from seedgrid.checkpoint import Checkpointer, checkpoint_path, saved_on_terminate, set_aside
 
-    shard = train_and_store(cfg, run_dir, args.wi, args.do,
-                            Checkpointer(checkpoint_path(run_dir, args.wi, args.do)))
+    if state == "damaged":
+        print(f"{path} is unreadable: moved to {set_aside(path).name}; training the cell again")
+    dispatch.set_threads()
+    checkpointer = Checkpointer(checkpoint_path(run_dir, args.wi, args.do))
+    with saved_on_terminate(checkpointer):
+        shard = dispatch.train_and_store(cfg, run_dir, args.wi, args.do, checkpointer)
     if shard is None:  # not the main process
         return
     curve = metrics.score(shard.logits.values[0, 0].transpose(1, 0, 2),
@@ -45,7 +49,10 @@ def _run(args: argparse.Namespace) -> None:
     status = shard.status.values[0, 0]
     print(f"wrote {path}: {status}, {shard.attrs['metric']} at the end {curve[-1]:.4f}, "
           f"best {_nanmax(curve):.4f} (before training {curve[0]:.4f}; majority baseline "
-          f"{shard.attrs['majority_baseline']}), {float(shard.wall_time_s.values.item()):.0f} s")
+          f"{shard.attrs['majority_baseline']:.4f}), "
+          f"{float(shard.wall_time_s.values.item()):.0f} s")
+    if status != "done":
+        sys.exit(1)  # a diverged cell is a result, not a success: scripts can tell
 
 
 def _nanmax(values) -> float:
@@ -55,8 +62,7 @@ def _nanmax(values) -> float:
 
 
 def _submit(args: argparse.Namespace) -> None:
-    from seedgrid import cluster, config, dispatch, rundir
-    from seedgrid.status import format_status
+    from seedgrid import cluster, config, dispatch, policy, rundir
 
     if args.resume:
         run_dir = Path(args.resume)
@@ -79,20 +85,26 @@ def _submit(args: argparse.Namespace) -> None:
         cfg = config.with_seeds(cfg, list(range(1, n + 1)), list(range(1, n + 1)))
     profile = cluster.load_profile(args.cluster)
     dispatch.check_executor(profile)
-    cells = dispatch.missing_cells(cfg, run_dir)
+    dispatch.check_precision(cfg, profile)
     total = len(dispatch.grid_cells(cfg))
     plan = _early_stop_plan(args, cfg, run_dir)
+    record = policy.read(run_dir) if args.resume else None
     if plan is not None:  # phase one: the first `started` cells of the grid
-        started = [tuple(c) for c in dispatch.grid_cells(cfg)[:plan.started]]
-        cells = [c for c in cells if c in started]
+        started = dispatch.grid_cells(cfg)[:plan.started]
+        cells = [c for c in started if dispatch.needs_training(run_dir, c)]
+    elif record is not None:  # an --early-stop run: only what its phase still needs
+        cells = policy.cells_to_resume(run_dir, record)
+    else:
+        cells = dispatch.missing_cells(cfg, run_dir)
     if not cells:
-        print(f"{run_dir}: all {total} cells have shards; nothing to submit")
+        print(f"{run_dir}: all {total} cells have shards; nothing to submit"
+              if record is None else f"{run_dir}: nothing of its early-stop phase "
+              f"{record['phase']} is left to train")
         return
-    if args.array is not None and not 1 <= args.array <= len(cells):
+    if args.array is not None and args.array > len(cells):
         raise UsageError(f"--array {args.array} must be between 1 and the {len(cells)} cells to "
                          f"run (of {total}): one array task trains one cell or more")
-    if args.parallel is not None and args.parallel < 1:
-        raise UsageError(f"--parallel {args.parallel} must be at least 1")
+    dispatch.check_inputs(cfg)
     parallel = args.parallel or (profile.array_parallelism if profile.executor == "slurm" else 1)
     n_tasks = args.array or len(cells)
     if profile.executor == "local":  # no queue: every task starts at once
@@ -100,34 +112,45 @@ def _submit(args: argparse.Namespace) -> None:
     new_folder = not run_dir.exists()
     rundir.write_config(run_dir, cfg)  # before the tasks start: they read it
     if plan is not None:
-        from seedgrid import policy
-
         policy.start(run_dir, plan, started)
     try:
-        record, jobs = dispatch.submit(cfg, profile, run_dir, cells, n_tasks, parallel)
+        submitted, jobs = dispatch.submit(cfg, profile, run_dir, cells, n_tasks, parallel)
     except UsageError:
         if new_folder and not (run_dir / dispatch.JOBS).exists():
             shutil.rmtree(run_dir)  # nothing was submitted: leave nothing behind
         raise
-    ids = ", ".join(a["job_id"] for a in record["submissions"][-1]["arrays"])
+    ids = ", ".join(a["job_id"] for a in submitted["submissions"][-1]["arrays"])
     per_task = -(-len(cells) // n_tasks)
     print(f"submitted {len(cells)} of {total} cells of {run_dir} (config {cfg.hash}) to "
           f"{profile.name!r} ({profile.executor}): job {ids}, {n_tasks} task(s) of up to "
           f"{per_task} cell(s), at most {parallel} at once")
     print(f"watch it: python -m seedgrid status {run_dir} --cluster {profile.name}")
-    if plan is not None:
-        _after_phase_one(args, plan, profile, run_dir, record, jobs)
+    if plan is not None or (record is not None and record["continued_cells"] is None):
+        _after_phase_one(args, profile, run_dir, submitted, jobs)
         return
     if args.wait:
-        _wait_for(jobs, run_dir, cells)
-        for job in jobs:
-            try:
-                job.result()
-            except Exception as e:  # the status below says which cells and why
-                print(f"task {job.job_id} failed: {str(e).strip().splitlines()[-1][:200]}")
-        print(format_status(run_dir, profile.name))
-        if dispatch.missing_cells(cfg, run_dir):
-            sys.exit(1)
+        _wait_and_report(jobs, run_dir, cells, profile)
+
+
+def _wait_and_report(jobs: list, run_dir: Path, cells: list, profile, *,
+                     stopped_counts: bool = True) -> None:
+    """--wait: progress until the tasks end, why tasks failed, the final status (once the
+    queue's accounting agrees that they ended); exit 1 unless every cell is done."""
+    from seedgrid import dispatch
+    from seedgrid.status import format_status, wait_settled
+    from seedgrid.store import shard_path, shard_state
+
+    _wait_for(jobs, run_dir, cells, stopped_counts)
+    for job in jobs:
+        try:
+            job.result()
+        except Exception as e:  # the status below says which cells and why
+            print(f"task {job.job_id} failed: {str(e).strip().splitlines()[-1][:200]}")
+    if profile.executor == "slurm":
+        wait_settled(dispatch.read_jobs(run_dir)["submissions"][-1])
+    print(format_status(run_dir, profile.name))
+    if any(shard_state(shard_path(run_dir, *c)) != "done" for c in cells):
+        sys.exit(1)  # diverged, failed, missing: not done
 
 
 def _early_stop_plan(args: argparse.Namespace, cfg, run_dir: Path):
@@ -143,10 +166,11 @@ def _early_stop_plan(args: argparse.Namespace, cfg, run_dir: Path):
     if args.resume or (run_dir / policy.POLICY).exists():
         raise UsageError(f"--early-stop starts a new run: {run_dir} has one already; use "
                          f"python -m seedgrid continue {run_dir} for its second phase")
+    n_evals = cfg.train.epochs * cfg.train.evals_per_epoch  # evaluations during training
     if args.budget is not None:
-        plan = policy.plan_from_budget(args.budget, args.from_cube, cfg.task.name)
+        plan = policy.plan_from_budget(args.budget, args.from_cube, cfg.task.name, n_evals)
     else:
-        plan = policy.parse_plan(args.early_stop, cfg.task.name)
+        plan = policy.parse_plan(args.early_stop, cfg.task.name, n_evals)
     grid = len(dispatch.grid_cells(cfg))
     if plan.started > grid:
         raise UsageError(f"--early-stop started={plan.started} is more than the {grid} cells of "
@@ -156,80 +180,63 @@ def _early_stop_plan(args: argparse.Namespace, cfg, run_dir: Path):
     return plan
 
 
-def _after_phase_one(args, plan, profile, run_dir: Path, record: dict, jobs: list) -> None:
+def _after_phase_one(args, profile, run_dir: Path, submitted: dict, jobs: list) -> None:
     """Phase two follows by itself: a decider job after the arrays (SLURM), or right here."""
-    from seedgrid import policy
+    from seedgrid import dispatch, policy
 
-    started = [tuple(c) for a in record["submissions"][-1]["arrays"] for t in a["tasks"]
+    arrays = [a["job_id"] for a in submitted["submissions"][-1]["arrays"]]
+    started = [tuple(c) for a in submitted["submissions"][-1]["arrays"] for t in a["tasks"]
                for c in t]
-
+    continued = policy.read(run_dir)["continued"]
     if profile.executor == "slurm":
-        arrays = ":".join(a["job_id"] for a in record["submissions"][-1]["arrays"])
-        options = [f"--{k}={getattr(profile, k)}" for k in ("partition", "account", "qos")
-                   if getattr(profile, k)]
-        command = (f"cd {shlex.quote(os.getcwd())} && {shlex.quote(sys.executable)} -m seedgrid "
-                   f"continue {shlex.quote(str(run_dir))} --cluster {shlex.quote(args.cluster)}")
-        # held until its id is recorded: it rewrites early_stop.json when it decides
-        out = subprocess.run(["sbatch", "--parsable", "--hold",
-                              f"--dependency=afterany:{arrays}",
-                              f"--job-name=seedgrid-continue-{run_dir.name}", "--time=30",
-                              f"--output={run_dir / 'logs' / 'continue.log'}", *options,
-                              "--wrap", command], capture_output=True, text=True)
-        if out.returncode != 0:
-            raise UsageError(f"sbatch refused the decider job ({out.stderr.strip()[:200]}): "
-                             f"run python -m seedgrid continue {run_dir} after phase one")
-        decider = out.stdout.strip().split(";")[0]
-        policy.write(run_dir, {**policy.read(run_dir), "decider_job": decider})
-        subprocess.run(["scontrol", "release", decider], check=True, capture_output=True)
-        print(f"phase two: job {decider} picks the {plan.continued} best and continues them "
-              f"once phase one has ended (afterany:{arrays})")
+        decider = dispatch.submit_decider(run_dir, profile, arrays, args.cluster)
+        print(f"phase two: job {decider} picks the {continued} best and continues them "
+              f"once phase one has ended (afterany:{':'.join(arrays)})")
         if args.wait:
             _wait_for(jobs, run_dir, started)
             _wait_phase_two(run_dir)
         return
     if not args.wait:
-        print(f"after phase one: python -m seedgrid continue {run_dir} --cluster {args.cluster}")
+        print(f"after phase one: python -m seedgrid continue {run_dir} --cluster {profile.name}")
         return
     _wait_for(jobs, run_dir, started)
-    _continue(argparse.Namespace(run=str(run_dir), cluster=args.cluster, parallel=args.parallel,
+    _continue(argparse.Namespace(run=str(run_dir), cluster=profile.name, parallel=args.parallel,
                                  wait=True))
 
 
 def _wait_phase_two(run_dir: Path, poll_s: float = 5.0) -> None:
     """Until the decider has decided and phase two's tasks have ended; exit 1 if a continued
-    cell did not finish."""
+    cell is not done."""
     from seedgrid import policy
-    from seedgrid.status import ended, format_status
-    from seedgrid.store import shard_path, shard_status
+    from seedgrid.status import format_status, settled
+    from seedgrid.store import shard_path, shard_state
 
     while True:
         rec = policy.read(run_dir)
         if rec["continued_cells"] is None:
-            if ended([rec["decider_job"]]):
+            if settled([rec["decider_job"]]):
                 time.sleep(poll_s)  # it may have written its decision just now
                 if policy.read(run_dir)["continued_cells"] is None:
-                    print(f"the decider job {rec['decider_job']} ended without deciding: see "
-                          f"{run_dir / 'logs' / 'continue.log'}")
+                    print(format_status(run_dir))  # says why, and the command to decide
                     sys.exit(1)
         else:
-            final = [shard_status(shard_path(run_dir, *c)) != "stopped"
+            final = [shard_state(shard_path(run_dir, *c)) != "stopped"
                      for c in rec["continued_cells"]]
             if all(final):
                 break
-            if rec.get("phase_two_jobs") and ended(rec["phase_two_jobs"].split(", ")):
+            if rec.get("phase_two_jobs") and settled(rec["phase_two_jobs"].split(", ")):
                 break
         time.sleep(poll_s)
     print(format_status(run_dir))
     rec = policy.read(run_dir)
-    if any(shard_status(shard_path(run_dir, *c)) == "stopped" for c in rec["continued_cells"]):
+    if any(shard_state(shard_path(run_dir, *c)) != "done" for c in rec["continued_cells"]):
         sys.exit(1)
 
 
 def _continue(args: argparse.Namespace) -> None:
     from seedgrid import cluster, dispatch, policy
+    from seedgrid.checkpoint import checkpoint_path
     from seedgrid.rundir import load_run_config
-    from seedgrid.status import format_status
-    from seedgrid.store import shard_path, shard_status
 
     run_dir = Path(args.run)
     cfg = load_run_config(run_dir)
@@ -241,8 +248,7 @@ def _continue(args: argparse.Namespace) -> None:
           + (f" ({len(rec['missing'])} without a shard: " + " ".join(
               f"({wi},{do})" for wi, do in rec["missing"]) + ")" if rec["missing"] else "")
           + f"; continuing {len(rec['continued_cells'])}: {chosen or 'none'}")
-    todo = [tuple(c) for c in rec["continued_cells"]
-            if shard_status(shard_path(run_dir, *c)) == "stopped"]
+    todo = policy.cells_to_resume(run_dir, rec)
     if not todo:
         print("nothing left to continue")
         return
@@ -250,38 +256,53 @@ def _continue(args: argparse.Namespace) -> None:
     n_tasks = min(len(todo), parallel) if profile.executor == "local" else len(todo)
     record, jobs = dispatch.submit(cfg, profile, run_dir, todo, n_tasks, parallel)
     ids = ", ".join(a["job_id"] for a in record["submissions"][-1]["arrays"])
-    policy.write(run_dir, {**policy.read(run_dir), "phase_two_jobs": ids})
-    print(f"phase two: job {ids} continues {len(todo)} cell(s) from their checkpoints")
+    policy.update(run_dir, phase_two_jobs=ids)
+    gone = [c for c in todo if not checkpoint_path(run_dir, *c).exists()]
+    print(f"phase two: job {ids} continues {len(todo)} cell(s) "
+          + ("from their checkpoints" if not gone else
+             f"({len(todo) - len(gone)} from their checkpoints; {len(gone)} from the beginning, "
+             "their checkpoints are gone: " + " ".join(f"({wi},{do})" for wi, do in gone) + ")"))
     if args.wait:
-        _wait_for(jobs, run_dir, todo, stopped_counts=False)
-        for job in jobs:
-            try:
-                job.result()
-            except Exception as e:
-                print(f"task {job.job_id} failed: {str(e).strip().splitlines()[-1][:200]}")
-        print(format_status(run_dir, profile.name))
+        _wait_and_report(jobs, run_dir, todo, profile, stopped_counts=False)
 
 
 def _wait_for(jobs: list, run_dir: Path, cells: list, stopped_counts: bool = True) -> None:
     """Print how many of ``cells`` have shards, as it changes, until the jobs end (phase two of
-    --early-stop: ``stopped_counts=False``, a stopped shard is not finished yet)."""
-    from seedgrid.store import shard_path, shard_status
+    --early-stop: ``stopped_counts=False``, a stopped shard is not finished yet). Interrupted
+    (Ctrl-C, SIGTERM), says which tasks keep running and exits 130."""
+    from seedgrid.store import shard_path, shard_state
 
     def finished_cell(cell) -> bool:
-        path = shard_path(run_dir, *cell)
-        return path.exists() and (stopped_counts or shard_status(path) != "stopped")
+        state = shard_state(shard_path(run_dir, *cell))
+        return state not in (None, "damaged") and (stopped_counts or state != "stopped")
 
+    def interrupted(signum, frame):
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, interrupted)
     started, last = time.time(), None
-    while True:
-        finished = all(job.done() for job in jobs)
-        line = f"{sum(map(finished_cell, cells))}/{len(cells)} cells have shards"
-        if line != last:
-            print(f"  [{time.time() - started:4.0f} s] {line} (logs: {run_dir / 'logs'})",
-                  flush=True)
-            last = line
-        if finished:
-            return
-        time.sleep(2)
+    try:
+        while True:
+            finished = all(job.done() for job in jobs)
+            line = f"{sum(map(finished_cell, cells))}/{len(cells)} cells have shards"
+            if line != last:
+                print(f"  [{time.time() - started:4.0f} s] {line} (logs: {run_dir / 'logs'})",
+                      flush=True)
+                last = line
+            if finished:
+                return
+            time.sleep(2)
+    except KeyboardInterrupt:
+        time.sleep(0.5)  # a Ctrl-C reaches local tasks too: see which survived it
+        alive = [job.job_id for job in jobs if not job.done()]
+        print(f"seedgrid: stopped waiting; {len(alive)} of {len(jobs)} task(s) keep running"
+              + (f" ({' '.join(alive)})" if alive else "")
+              + f": python -m seedgrid status {run_dir} shows them, "
+              f"python -m seedgrid submit --resume {run_dir} reruns what did not finish",
+              file=sys.stderr)
+        sys.exit(130)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def _status(args: argparse.Namespace) -> None:
@@ -311,7 +332,7 @@ def _collect(args: argparse.Namespace) -> None:
         print(f"  {metric} at the end: mean {float(final.mean()):.4f}, sample std {std}, "
               f"min {float(final.min()):.4f}, max {float(final.max()):.4f} over "
               f"{int(final.count())} cells; best so far: mean {float(best.mean()):.4f}, max "
-              f"{float(best.max()):.4f} (majority baseline {ds.attrs['majority_baseline']})")
+              f"{float(best.max()):.4f} (majority baseline {ds.seedgrid.majority_baseline():.4f})")
     ds.close()
     if done.damaged:
         paths = " ".join(str(p) for *_, p, _ in done.damaged)
@@ -369,7 +390,7 @@ def _compare(args: argparse.Namespace) -> None:
     from seedgrid.compare import compare, format_result
 
     result = compare(args.a, args.b, metric=args.metric, step=args.step, alpha=args.alpha,
-                     min_effect=args.min_effect, n_boot=args.boot)
+                     min_effect=args.min_effect, n_boot=args.boot, test=args.test)
     print(format_result(result))
     if args.json:
         _write_json(Path(args.json), result)
@@ -453,7 +474,8 @@ def _submit_args(p: argparse.ArgumentParser) -> None:
                         " or budget=B[,cube=PATH] (see 'continue')")
     p.add_argument("--budget", type=float, metavar="B",
                    help="--early-stop with T, F, P chosen for B full runs: by the simulation on "
-                        "--from-cube, else the paper's rule of thumb")
+                        "--from-cube, else the paper's rule of thumb (about B/2 trained fully, "
+                        "the rest stopped at 30%%)")
     p.add_argument("--from-cube", metavar="CUBE",
                    help="an earlier cube (or run folder) of the same task, for --budget")
 
@@ -497,6 +519,10 @@ def _compare_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--min-effect", type=float, default=0.005,
                    help="smallest difference that matters (0.005 = half a point)")
     p.add_argument("--boot", type=int, default=1000, help="bootstrap draws (1000)")
+    p.add_argument("--test", default="t", choices=["t", "wilcoxon", "bootstrap"],
+                   help="the test the verdict and exit status follow: t (paired t-test, as the "
+                        "tutorial; Welch unpaired; default), wilcoxon (signed-rank; Mann-Whitney "
+                        "unpaired) or bootstrap; the verdict line says whether the others agree")
     p.add_argument("--json", help="also write the result to this JSON file")
 
 
@@ -597,8 +623,9 @@ COMMANDS = {
         multibootstrap CI over seeds and examples, Almost Stochastic Order, Cohen's d_z and
         d_av, the seeds needed for 80% power, and how many predictions changed beyond the
         seed-to-seed churn. Warns about too few seeds, best-seed comparisons and negligible
-        significant differences. Exit status: 0 not significant, 1 significant (either
-        direction: see the difference), 2 bad input.
+        significant differences. The verdict follows --test (the paired t-test by default)
+        and says when the other tests disagree. Exit status: 0 not significant, 1 significant
+        (either direction: see the difference), 2 bad input.
 
         example:
           python -m seedgrid compare runs/baseline runs/new-lr --json compare.json

@@ -21,6 +21,7 @@ right one — and **unpaired** otherwise; the result says which.
 from __future__ import annotations
 
 import numpy as np
+import scipy.special
 import scipy.stats
 import xarray as xr
 
@@ -30,6 +31,8 @@ from seedgrid.cube import open_cube
 from seedgrid.errors import UsageError
 
 MIN_SEEDS = 3  # the tutorial: at least 3 seeds per configuration, 5+ is better
+#: what ``--test`` may name: the verdict (and the exit status) follows that test's p
+TESTS = {"t": "the t-test", "wilcoxon": "the rank test", "bootstrap": "the bootstrap"}
 
 
 def scores_test(a, b, paired: bool, alpha: float = 0.05, power: float = 0.8) -> dict:
@@ -71,6 +74,16 @@ def _ratio(num: float, den: float) -> float:
     return float(num / den) if den > 0 else (0.0 if num == 0 else float(np.sign(num) * np.inf))
 
 
+def rank_test_floor(a, b, paired: bool) -> float:
+    """The smallest two-sided p the exact rank test can give on these runs: 2 / 2^n for the
+    signed-rank test on n nonzero differences, 2 / C(n_a + n_b, n_a) for Mann-Whitney U. At or
+    above alpha, the rank test cannot call anything significant (3 pairs: p >= 0.25)."""
+    if paired:
+        n = int(np.count_nonzero(np.asarray(b) - np.asarray(a)))
+        return min(1.0, 2.0 / 2.0**n)
+    return min(1.0, 2.0 / float(scipy.special.comb(len(a) + len(b), len(a), exact=True)))
+
+
 def _wilcoxon(d: np.ndarray) -> float:
     if np.all(d == 0):
         return 1.0  # no run changed: nothing to rank
@@ -110,7 +123,8 @@ def bootstrap(pred_a: np.ndarray, pred_b: np.ndarray, labels: np.ndarray, metric
     Each draw resamples the examples (the same for A and B: one validation set) and the runs
     (paired: the same rows on both sides; unpaired: each side on its own), all with replacement,
     and recomputes every run's metric on the drawn examples. Returns the observed difference,
-    the ``1 − alpha`` percentile interval and the two-sided p = 2·min(P(d ≤ 0), P(d ≥ 0)).
+    the ``1 − alpha`` percentile interval and the two-sided p = 2·min(1 + #(d ≤ 0),
+    1 + #(d ≥ 0)) / (1 + draws) — never 0: with B draws nothing below 1/B can be claimed.
     ``draws`` (example weights, A run weights, B run weights) replaces the random ones (tests).
     """
     rng = np.random.default_rng(seed)
@@ -130,7 +144,7 @@ def bootstrap(pred_a: np.ndarray, pred_b: np.ndarray, labels: np.ndarray, metric
     diffs = mean_metric(pred_b, w_b) - mean_metric(pred_a, w_a)
     observed = float(metrics.METRICS[metric](pred_b, labels).mean()
                      - metrics.METRICS[metric](pred_a, labels).mean())
-    p = min(1.0, 2 * min(np.mean(diffs <= 0), np.mean(diffs >= 0)))
+    p = min(1.0, 2 * (1 + min(np.sum(diffs <= 0), np.sum(diffs >= 0))) / (1 + len(diffs)))
     lo, hi = np.quantile(diffs, [alpha / 2, 1 - alpha / 2])
     return {"difference": observed, "ci": [float(lo), float(hi)], "p": float(p),
             "n_boot": len(diffs), "paired": paired}
@@ -264,8 +278,16 @@ def _check_options(alpha: float, n_boot: int = 1, **tolerances: float) -> None:
 
 
 def compare(path_a, path_b, metric: str | None = None, step: str = "end", alpha: float = 0.05,
-            min_effect: float = 0.005, n_boot: int = 1000, seed: int = 0) -> dict:
-    """Everything ``python -m seedgrid compare`` prints, as one dict (see the module doc)."""
+            min_effect: float = 0.005, n_boot: int = 1000, seed: int = 0,
+            test: str = "t") -> dict:
+    """Everything ``python -m seedgrid compare`` prints, as one dict (see the module doc).
+
+    ``test`` names the test the verdict follows (``t``: the paired t-test as the tutorial,
+    Welch's unpaired; ``wilcoxon``: the signed-rank test, Mann-Whitney U unpaired;
+    ``bootstrap``: the multibootstrap); ``verdict`` says whether the three tests agree.
+    """
+    if test not in TESTS:
+        raise UsageError(f"--test {test!r}: choose one of {', '.join(TESTS)}")
     _check_options(alpha=alpha, n_boot=n_boot, min_effect=min_effect)
     ds_a, score_a, pred_a = load(path_a, metric, step)
     ds_b, score_b, pred_b = load(path_b, metric, step)
@@ -273,28 +295,39 @@ def compare(path_a, path_b, metric: str | None = None, step: str = "end", alpha:
     name = score_a.name
     cells, a, b, runs_a, runs_b = _sides(score_a, score_b, pred_a, pred_b)
     paired = bool(cells)
-    test = scores_test(a, b, paired, alpha)
+    tests = scores_test(a, b, paired, alpha)
     boot = bootstrap(runs_a.astype(np.int64), runs_b.astype(np.int64), ds_a.label.values, name,
                      paired, n_boot=n_boot, alpha=alpha, seed=seed)
     result = {
         "a": str(path_a), "b": str(path_b), "task": ds_a.attrs["task"], "metric": name,
         "step": step, "pairing": "paired" if paired else "unpaired",
-        "paired_cells": len(cells) if paired else 0, **test, "bootstrap": boot,
+        "paired_cells": len(cells) if paired else 0, **tests, "bootstrap": boot,
         "aso_epsilon_min": aso(a, b, seed=seed),
         "best_a": float(np.max(a)), "best_b": float(np.max(b)),
         "churn": churn(pred_a, pred_b, cells if paired else None),
+        "rank_p_floor": rank_test_floor(a, b, paired),
     }
-    significant = test["p"] < alpha
+    p_of = {"t": tests["p"], "wilcoxon": tests["rank_p"], "bootstrap": boot["p"]}
+    calls = {k: bool(p < alpha) for k, p in p_of.items()}
+    significant = calls[test]
+    result["verdict"] = {"significant": significant, "test": test,
+                         "tests_agree": len(set(calls.values())) == 1,
+                         "p": {k: float(p) for k, p in p_of.items()}}
     warnings = []
     if min(len(a), len(b)) < MIN_SEEDS:
         warnings.append(f"only {min(len(a), len(b))} runs on one side: the tutorial asks for at "
                         f"least {MIN_SEEDS} seeds per configuration (5+ is better)")
-    if significant and abs(test["difference"]) < min_effect:
-        warnings.append(f"significant (p = {test['p']:.3g}) but the difference "
-                        f"{test['difference']:+.4f} is below --min-effect {min_effect}: real, "
+    if result["rank_p_floor"] >= alpha:
+        warnings.append(f"with these runs the {tests['rank_test']} test cannot reach p < "
+                        f"{alpha:g} (its smallest possible p is {result['rank_p_floor']:.3g}): "
+                        "train more seeds" + ("; a paired rank test needs 6+ pairs at 0.05"
+                                              if paired else ""))
+    if significant and abs(tests["difference"]) < min_effect:
+        warnings.append(f"significant (p = {p_of[test]:.3g}) but the difference "
+                        f"{tests['difference']:+.4f} is below --min-effect {min_effect}: real, "
                         "perhaps too small to matter")
     best_gap = result["best_b"] - result["best_a"]
-    if best_gap * test["difference"] < 0 or (not significant and abs(best_gap) >= min_effect):
+    if best_gap * tests["difference"] < 0 or (not significant and abs(best_gap) >= min_effect):
         warnings.append(f"comparing best seeds would say {best_gap:+.4f}"
                         " (best of B − best of A): a best seed is the top of a noisy sample, "
                         "not the configuration; use the tests above")
@@ -331,11 +364,23 @@ def format_result(r: dict) -> str:
         f"{r['churn']['within_a']:.4f} between A's own seeds (excess {r['churn']['excess']:+.4f});"
         f" majority label changed on {r['churn']['examples_changed']} of "
         f"{r['churn']['examples']} examples",
-        ("SIGNIFICANT" if r["significant"] else "not significant")
-        + f" at alpha = {r['alpha']}",
+        _verdict_line(r),
     ]
     lines += [f"warning: {w}" for w in r["warnings"]]
     return "\n".join(lines)
+
+
+def _verdict_line(r: dict) -> str:
+    """The verdict, the test it follows, and whether the other two agree."""
+    v = r["verdict"]
+    names = {"t": r["test"], "wilcoxon": r["rank_test"], "bootstrap": "the bootstrap"}
+    line = (("SIGNIFICANT" if v["significant"] else "not significant") + f" at alpha = "
+            f"{r['alpha']} by {names[v['test']]} (p = {v['p'][v['test']]:.4g})")
+    if v["tests_agree"]:
+        return line + "; the other two tests agree"
+    others = [k for k in TESTS if k != v["test"]]
+    return line + "; they disagree: " + ", ".join(
+        f"{names[k]} p = {v['p'][k]:.4g}" for k in others) + " (--test picks the one to follow)"
 
 
 def regress(baseline, candidate, max_drop: float = 0.005, alpha: float = 0.05,

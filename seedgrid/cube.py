@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import datetime
 import os
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -37,7 +38,7 @@ from seedgrid.store import STATUS, VARIABLES, schema_problem
 
 CUBE = "cube.nc"
 _PER_CELL_ATTRS = ("host", "device", "created", "num_processes", "gradient_accumulation",
-                   "deterministic")
+                   "deterministic", "torch_threads")
 
 
 @dataclass
@@ -130,18 +131,45 @@ class SeedgridAccessor:
 
     def __init__(self, ds: xr.Dataset):
         self._ds = ds
-        # xarray keeps one accessor per Dataset object: predictions and metrics are computed
-        # once for it (a cube is not modified in place)
+        # xarray keeps one accessor per Dataset object, and a Dataset can be changed in place
+        # (ds["label"] = ...): what is cached is keyed to a checksum of the data it came from
         self._cache: dict = {}
+        self._cache_key: tuple | None = None
+
+    def _cached(self, key, compute):
+        """``compute()``, remembered while logits, label and status stay what they were."""
+        data_key = _data_key(self._ds)
+        if data_key != self._cache_key:
+            self._cache, self._cache_key = {}, data_key
+        if data_key is None:  # lazily chunked (dask): nothing is cached
+            return compute()
+        if key not in self._cache:
+            self._cache[key] = compute()
+        return self._cache[key]
+
+    def majority_label(self) -> int:
+        """The most frequent gold label of the validation set (the smallest on ties)."""
+        return metrics.majority_label(self._ds.label.values)
+
+    def majority_baseline(self, name: str | None = None) -> float:
+        """The metric of always predicting the majority label, from this cube's own labels
+        (Dodge et al.'s Table 2 baselines, computed for the validation set actually used)."""
+        return metrics.majority_baseline(self._ds.label.values, name or self._ds.attrs["metric"])
 
     def predictions(self) -> xr.DataArray:
-        """Predicted class, (seed_wi, seed_do, example, step); NaN where there are no logits."""
-        if "predictions" not in self._cache:
+        """Predicted class, (seed_wi, seed_do, example, step); NaN where there are no logits.
+
+        A diverged cell is a failed classifier, not a missing one: its evaluations after it
+        diverged (NaN logits) predict the majority label, so it stays in every statistic with
+        the score a collapsed model gets (Dodge et al.'s diverged runs).
+        """
+        def compute():
             logits = self._ds.logits
             pred = logits.fillna(-np.inf).argmax("class").astype(np.float64)
-            self._cache["predictions"] = pred.where(logits.notnull().all("class")) \
-                .rename("prediction")
-        return self._cache["predictions"]
+            pred = pred.where(logits.notnull().all("class"))
+            failed = (self._ds.status == "diverged") & pred.isnull()
+            return pred.where(~failed, float(self.majority_label())).rename("prediction")
+        return self._cached("predictions", compute)
 
     def correct(self) -> xr.DataArray:
         """1.0 where the prediction equals the gold label, 0.0 where not, NaN where missing."""
@@ -153,12 +181,9 @@ class SeedgridAccessor:
         name = name or self._ds.attrs["metric"]
         if name not in metrics.METRICS:
             raise UsageError(f"unknown metric {name!r}: choose one of {', '.join(metrics.METRICS)}")
-        if ("metric", name) not in self._cache:
-            out = xr.apply_ufunc(metrics.score_predictions, self.predictions(), self._ds.label,
-                                 input_core_dims=[["example"], ["example"]],
-                                 kwargs={"metric": name})
-            self._cache["metric", name] = out.rename(name)
-        return self._cache["metric", name]
+        return self._cached(("metric", name), lambda: xr.apply_ufunc(
+            metrics.score_predictions, self.predictions(), self._ds.label,
+            input_core_dims=[["example"], ["example"]], kwargs={"metric": name}).rename(name))
 
     def consistency(self, step: int = -1, over: str | tuple[str, ...] = ("seed_wi", "seed_do")
                     ) -> xr.Dataset:
@@ -172,10 +197,11 @@ class SeedgridAccessor:
         """Per cell: 1.0 if it diverged, 0.0 if not, NaN if it has no final evaluation.
 
         Diverged means marked so in training (a NaN or exploding loss), or a final metric at or
-        below ``threshold`` — by default the task's majority baseline, the level Dodge et al.'s
+        below ``threshold`` — by default the majority baseline of this cube's validation
+        labels (:meth:`majority_baseline`), the level Dodge et al.'s
         diverged runs fall to (predicting the most frequent label).
         """
-        threshold = self._ds.attrs["majority_baseline"] if threshold is None else threshold
+        threshold = self.majority_baseline() if threshold is None else threshold
         final = self.metric().isel(step=-1)
         flag = (final <= threshold).astype(np.float64).where(final.notnull())
         return flag.where(self._ds.status != "diverged", 1.0).drop_vars("step").rename("diverged")
@@ -217,18 +243,23 @@ class SeedgridAccessor:
         return regimes(self.metric(name), self._ds.epoch)
 
     def expected_max(self, name: str | None = None, replace: bool = True) -> xr.Dataset:
-        """Expected best of n runs (n = 1..N) with its std, per evaluation regime (Fig. 1), and
-        the best observed score (the band's upper limit, as in allentune)."""
+        """Expected best of n runs (n = 1..N) with its std, per evaluation regime (Fig. 1), the
+        observed extremes, and the band the figure shades: mean ± std clipped to the observed
+        minimum and maximum (Dodge et al.'s footnote 5; allentune clips at the maximum)."""
         from seedgrid.analysis import expected_max
 
         picks = self.regimes(name)
         out = [expected_max(picks.sel(regime=r).values, replace=replace)
                for r in picks["regime"].values]
         n = min(len(mean) for mean, _ in out)
-        return xr.Dataset({"mean": (("regime", "n"), np.stack([m[:n] for m, _ in out])),
-                           "std": (("regime", "n"), np.stack([s[:n] for _, s in out])),
-                           "observed_max": picks.max(("seed_wi", "seed_do"))},
-                          coords={"regime": picks["regime"].values, "n": np.arange(1, n + 1)})
+        curves = xr.Dataset({"mean": (("regime", "n"), np.stack([m[:n] for m, _ in out])),
+                             "std": (("regime", "n"), np.stack([s[:n] for _, s in out])),
+                             "observed_min": picks.min(("seed_wi", "seed_do")),
+                             "observed_max": picks.max(("seed_wi", "seed_do"))},
+                            coords={"regime": picks["regime"].values, "n": np.arange(1, n + 1)})
+        curves["lower"] = np.maximum(curves["mean"] - curves["std"], curves["observed_min"])
+        curves["upper"] = np.minimum(curves["mean"] + curves["std"], curves["observed_max"])
+        return curves
 
     def decoupled_std(self, name: str | None = None, best: bool = False) -> dict[str, float]:
         """Table 3 on the final (or best-found) metric; :func:`seedgrid.analysis.decoupled_std`."""
@@ -270,6 +301,20 @@ class SeedgridAccessor:
         from seedgrid.early_stopping import simulate
 
         return simulate(self.metric(name), **kwargs)
+
+
+def _data_key(ds: xr.Dataset) -> tuple | None:
+    """A checksum of what the accessor's results depend on; None for dask-backed data."""
+    key = []
+    for name in ("logits", "label", "status"):
+        variable = ds.variables[name]
+        if variable.chunks is not None:
+            return None
+        values = np.ascontiguousarray(variable.values)
+        digest = hash(tuple(values.ravel().tolist())) if values.dtype == object \
+            else zlib.crc32(values.view(np.uint8))
+        key.append((values.dtype.str, values.shape, digest))
+    return tuple(key)
 
 
 class _Damaged(Exception):

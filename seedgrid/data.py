@@ -13,12 +13,16 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from typing import TYPE_CHECKING
+
 import numpy as np
-import torch
 
 from seedgrid.errors import UsageError
 from seedgrid.seeds import epoch_permutation
 from seedgrid.tasks import Split
+
+if TYPE_CHECKING:
+    import torch
 
 
 @dataclass(frozen=True)
@@ -40,8 +44,10 @@ def encode(tokenizer, split: Split, max_length: int) -> Encoded:
     return Encoded(features, split.labels, split.ids)
 
 
-def collate(tokenizer, data: Encoded, index: np.ndarray, device) -> dict[str, torch.Tensor]:
+def collate(tokenizer, data: Encoded, index: np.ndarray, device) -> dict[str, "torch.Tensor"]:
     """Examples ``index`` padded to their longest (dynamic padding), labels included."""
+    import torch
+
     batch = tokenizer.pad([data.features[i] for i in index], return_tensors="pt")
     batch["labels"] = torch.as_tensor(data.labels[index])
     return {k: v.to(device) for k, v in batch.items()}

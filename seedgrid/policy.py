@@ -11,23 +11,31 @@ batches, same state; bitwise on CPU with ``deterministic``). The plan and every 
 ``early_stop.json`` in the run folder.
 
 ``budget=B`` instead picks T, F, P: from the simulation (:mod:`seedgrid.early_stopping`) on an
-earlier cube of the task (``budget=B,cube=PATH``), else by the paper's rule of thumb: start
-about twice as many as are trained fully, stop at 25% of training.
+earlier cube of the task (``budget=B,cube=PATH``), else by the paper's rule of thumb (§5):
+train about B/2 fully, stop the others after 30% of training (the paper: 20-30%), and start as
+many more as the budget pays for — "significantly" more than are trained fully. For MRPC at a
+budget of 20 the paper's Fig. 6 starts 41, continues 11, stops at 30%; so does this rule.
 """
 
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 
 from seedgrid.errors import UsageError
-from seedgrid.store import read_shard, shard_path, write_text_atomic
+from seedgrid.store import locked, read_json, read_shard, shard_path, write_text_atomic
 
 POLICY = "early_stop.json"
-RULE_OF_THUMB_FRACTION = 0.25
+MAX_BUDGET = 1000
+#: Dodge §5: stopping after 20-30% of training did best on three of four tasks; their Fig. 6
+#: example (MRPC, budget 20) stops at 30%
+RULE_OF_THUMB_FRACTION = 0.3
+#: evaluations during training in Dodge et al. (3 epochs x 10), when a plan has no config
+PAPER_EVALS = 30
 
 
 @dataclass(frozen=True)
@@ -41,7 +49,7 @@ class Plan:
     predicted_baseline: float | None = None
 
 
-def parse_plan(spec: str, task: str | None = None) -> Plan:
+def parse_plan(spec: str, task: str | None = None, n_evals: int = PAPER_EVALS) -> Plan:
     """``started=T,fraction=F,continue=P`` or ``budget=B[,cube=PATH]``; UsageError if bad."""
     try:
         fields = dict(part.split("=", 1) for part in spec.split(","))
@@ -49,7 +57,8 @@ def parse_plan(spec: str, task: str | None = None) -> Plan:
         raise UsageError(f"--early-stop {spec!r}: write started=T,fraction=F,continue=P or "
                          "budget=B (e.g. started=8,fraction=0.3,continue=3)") from None
     if "budget" in fields:
-        return plan_from_budget(_number(fields, "budget", float), fields.get("cube"), task)
+        return plan_from_budget(_number(fields, "budget", float), fields.get("cube"), task,
+                                n_evals)
     if set(fields) != {"started", "fraction", "continue"}:
         raise UsageError(f"--early-stop {spec!r}: give started, fraction and continue (or "
                          "budget), e.g. started=8,fraction=0.3,continue=3")
@@ -78,16 +87,18 @@ def check_plan(plan: Plan) -> None:
                          f"{plan.started}: continue at most the cells that started")
 
 
-def plan_from_budget(budget: float, cube: str | None = None, task: str | None = None) -> Plan:
-    """T, F, P for a budget of ``budget`` full runs (see the module docstring); the earlier
-    ``cube`` must be of ``task`` when one is given."""
-    if budget < 1:
+def plan_from_budget(budget: float, cube: str | None = None, task: str | None = None,
+                     n_evals: int = PAPER_EVALS) -> Plan:
+    """T, F, P for a budget of ``budget`` full runs of ``n_evals`` evaluations (see the module
+    docstring); the earlier ``cube`` must be of ``task`` when one is given."""
+    if not math.isfinite(budget) or budget < 1:
         raise UsageError(f"budget {budget} (--budget, or --early-stop budget=): a budget is "
-                         "counted in full training runs and must be at least 1")
-    if cube is None:  # continued + (started − continued) · F <= budget, started <= 2 · continued
-        continued = max(1, int(budget // (1 + RULE_OF_THUMB_FRACTION)))
-        stopped = min(continued, int((budget - continued) / RULE_OF_THUMB_FRACTION + 1e-9))
-        return Plan(continued + stopped, RULE_OF_THUMB_FRACTION, continued, "rule of thumb")
+                         "counted in full training runs and must be a number, at least 1")
+    if budget > MAX_BUDGET:
+        raise UsageError(f"budget {budget}: at most {MAX_BUDGET} full runs (the paper's "
+                         "simulation goes to 30)")
+    if cube is None:
+        return rule_of_thumb(budget, n_evals)
     from seedgrid import early_stopping
     from seedgrid.cube import open_cube
 
@@ -105,6 +116,23 @@ def plan_from_budget(budget: float, cube: str | None = None, task: str | None = 
                 f"simulation on {cube}", float(best.expected), float(best.baseline))
 
 
+def rule_of_thumb(budget: float, n_evals: int) -> Plan:
+    """Dodge §5's rule of thumb within the budget formula (continued + stopped · F = budget,
+    F = evaluations before the stop / n_evals): the fewest continued trials from budget/2 up
+    that spend the budget exactly with at least one stopped; else budget/2 continued and as
+    many stopped as fit."""
+    before = int(min(max(1, round(RULE_OF_THUMB_FRACTION * n_evals)), max(n_evals - 1, 1)))
+    half = max(1, math.ceil(budget / 2))
+    for continued in range(half, int(budget) + 1):
+        spare = (budget - continued) * n_evals  # evaluations left for the stopped trials
+        stopped = int(spare // before + 1e-9)
+        if stopped >= 1 and abs(spare - stopped * before) < 1e-9:
+            break
+    else:
+        continued, stopped = half, int((budget - half) * n_evals // before + 1e-9)
+    return Plan(continued + stopped, before / n_evals, continued, "rule of thumb")
+
+
 def stop_update(eval_at: np.ndarray, fraction: float) -> int:
     """The update of the last evaluation at or before ``fraction`` of training (at least the
     first evaluation during training): where phase one stops."""
@@ -114,12 +142,22 @@ def stop_update(eval_at: np.ndarray, fraction: float) -> int:
 
 
 def read(run_dir: Path) -> dict | None:
-    path = Path(run_dir) / POLICY
-    return json.loads(path.read_text()) if path.exists() else None
+    """early_stop.json, or None when the run has none (a damaged one is set aside, with a
+    warning: the run then reads as one without --early-stop)."""
+    record = read_json(Path(run_dir) / POLICY, None)
+    return record if isinstance(record, dict) and "phase_one" in record else None
 
 
 def write(run_dir: Path, record: dict) -> None:
     write_text_atomic(Path(run_dir) / POLICY, json.dumps(record, indent=1))
+
+
+def update(run_dir: Path, **changes) -> dict:
+    """Add ``changes`` to early_stop.json under its lock (the decider job writes it too)."""
+    with locked(Path(run_dir) / POLICY):
+        record = {**read(run_dir), **changes}
+        write(run_dir, record)
+    return record
 
 
 def start(run_dir: Path, plan: Plan, cells: list) -> dict:
@@ -138,6 +176,26 @@ def fraction_for(record: dict | None, cell) -> float | None:
     return record["fraction"]
 
 
+def cells_to_resume(run_dir: Path, record: dict) -> list:
+    """What an --early-stop run still has to train, in its phase: before the decision, the
+    phase-one cells without a finished shard (they will stop at the fraction); after it, the
+    continued cells not yet trained to the end. The cells outside phase one are never trained."""
+    from seedgrid.dispatch import needs_training
+
+    if record["continued_cells"] is None:
+        running = record.get("decider_job")
+        if running:
+            from seedgrid.status import settled
+
+            if not settled([running]):
+                raise UsageError(f"{str(run_dir)!r} is in phase one and its decider job "
+                                 f"{running} still waits for it: let it finish (python -m "
+                                 f"seedgrid status {run_dir}), or scancel {running} first")
+        return [tuple(c) for c in record["phase_one"] if needs_training(run_dir, tuple(c))]
+    return [tuple(c) for c in record["continued_cells"]
+            if needs_training(run_dir, tuple(c), record)]
+
+
 def to_continue(record: dict | None, cell) -> bool:
     return bool(record and record["continued_cells"] and list(cell) in record["continued_cells"])
 
@@ -145,6 +203,11 @@ def to_continue(record: dict | None, cell) -> bool:
 def decide(run_dir: Path) -> dict:
     """Pick the cells to continue from the phase-one shards on disk, and record the decision."""
     run_dir = Path(run_dir)
+    with locked(run_dir / POLICY):
+        return _decide(run_dir)
+
+
+def _decide(run_dir: Path) -> dict:
     record = read(run_dir)
     if record is None:
         raise UsageError(f"{str(run_dir)!r} was not submitted with --early-stop: nothing to "

@@ -25,7 +25,7 @@ import xarray as xr
 from seedgrid import analysis, early_stopping, figures
 from seedgrid.cube import open_cube
 from seedgrid.errors import UsageError
-from seedgrid.store import write_text_atomic
+from seedgrid.store import STATUS, write_text_atomic
 
 REPORT = "report"
 
@@ -43,10 +43,9 @@ def analyse(ds: xr.Dataset, samples: int = 5_000, seed: int = 0) -> dict:
     out = {
         "task": ds.attrs["task"], "metric": metric.name, "model": ds.attrs["model"],
         "config_hash": ds.attrs["config_hash"], "n_train": ds.attrs.get("n_train"),
-        "n_validation": ds.sizes["example"], "majority_baseline": ds.attrs["majority_baseline"],
+        "n_validation": ds.sizes["example"], "majority_baseline": acc.majority_baseline(),
         "seeds_wi": ds["seed_wi"].values.tolist(), "seeds_do": ds["seed_do"].values.tolist(),
-        "status": {s: int((ds.status == s).sum()) for s in ("done", "diverged", "failed",
-                                                           "missing")},
+        "status": {s: int((ds.status == s).sum()) for s in STATUS},
         "macro": {
             "end": analysis.summary(final), "best": analysis.summary(best),
             "decoupled_std": {"end": analysis.decoupled_std(final),
@@ -55,15 +54,19 @@ def analyse(ds: xr.Dataset, samples: int = 5_000, seed: int = 0) -> dict:
             "permutation": analysis.seed_permutation_test(final, seed=seed),
             "diverged": {"count": int(diverged.sum()), "runs": int(diverged.count()),
                          "rate": float(diverged.mean()),
-                         "threshold": float(ds.attrs["majority_baseline"])},
+                         "threshold": acc.majority_baseline()},
         },
         "regimes": {r: {"best_found": float(picks.sel(regime=r).max()),
                         "mean": float(picks.sel(regime=r).mean()),
                         "expected_max": curves["mean"].sel(regime=r).values.tolist(),
-                        "expected_max_std": curves["std"].sel(regime=r).values.tolist()}
+                        "expected_max_std": curves["std"].sel(regime=r).values.tolist(),
+                        "expected_max_band": np.stack(
+                            [curves["lower"].sel(regime=r), curves["upper"].sel(regime=r)],
+                            axis=1).tolist()}
                     for r in analysis.REGIMES},
         "micro": {
-            "grid": {k: float(micro[k]) for k in ("con", "ccon", "agreement")},
+            "grid": {"runs": int(micro["runs"]),
+                     **{k: float(micro[k]) for k in ("con", "ccon", "agreement")}},
             "per_wi": _per_seed(acc.consistency(over="seed_do"), "seed_wi"),
             "per_do": _per_seed(acc.consistency(over="seed_wi"), "seed_do"),
             "equal_accuracy_pairs": acc.run_pairs(top=5).to_dict("records"),
@@ -83,8 +86,11 @@ def analyse(ds: xr.Dataset, samples: int = 5_000, seed: int = 0) -> dict:
 
 
 def _per_seed(micro: xr.Dataset, kind: str) -> list[dict]:
-    return [{kind: int(s), **{k: float(micro[k].sel({kind: s})) for k in
-                              ("con", "ccon", "agreement")}} for s in micro[kind].values]
+    """One entry per seed of the grid (empty rows too): the runs it is over, and CON, CCON and
+    agreement (None with fewer than 2 runs: undefined)."""
+    return [{kind: int(s), "runs": int(micro["runs"].sel({kind: s})),
+             **{k: float(micro[k].sel({kind: s})) for k in ("con", "ccon", "agreement")}}
+            for s in micro[kind].values]
 
 
 def json_ready(value):
@@ -270,17 +276,26 @@ def _run_markdown(name: str, r: dict, files: dict) -> str:
                 [[label, d["wi"], d["do"], d["total"]]
                  for label, d in (("at the end", macro["decoupled_std"]["end"]),
                                   ("best in training", macro["decoupled_std"]["best"]))]),
-         "\nTable 4 — best vs worst seed (one-way ANOVA) and the permutation test on the range "
-         "of seed means (10,000 shuffles):\n\n",
-         _table(["seed", "best", "worst", "ANOVA F", "ANOVA p", "range of means",
-                 "permutation p"],
+         "\nTable 4 — best vs worst seed (one-way ANOVA), ANOVA's assumptions (App. B: "
+         "Levene's test of equal variances, Shapiro-Wilk on the residuals), and the "
+         "permutation test on the range of seed means (10,000 shuffles), which assumes "
+         "neither:\n\n",
+         _table(["seed", "best", "worst", "ANOVA F", "ANOVA p", "Levene p", "Shapiro-Wilk p",
+                 "range of means", "permutation p"],
                 [[k.removeprefix("seed_").upper(), macro["anova"][k]["best"],
                   macro["anova"][k]["worst"], macro["anova"][k]["f"], macro["anova"][k]["p"],
+                  macro["anova"][k]["levene_p"], macro["anova"][k]["shapiro_p"],
                   macro["permutation"][k]["range"], macro["permutation"][k]["p"]]
                  for k in ("seed_wi", "seed_do")]),
+         *[f"\nANOVA's assumptions fail for {k.removeprefix('seed_').upper()} seeds (p < 0.05 "
+           "in Levene's or the Shapiro-Wilk test): read the permutation test instead.\n"
+           for k in ("seed_wi", "seed_do") if macro["anova"][k]["assumptions_met"] is False],
          f"\nDiverged (training blew up, or {m} at or below the majority baseline at the end): "
          f"{macro['diverged']['count']} of {macro['diverged']['runs']} runs "
-         f"({_fmt(macro['diverged']['rate'], 3)}).\n",
+         f"({_fmt(macro['diverged']['rate'], 3)})."
+         + (f" {r['status']['diverged']} run(s) diverged in training (a NaN or exploding loss):"
+            " they count in every statistic as failed classifiers, predicting the majority "
+            "label after they diverged." if r["status"]["diverged"] else "") + "\n",
          "\n### Best found and expected best of n (Table 1, Fig. 1)\n",
          _regimes_table(r["regimes"]),
          "\n", _image(files, "fig1_expected_max", "Fig. 1: expected best of n runs ± 1 std"),
@@ -289,13 +304,13 @@ def _run_markdown(name: str, r: dict, files: dict) -> str:
          _image(files, "fig8_std", "Fig. 8: per-seed standard deviations"),
          "\n### Do runs agree on individual examples? (Bui et al.)\n",
          "CON: examples on which all runs predict the same label; CCON: examples all runs get "
-         "right; agreement: mean over pairs of runs of the fraction of equal predictions.\n\n",
-         _table(["runs", "CON", "CCON", "agreement"],
-                [["whole grid", *r["micro"]["grid"].values()],
-                 *[[f"WI {x['seed_wi']}", x["con"], x["ccon"], x["agreement"]]
-                   for x in r["micro"]["per_wi"]],
-                 *[[f"DO {x['seed_do']}", x["con"], x["ccon"], x["agreement"]]
-                   for x in r["micro"]["per_do"]]]),
+         "right; agreement: mean over pairs of runs of the fraction of equal predictions. Each "
+         "needs at least two runs; over fewer it is undefined (n/a).\n\n",
+         _table(["over", "runs", "CON", "CCON", "agreement"],
+                [[label, x["runs"], x["con"], x["ccon"], x["agreement"]] for label, x in
+                 [("whole grid", r["micro"]["grid"])]
+                 + [(f"WI {x['seed_wi']}", x) for x in r["micro"]["per_wi"]]
+                 + [(f"DO {x['seed_do']}", x) for x in r["micro"]["per_do"]]]),
          "\nRuns with equal accuracy that agree least (Bui Fig. 1):\n\n",
          _table(["run A (wi, do)", "run B (wi, do)", "accuracy", "agreement", "both correct"],
                 [[f"({p['seed_wi_a']}, {p['seed_do_a']})", f"({p['seed_wi_b']}, {p['seed_do_b']})",

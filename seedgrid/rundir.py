@@ -26,20 +26,41 @@ def load_run_config(run_dir: Path) -> Config:
     return load_config(path)
 
 
-def check_writable(run_dir: Path) -> None:
-    """Raise UsageError unless ``run_dir`` exists as a folder or can be created; writes nothing."""
-    probe = run_dir
+def check_writable(run_dir: Path, option: str = "--out") -> None:
+    """Raise UsageError unless ``run_dir`` exists as a folder or can be created, with a plain
+    name (it goes into SLURM job names, log paths and hints); writes nothing."""
+    check_output(run_dir, option, folder=True)
+
+
+def check_output(path: str | Path, option: str, folder: bool = False) -> None:
+    """Raise UsageError (naming ``option``) unless ``path`` can be written — a file, or a
+    ``folder`` — before any work is done: a long report or test must not end in a traceback
+    (whose exit status 1 would read as a verdict). Writes nothing but a probe it removes."""
+    path = Path(path)
+    what = "folder" if folder else "file"
+    bad = next((c for c in str(path) if ord(c) < 32 or ord(c) == 127), None)
+    if bad is not None:
+        raise UsageError(f"{option} {str(path)!r} has a control character ({bad!r}) in its name: "
+                         "choose a plain name")
+    too_long = next((part for part in path.parts if len(part.encode()) > 255), None)
+    if too_long is not None:
+        raise UsageError(f"{option}: the name {too_long[:40]!r}... is {len(too_long.encode())} "
+                         "bytes, more than the 255 a file system allows: choose a shorter one")
+    if path.exists() and path.is_dir() != folder:
+        raise UsageError(f"{option} {str(path)!r} is a {'file' if folder else 'folder'}, not a "
+                         f"{what}: choose another {option}")
+    probe = path if folder and path.exists() else path.parent
     while not probe.exists():
         probe = probe.parent
     if not probe.is_dir():
-        raise UsageError(f"output folder {str(run_dir)!r} cannot be made: {str(probe)!r} is a file;"
-                         " choose another --out")
+        raise UsageError(f"{option} {str(path)!r} cannot be made: {str(probe)!r} is a file; "
+                         f"choose another {option}")
     try:
         with tempfile.TemporaryFile(dir=probe):
             pass
     except OSError as e:
-        raise UsageError(f"output folder {str(run_dir)!r} is not writable ({e.strerror}): choose "
-                         "another --out") from None
+        raise UsageError(f"{option} {str(path)!r} is not writable ({e.strerror}): choose "
+                         f"another {option}") from None
 
 
 def check_config(run_dir: Path, cfg: Config) -> None:

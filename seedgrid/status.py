@@ -1,56 +1,79 @@
-"""Where a run stands, from any shell: shards on disk first, sacct for the rest.
+"""Where a run stands, from any shell: shards on disk first, then the queue for the rest.
 
-A cell with a shard is ``done`` or ``diverged`` (its shard says which), whatever SLURM says. A
-cell without one takes the state of the last array task it was given: ``running``, ``pending``,
-or ``failed`` (with SLURM's state and the last line of the task's log as the reason). A task
-that SLURM calls COMPLETED but that left no shard failed too: submitit ends a job normally
-after recording the worker's exception. Cells never submitted, or whose task sacct does not
-know (SLURM keeps no record of an array task cancelled before it started), are ``missing``.
+A cell with a shard is ``done``, ``diverged`` or ``stopped`` (its shard says which), whatever
+SLURM says; an unreadable shard is ``damaged`` (the next submit --resume sets it aside and
+trains the cell again). A cell without one takes the state of the last task it was given:
+``running``, ``pending``, or ``failed`` (with the task's state and the error line of its log as
+the reason). On SLURM the state comes from sacct; a task that SLURM calls COMPLETED but that
+left no shard failed too (submitit ends a job normally after recording the worker's
+exception). With the local executor a task is a process of this machine: alive, its cells are
+``running`` (a marker in ``running/`` says which) or ``pending``; ended, a cell without a shard
+``failed``. Cells never submitted, or whose task sacct does not know (SLURM keeps no record of
+an array task cancelled before it started), are ``missing``. In an --early-stop run, cells
+outside phase one are ``unused``: no command trains them.
 """
 
 from __future__ import annotations
 
+import os
+import re
+import socket
 import subprocess
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
 from seedgrid.config import Config
-from seedgrid.dispatch import grid_cells, read_jobs
+from seedgrid.dispatch import RUNNING, grid_cells, read_jobs
 from seedgrid.rundir import load_run_config
-from seedgrid.store import shard_path, shard_status
+from seedgrid.store import shard_path, shard_state, shards_on_disk
 
 SYMBOLS = {"done": "#", "diverged": "!", "stopped": "s", "running": "R", "pending": ".",
-           "failed": "x", "missing": "-"}
+           "failed": "x", "damaged": "?", "missing": "-", "unused": " "}
 _WAITING = {"PENDING", "REQUEUED", "RESIZING", "SUSPENDED", "REQUEUE_HOLD", "REQUEUE_FED"}
 
 
 @dataclass
 class CellState:
     state: str
-    task: str = ""  # submitit's job id of the task: "<array job>_<index>" (or "<job>")
+    task: str = ""  # submitit's job id of the task: "<array job>_<index>", "<job>", or a pid
     reason: str = ""
 
 
+def run_cells(run_dir: Path, cfg: Config) -> list[tuple[int, int]]:
+    """The config's grid, widened by any cell whose shard is on disk (as collect does)."""
+    on_disk = shards_on_disk(run_dir)
+    wi = sorted(set(cfg.grid.seeds_wi) | {c[0] for c in on_disk})
+    do = sorted(set(cfg.grid.seeds_do) | {c[1] for c in on_disk})
+    return [(w, d) for w in wi for d in do]
+
+
 def run_status(run_dir: Path) -> tuple[Config, dict[tuple[int, int], CellState], str]:
-    """The config, each cell's state, and a note when sacct could not be read."""
+    """The config, each cell's state, and a note when the queue could not be read."""
+    from seedgrid import policy
+
     cfg = load_run_config(run_dir)
     tasks = _last_task_of_each_cell(run_dir)
-    slurm_ids = sorted({t.split("_")[0] for t, executor in tasks.values() if executor == "slurm"})
+    slurm_ids = sorted({t.split("_")[0] for t, executor, _ in tasks.values()
+                        if executor == "slurm"})
     states, note = _sacct(slurm_ids) if slurm_ids else ({}, "")
+    plan = policy.read(run_dir)
+    phase_one = {tuple(c) for c in plan["phase_one"]} if plan else None
     cells = {}
-    for cell in grid_cells(cfg):
-        path = shard_path(run_dir, *cell)
-        task, _ = tasks.get(cell, ("", ""))
-        if path.exists():
-            cells[cell] = CellState(shard_status(path), task)
+    for cell in run_cells(run_dir, cfg):
+        state = shard_state(shard_path(run_dir, *cell))
+        task, executor, host = tasks.get(cell, ("", "", ""))
+        if state == "damaged":
+            cells[cell] = CellState("damaged", task, "the shard cannot be read: submit --resume "
+                                                     "sets it aside and trains the cell again")
+        elif state is not None:
+            cells[cell] = CellState(state, task)
+        elif executor == "local" and host == socket.gethostname():
+            cells[cell] = _local_state(run_dir, cell, task)
         elif task in states:
-            slurm_state = states[task]
-            if slurm_state == "RUNNING":
-                cells[cell] = CellState("running", task)
-            elif slurm_state in _WAITING:
-                cells[cell] = CellState("pending", task)
-            else:
-                cells[cell] = CellState("failed", task, f"{slurm_state}; {_last_log_line(run_dir, task)}")
+            cells[cell] = _slurm_state(run_dir, states[task], task)
+        elif phase_one is not None and cell not in phase_one and not task:
+            cells[cell] = CellState("unused", task)
         elif task and states:
             cells[cell] = CellState("missing", task, "unknown to sacct: cancelled before it "
                                                      "started, or accounting lags")
@@ -59,36 +82,97 @@ def run_status(run_dir: Path) -> tuple[Config, dict[tuple[int, int], CellState],
     return cfg, cells, note
 
 
+def _slurm_state(run_dir: Path, slurm_state: str, task: str) -> CellState:
+    if slurm_state == "RUNNING":
+        return CellState("running", task)
+    if slurm_state in _WAITING:
+        return CellState("pending", task)
+    return CellState("failed", task, f"{slurm_state}; {last_log_line(run_dir, task)}")
+
+
+def _local_state(run_dir: Path, cell: tuple[int, int], task: str) -> CellState:
+    """A local task is a process of this machine (its job id is the pid)."""
+    if _alive(task):
+        marker = Path(run_dir) / RUNNING / f"wi{cell[0]}_do{cell[1]}.json"
+        return CellState("running" if marker.exists() else "pending", task)
+    return CellState("failed", task, f"the task (process {task}) ended without its shard; "
+                                     f"{last_log_line(run_dir, task)}")
+
+
+def _alive(pid: str) -> bool:
+    try:
+        os.kill(int(pid), 0)
+    except (ValueError, ProcessLookupError):
+        return False
+    except PermissionError:  # alive, another user's
+        return True
+    return True
+
+
+def settled(job_ids: list[str]) -> bool:
+    """Whether sacct shows every task of these SLURM jobs ended (False while any runs, waits,
+    or is unknown): what --wait waits for before its final status."""
+    states, note = _sacct(job_ids)
+    return bool(states) and not note and all(
+        s != "RUNNING" and s not in _WAITING for s in states.values())
+
+
+def wait_settled(submission: dict, limit_s: float = 120.0) -> bool:
+    """After submitit saw a submission's tasks end, wait (up to ``limit_s``) until sacct says so
+    too: accounting lags, and a status printed too early calls a failed task "running"."""
+    ids = [a["job_id"] for a in submission["arrays"]]
+    deadline = time.monotonic() + limit_s
+    while not settled(ids):
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(2)
+    return True
+
+
+def counts(cells: dict[tuple[int, int], CellState]) -> dict[str, int]:
+    return {s: sum(c.state == s for c in cells.values()) for s in SYMBOLS}
+
+
 def format_status(run_dir: Path, cluster: str = "") -> str:
     cfg, cells, note = run_status(run_dir)
-    counts = {s: sum(c.state == s for c in cells.values()) for s in SYMBOLS}
-    jobs = sorted({a["job_id"] for s in read_jobs(run_dir)["submissions"] for a in s["arrays"]})
-    lines = [f"{run_dir}: config {cfg.hash}, {len(cfg.grid.seeds_wi)} x {len(cfg.grid.seeds_do)} "
-             f"cells, array job(s) {', '.join(jobs) or 'none'}",
-             "  " + "  ".join(f"{s} {n}" for s, n in counts.items())]
-    width = max(len(str(d)) for d in cfg.grid.seeds_do)
-    lines.append("  wi \\ do " + " ".join(f"{d:>{width}}" for d in cfg.grid.seeds_do))
-    for wi in cfg.grid.seeds_wi:
-        row = " ".join(f"{SYMBOLS[cells[wi, do].state]:>{width}}" for do in cfg.grid.seeds_do)
+    n = counts(cells)
+    jobs = read_jobs(run_dir)["submissions"]
+    ids = sorted({a["job_id"] for s in jobs for a in s["arrays"]})
+    cluster = cluster or (jobs[-1]["cluster"] if jobs else "")
+    seeds_wi = sorted({wi for wi, _ in cells})
+    seeds_do = sorted({do for _, do in cells})
+    lines = [f"{run_dir}: config {cfg.hash}, {len(seeds_wi)} x {len(seeds_do)} "
+             f"cells, array job(s) {', '.join(ids) or 'none'}",
+             "  " + "  ".join(f"{s} {k}" for s, k in n.items() if k or s in _ALWAYS)]
+    width = max([len(str(d)) for d in seeds_do] + [1])
+    lines.append("  wi \\ do " + " ".join(f"{d:>{width}}" for d in seeds_do))
+    for wi in seeds_wi:
+        row = " ".join(f"{SYMBOLS[cells[wi, do].state]:>{width}}" for do in seeds_do)
         lines.append(f"  {wi:>7} " + row)
-    lines.append("  " + "  ".join(f"{sym} {s}" for s, sym in SYMBOLS.items()))
+    lines.append("  " + "  ".join(f"{sym} {s}" for s, sym in SYMBOLS.items()
+                                  if s in _ALWAYS or n[s]))
     if note:
         lines.append(f"  note: {note}")
-    lines += _policy_lines(run_dir)
+    lines += _policy_lines(run_dir, cluster)
     explained = [(c, s) for c, s in cells.items() if s.reason]
     for (wi, do), s in explained[:20]:
         lines.append(f"  {s.state} (wi={wi}, do={do}) task {s.task}: {s.reason}")
     if len(explained) > 20:
         lines.append(f"  ... and {len(explained) - 20} more")
-    if counts["failed"] or counts["missing"]:
+    if n["failed"] or n["missing"] or n["damaged"]:
         option = f" --cluster {cluster}" if cluster else ""
-        lines.append(f"resubmit the cells without a shard: python -m seedgrid submit --resume "
-                     f"{run_dir}{option}")
+        lines.append(f"resubmit the cells without a finished shard: python -m seedgrid submit "
+                     f"--resume {run_dir}{option}")
     return "\n".join(lines)
 
 
-def _policy_lines(run_dir: Path) -> list[str]:
-    """The phases of an --early-stop run: started, stopped, continued, and the time spent."""
+#: states always shown in the counts line (the others only when some cell has them)
+_ALWAYS = ("done", "diverged", "running", "pending", "failed", "missing")
+
+
+def _policy_lines(run_dir: Path, cluster: str) -> list[str]:
+    """The phases of an --early-stop run: started, stopped, continued, the time spent, and
+    what to do when phase two did not follow."""
     from seedgrid import policy
 
     record = policy.read(run_dir)
@@ -97,12 +181,23 @@ def _policy_lines(run_dir: Path) -> list[str]:
     lines = [f"  early stop ({record['source']}): started {record['started']}, stop at "
              f"{record['fraction']:g} of training, continue {record['continued']}; phase "
              f"{record['phase']}"]
+    option = f" --cluster {cluster}" if cluster else ""
     if record["continued_cells"] is not None:
         chosen = " ".join(f"({wi},{do})" for wi, do in record["continued_cells"])
         lines.append(f"  continued {len(record['continued_cells'])}: {chosen}; decided on "
                      f"{record['decided_on']} finished phase-one cell(s)"
                      + (f", {len(record['missing'])} without a shard" if record["missing"]
                         else ""))
+    elif record.get("decider_job"):
+        states, _ = _sacct([record["decider_job"]])
+        state = states.get(record["decider_job"], "unknown to sacct")
+        if state == "RUNNING" or state in _WAITING:
+            lines.append(f"  phase two: decider job {record['decider_job']} is {state}; it "
+                         "decides once phase one has ended")
+        else:
+            lines.append(f"  phase two: decider job {record['decider_job']} ended ({state}) "
+                         f"without deciding (log {Path(run_dir) / 'logs' / 'continue.log'}): "
+                         f"python -m seedgrid continue {run_dir}{option}")
     spent = policy.accounting(run_dir)
     if spent["all_full_estimate"]:
         lines.append(f"  time: {spent['cell_seconds']:.0f} cell-seconds spent vs about "
@@ -115,21 +210,15 @@ def _policy_lines(run_dir: Path) -> list[str]:
     return lines
 
 
-def _last_task_of_each_cell(run_dir: Path) -> dict[tuple[int, int], tuple[str, str]]:
+def _last_task_of_each_cell(run_dir: Path) -> dict[tuple[int, int], tuple[str, str, str]]:
+    """Each submitted cell's last task: (task id, executor, submitting host)."""
     tasks = {}
     for sub in read_jobs(run_dir)["submissions"]:  # later submissions win
         for array in sub["arrays"]:
             for task_id, cells in zip(array["task_ids"], array["tasks"]):
                 for wi, do in cells:
-                    tasks[wi, do] = (task_id, sub["executor"])
+                    tasks[wi, do] = (task_id, sub["executor"], sub.get("host", ""))
     return tasks
-
-
-def ended(job_ids: list[str]) -> bool:
-    """Whether every task of these jobs has left the queue (by sacct; False if unknown)."""
-    states, note = _sacct(job_ids)
-    return bool(states) and not note and all(
-        s != "RUNNING" and s not in _WAITING for s in states.values())
 
 
 def _sacct(job_ids: list[str]) -> tuple[dict[str, str], str]:
@@ -157,9 +246,16 @@ def _sacct(job_ids: list[str]) -> tuple[dict[str, str], str]:
     return states, ""
 
 
-def _last_log_line(run_dir: Path, task: str) -> str:
-    log = run_dir / "logs" / f"{task}_0_log.err"  # submitit's: <job id>_<rank>_log.err
+#: a Python exception line ("ValueError: ...") or seedgrid's own error line
+_ERROR_LINE = re.compile(r"^(seedgrid: error:|[\w.]*(Error|Exception|Interrupt)\b)")
+
+
+def last_log_line(run_dir: Path, task: str) -> str:
+    """The line of a task's log that says why it failed: its last error line (the exception
+    of a traceback), else its last line."""
+    log = Path(run_dir) / "logs" / f"{task}_0_log.err"  # submitit's: <job id>_<rank>_log.err
     if not log.exists():
         return "no log"
     lines = [ln.strip() for ln in log.read_text(errors="replace").splitlines() if ln.strip()]
-    return f"log: {lines[-1][:200]}" if lines else "empty log"
+    errors = [ln for ln in lines if _ERROR_LINE.match(ln)]
+    return f"log: {(errors or lines)[-1][:200]}" if lines else "empty log"

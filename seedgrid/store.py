@@ -27,7 +27,13 @@ diverged evaluations are NaN, never dropped.
 
 from __future__ import annotations
 
+import contextlib
+import errno
+import json
 import os
+import re
+import shutil
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -47,8 +53,22 @@ VARIABLES = {
 ATTRS = ("schema_version", "task", "metric", "model", "majority_baseline", "config_hash", "config")
 
 
+#: a shard's file name, and nothing else: ``wi3_do12.nc`` (not ``wi3_do12.bak.nc``)
+SHARD_NAME = re.compile(r"wi(\d+)_do(\d+)\.nc")
+
+
 def shard_path(run_dir: str | Path, seed_wi: int, seed_do: int) -> Path:
     return Path(run_dir) / "shards" / f"wi{seed_wi}_do{seed_do}.nc"
+
+
+def shards_on_disk(run_dir: str | Path) -> dict[tuple[int, int], Path]:
+    """The run folder's shard files by cell; other files in ``shards/`` are not shards."""
+    found = {}
+    for path in sorted((Path(run_dir) / "shards").glob("wi*_do*.nc")):
+        match = SHARD_NAME.fullmatch(path.name)
+        if match:
+            found[int(match[1]), int(match[2])] = path
+    return found
 
 
 def cell_dataset(*, seed_wi: int, seed_do: int, logits: np.ndarray, labels: np.ndarray,
@@ -92,6 +112,24 @@ def schema_problem(ds: xr.Dataset) -> str | None:
     return f"no attribute {missing[0]!r}" if missing else None
 
 
+class DiskFullError(OSError):
+    """No space left where seedgrid writes: named as such, with the folder and the fix."""
+
+
+def raise_if_disk_full(error: BaseException, path: Path) -> None:
+    """Re-raise a failed write as :class:`DiskFullError` when the disk (or quota) is full —
+    netCDF's own message is only "HDF error"."""
+    full = isinstance(error, OSError) and error.errno in (errno.ENOSPC, errno.EDQUOT)
+    try:
+        full = full or shutil.disk_usage(Path(path).parent).free < 1 << 20
+    except OSError:
+        pass
+    if full:
+        raise DiskFullError(errno.ENOSPC, f"no space left on the device of {Path(path).parent} "
+                            f"while writing {Path(path).name}: free space (or raise the quota) "
+                            "and run again; nothing finished was lost") from error
+
+
 def write_atomic(ds: xr.Dataset, path: str | Path) -> Path:
     """Write ``ds`` as netCDF4 to ``path`` through a temporary name and an atomic rename."""
     path = Path(path)
@@ -99,24 +137,64 @@ def write_atomic(ds: xr.Dataset, path: str | Path) -> Path:
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
         ds.to_netcdf(tmp, engine="netcdf4", format="NETCDF4")
-        with open(tmp, "rb") as f:
-            os.fsync(f.fileno())
+        _fsync(tmp)
         os.replace(tmp, path)
+    except (OSError, RuntimeError) as e:
+        raise_if_disk_full(e, path)
+        raise
     finally:
         tmp.unlink(missing_ok=True)
     return path
 
 
 def write_text_atomic(path: str | Path, text: str) -> Path:
-    """Write ``text`` to ``path`` through a temporary name and an atomic rename."""
+    """Write ``text`` to ``path`` through a temporary name, fsync and an atomic rename."""
     path = Path(path)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
         tmp.write_text(text)
+        _fsync(tmp)
         os.replace(tmp, path)
+    except OSError as e:
+        raise_if_disk_full(e, path)
+        raise
     finally:
         tmp.unlink(missing_ok=True)
     return path
+
+
+def _fsync(path: Path) -> None:
+    with open(path, "rb") as f:
+        os.fsync(f.fileno())
+
+
+def read_json(path: str | Path, default):
+    """A JSON file seedgrid wrote, or ``default`` when there is none. A damaged one (cut short,
+    edited by hand) is set aside as ``<name>.damaged`` and ``default`` returned: a command
+    says so on stderr and goes on, never dies on it."""
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        return default
+    try:
+        return json.loads(text)
+    except ValueError as e:
+        aside = path.with_name(path.name + ".damaged")
+        os.replace(path, aside)
+        print(f"seedgrid: warning: {path} was damaged ({e}); moved to {aside.name}",
+              file=sys.stderr)
+        return default
+
+
+@contextlib.contextmanager
+def locked(path: str | Path):
+    """Hold ``<path>.lock`` (filelock: works on NFS and Lustre) for a read-modify-write of
+    ``path``, so two writers (two submits, a submit and the decider job) never lose a record."""
+    import filelock
+
+    with filelock.FileLock(str(path) + ".lock", timeout=120):
+        yield
 
 
 def read_shard(path: str | Path) -> xr.Dataset:
@@ -134,9 +212,16 @@ def _attr(value):
     return str(value)
 
 
-def shard_status(path: Path) -> str:
-    """A shard's status without reading its arrays."""
+def shard_state(path: Path) -> str | None:
+    """A shard's status without reading its arrays; None when there is no shard, ``damaged``
+    when there is one that cannot be read."""
     import netCDF4
 
-    with netCDF4.Dataset(path) as nc:
-        return str(nc["status"][0, 0])
+    if not Path(path).exists():
+        return None
+    try:
+        with netCDF4.Dataset(path) as nc:
+            status = str(nc["status"][0, 0])
+    except (OSError, RuntimeError, KeyError, IndexError, ValueError):
+        return "damaged"
+    return status if status in STATUS else "damaged"

@@ -1,4 +1,4 @@
-"""Tasks: what a task is (text fields, labels, metric, majority baseline) and where its data comes from.
+"""Tasks: what a task is (text fields, labels, metric) and where its data comes from.
 
 Each task's facts live once, in :data:`TASKS`. Data comes from, in order of preference:
 
@@ -34,8 +34,10 @@ class Task:
     num_labels: int
     #: a key of seedgrid.metrics.METRICS
     metric: str
-    #: the metric of always predicting the most frequent validation label (Dodge et al. Table 2)
-    majority_baseline: float
+    #: Dodge et al.'s Table 2 majority baseline on the full validation set, for reference only:
+    #: seedgrid computes a cell's baseline from the validation labels it used
+    #: (seedgrid.metrics.majority_baseline), which differ after validation_size subsets them
+    paper_majority_baseline: float
     #: (path, name) for datasets.load_dataset, or None when the task has its own source
     hub: tuple[str, str] | None = None
     description: str = ""

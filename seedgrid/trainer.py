@@ -119,7 +119,7 @@ def train_cell(cfg: Config, seed_wi: int, seed_do: int, *, on_update: OnUpdate |
         scheduler.load_state_dict(saved["scheduler"])
         if accelerator.scaler is not None and saved.get("scaler"):
             accelerator.scaler.load_state_dict(saved["scaler"])
-        logits, train_loss = saved["logits"], saved["train_loss"]
+        logits, train_loss = saved["logits"].numpy(), saved["train_loss"].numpy()
         update, evaluated, spent, rng = (saved[k] for k in ("update", "evaluated", "wall_time_s",
                                                               "rng"))
         set_rng_state(rng)
@@ -130,8 +130,11 @@ def train_cell(cfg: Config, seed_wi: int, seed_do: int, *, on_update: OnUpdate |
                 "model": accelerator.unwrap_model(model).state_dict(),
                 "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
                 "scaler": accelerator.scaler.state_dict() if accelerator.scaler else None,
-                "update": update, "evaluated": evaluated, "rng": rng, "logits": logits.copy(),
-                "train_loss": train_loss.copy(), "wall_time_s": spent + time.time() - started}
+                "update": update, "evaluated": evaluated, "rng": rng,
+                # tensors, not numpy arrays: the file loads with weights_only=True
+                "logits": torch.from_numpy(logits.copy()),
+                "train_loss": torch.from_numpy(train_loss.copy()),
+                "wall_time_s": spent + time.time() - started}
 
     if checkpointer is not None and accelerator.is_main_process:  # submitit signals rank 0 only
         checkpointer.bind(state)
@@ -190,7 +193,7 @@ def train_cell(cfg: Config, seed_wi: int, seed_do: int, *, on_update: OnUpdate |
                 every = cfg.runtime.checkpoint_every_evals
                 if (checkpointer is not None and accelerator.is_main_process and every
                         and j % every == 0 and update < total_updates):
-                    checkpointer.save()  # one writer: the states are the same on every rank
+                    checkpointer.save_if_possible()  # one writer: states are equal on all ranks
                 if update == stop_at:  # early stopping: keep the state, so it can continue
                     if checkpointer is not None and accelerator.is_main_process:
                         checkpointer.save()
@@ -209,11 +212,12 @@ def train_cell(cfg: Config, seed_wi: int, seed_do: int, *, on_update: OnUpdate |
         status=status, wall_time_s=spent + time.time() - started,
         attrs={
             "task": task.name, "metric": task.metric, "model": cfg.model.name,
-            "majority_baseline": task.majority_baseline, "config_hash": cfg.hash,
+            "majority_baseline": metrics.majority_baseline(val.labels, task.metric),
+            "config_hash": cfg.hash,
             "config": cfg.to_toml(), "updates_per_epoch": per_epoch, "n_train": len(train),
             "num_processes": world, "gradient_accumulation": cfg.runtime.gradient_accumulation,
             "deterministic": cfg.runtime.deterministic, "host": socket.gethostname(),
-            "device": _device_name(accelerator.device),
+            "device": _device_name(accelerator.device), "torch_threads": torch.get_num_threads(),
             "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
             **_versions(),
         })

@@ -57,6 +57,28 @@ def test_best_vs_worst_anova_against_the_f_statistic_by_hand():
         f = between / (within / (len(a) + len(b) - 2))
         assert got[kind]["f"] == pytest.approx(f)
         assert got[kind]["p"] == pytest.approx(scipy.stats.f.sf(f, 1, len(a) + len(b) - 2))
+        # Levene (Brown-Forsythe): the same F by hand on absolute deviations from each median
+        za, zb = np.abs(a - np.median(a)), np.abs(b - np.median(b))
+        zg = np.concatenate([za, zb]).mean()
+        lev = (len(za) * (za.mean() - zg) ** 2 + len(zb) * (zb.mean() - zg) ** 2) / (
+            (((za - za.mean()) ** 2).sum() + ((zb - zb.mean()) ** 2).sum()) / (len(a) + len(b) - 2))
+        assert got[kind]["levene_p"] == pytest.approx(scipy.stats.f.sf(lev, 1, len(a) + len(b) - 2))
+        residuals = [x - a.mean() for x in a] + [x - b.mean() for x in b]
+        assert got[kind]["shapiro_p"] == pytest.approx(scipy.stats.shapiro(residuals).pvalue)
+
+
+def test_anova_assumptions_flag_unequal_variances_and_skewed_residuals():
+    rng = np.random.default_rng(7)
+    fine = rng.normal(0.7, 0.02, (4, 40))
+    fine[0] += 0.05
+    assert analysis.best_vs_worst_anova(_grid(fine))["seed_wi"]["assumptions_met"] is True
+    spread = fine.copy()
+    spread[3] = 0.6 + rng.normal(0, 0.2, 40)  # the worst WI seed varies ten times as much
+    assert analysis.best_vs_worst_anova(_grid(spread))["seed_wi"]["assumptions_met"] is False
+    skewed = 0.7 + rng.exponential(0.05, (4, 40))  # diverging runs make a long tail
+    skewed[0] += 0.05
+    got = analysis.best_vs_worst_anova(_grid(skewed))["seed_wi"]
+    assert got["shapiro_p"] < 0.05 and got["assumptions_met"] is False
 
 
 def _enumerate(scores, n, replace):
@@ -103,8 +125,11 @@ def test_step_correlation_against_scipy_for_every_pair(method):
 
 
 def _loop_consistency(pred, label):
-    """pred: (runs, example) with NaN rows for missing runs; the definitions, written out."""
+    """pred: (runs, example) with NaN rows for missing runs; the definitions, written out.
+    Over fewer than two runs, CON, CCON and agreement are undefined (NaN)."""
     pred = pred[~np.isnan(pred).all(axis=1)]
+    if len(pred) < 2:
+        return np.nan, np.nan, np.nan, np.full(pred.shape[1], np.nan)
     con = np.mean([len(set(pred[:, e])) == 1 for e in range(pred.shape[1])])
     ccon = np.mean([all(pred[:, e] == label[e]) for e in range(pred.shape[1])])
     pairs = list(itertools.combinations(range(len(pred)), 2))
@@ -133,9 +158,10 @@ def test_consistency_against_loops_over_pairs_of_runs(over):
     for key, runs in groups.items():
         sel = got.sel({key[0]: key[1]}) if key else got
         con, ccon, agreement, flips = _loop_consistency(runs, label)
-        assert sel.con.item() == pytest.approx(con)
-        assert sel.ccon.item() == pytest.approx(ccon)
-        assert sel.agreement.item() == pytest.approx(agreement)
+        assert sel.runs.item() == int((~np.isnan(runs).all(axis=1)).sum())
+        assert sel.con.item() == pytest.approx(con, nan_ok=True)
+        assert sel.ccon.item() == pytest.approx(ccon, nan_ok=True)
+        assert sel.agreement.item() == pytest.approx(agreement, nan_ok=True)
         np.testing.assert_allclose(sel.flip_rate.values, flips)
 
 
@@ -143,12 +169,28 @@ def test_consistency_edge_cases_one_run_and_identical_runs():
     label = xr.DataArray(np.array([0, 1, 1, 0]), dims="example")
     one = xr.DataArray(np.array([[[0, 1, 0, 0]]], dtype=float), dims=("seed_wi", "seed_do", "example"))
     got = analysis.consistency(one, label)
-    assert got.con.item() == 1.0 and got.ccon.item() == 0.75
+    assert got.runs.item() == 1  # one run agrees with itself: CON over it means nothing
+    assert np.isnan(got.con.item()) and np.isnan(got.ccon.item())
     assert np.isnan(got.agreement.item()) and got.flip_rate.isnull().all()  # no pairs
     same = xr.DataArray(np.tile([0.0, 0, 0, 0], (2, 3, 1)), dims=("seed_wi", "seed_do", "example"))
     got = analysis.consistency(same, label)  # constant predictions: consistent, half correct
     assert (got.con.item(), got.ccon.item(), got.agreement.item()) == (1.0, 0.5, 1.0)
     assert (got.flip_rate == 0).all()
+
+
+def test_consistency_of_rows_with_no_run_or_one_run_is_undefined_not_zero():
+    # a partial grid: WI 1 has two runs, WI 2 one, WI 3 none (the 8 x 8 report printed 0.0000)
+    label = xr.DataArray(np.array([0, 1, 1, 0]), dims="example")
+    pred = np.full((3, 2, 4), np.nan)
+    pred[0] = [[0, 1, 1, 0], [0, 1, 0, 0]]
+    pred[1, 0] = [1, 1, 1, 1]
+    da = xr.DataArray(pred, dims=("seed_wi", "seed_do", "example"),
+                      coords={"seed_wi": [1, 2, 3], "seed_do": [1, 2]})
+    rows = analysis.consistency(da, label, over="seed_do")
+    assert rows.runs.values.tolist() == [2, 1, 0]
+    assert rows.con.sel(seed_wi=1).item() == 0.75 and rows.ccon.sel(seed_wi=1).item() == 0.75
+    for wi in (2, 3):
+        assert all(np.isnan(rows[k].sel(seed_wi=wi).item()) for k in ("con", "ccon", "agreement"))
 
 
 def test_bui_figure_1_equal_accuracy_little_overlap():

@@ -112,7 +112,9 @@ def test_multibootstrap_against_a_loop_over_the_same_draws(paired):
         diffs.append(side(pred_b, w_b) - side(pred_a, w_a))
     assert got["ci"] == pytest.approx(list(np.quantile(diffs, [0.025, 0.975])))
     diffs = np.array(diffs)
-    assert got["p"] == pytest.approx(min(1, 2 * min(np.mean(diffs <= 0), np.mean(diffs >= 0))))
+    # never 0: (1 + draws on the far side) / (1 + draws), doubled for two sides
+    on_side = min(sum(d <= 0 for d in diffs), sum(d >= 0 for d in diffs))
+    assert got["p"] == pytest.approx(min(1, 2 * (1 + on_side) / (1 + len(diffs))))
     observed = np.mean([f1_score(labels, p) for p in pred_b]) - \
         np.mean([f1_score(labels, p) for p in pred_a])
     assert got["difference"] == pytest.approx(observed)

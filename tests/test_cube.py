@@ -74,9 +74,15 @@ def test_a_partial_grid_keeps_missing_cells_as_nan(tmp_path):
     assert ds.status.sel(seed_wi=3, seed_do=3).item() == "missing"
     assert ds.logits.sel(seed_wi=3, seed_do=3).isnull().all()
     assert ds.status.sel(seed_wi=2, seed_do=3).item() == "diverged"
+    assert ds.logits.sel(seed_wi=2, seed_do=3).isel(step=2).isnull().all()  # the data: NaN
     metric = ds.seedgrid.metric()
-    assert metric.sel(seed_wi=2, seed_do=3).isnull().values.tolist() == [False, False, True]
-    assert int(metric.notnull().sum()) == 3 + 2
+    # a diverged run is a failed classifier, not a missing one: after it diverged it predicts
+    # the majority label (labels 0/1 tied: 0) and scores what that scores
+    labels = np.arange(30) % 2
+    assert metric.sel(seed_wi=2, seed_do=3).isel(step=2).item() == pytest.approx(
+        accuracy_score(labels, np.zeros(30)))
+    assert int(metric.notnull().sum()) == 3 + 3
+    assert ds.seedgrid.final().count() == 2  # it counts in the end-of-training statistics
 
 
 def test_a_truncated_shard_is_reported_and_counted_missing(tmp_path, capsys):

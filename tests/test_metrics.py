@@ -1,5 +1,7 @@
 """Metrics against scikit-learn, vectorised over leading dimensions, and their edge cases."""
 
+import warnings
+
 import numpy as np
 import pytest
 from sklearn.metrics import accuracy_score, f1_score, matthews_corrcoef
@@ -58,3 +60,18 @@ def test_score_ties_in_logits_pick_the_first_class():
     labels = np.array([0, 1])
     logits = np.array([[0.5, 0.5], [0.5, 0.5]])  # a tie predicts class 0, as numpy's argmax does
     assert metrics.score(logits, labels, "accuracy") == 0.5
+
+
+@pytest.mark.parametrize("labels", [[1, 1, 1, 0, 0], [0, 0, 0, 1, 1], [0, 1, 0, 1], [1, 1, 1],
+                                    [0] * 7 + [1] * 15])  # MRPC-like: 68% positive
+@pytest.mark.parametrize("name", ["accuracy", "f1", "mcc", "acc_f1"])
+def test_majority_baseline_is_the_metric_of_the_constant_majority_prediction(labels, name):
+    labels = np.array(labels)
+    counts = {k: int(np.sum(labels == k)) for k in sorted(set(labels.tolist()))}
+    majority = min(k for k, c in counts.items() if c == max(counts.values()))  # ties: smallest
+    constant = np.full(len(labels), majority)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        expected = SKLEARN[name](labels, constant)
+    assert metrics.majority_label(labels) == majority
+    assert metrics.majority_baseline(labels, name) == pytest.approx(expected)

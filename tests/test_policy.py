@@ -45,10 +45,20 @@ def test_stop_update_and_the_rule_of_thumb():
     assert policy.stop_update(eval_at, 0.3) == 3
     assert policy.stop_update(eval_at, 0.5) == 5
     assert policy.stop_update(eval_at, 0.01) == 3  # at least one evaluation during training
-    for budget, started, continued in ((1, 1, 1), (5, 8, 4), (12.5, 20, 10), (3, 4, 2)):
-        plan = policy.plan_from_budget(budget)
-        assert (plan.started, plan.continued, plan.fraction) == (started, continued, 0.25)
-        assert plan.continued + (plan.started - plan.continued) * plan.fraction <= budget
+    # Dodge §5 / Fig. 6 (MRPC, 30 evaluations): budget 20 -> start 41, continue 11, stop at 30%
+    plan = policy.plan_from_budget(20, n_evals=30)
+    assert (plan.started, plan.continued, plan.fraction) == (41, 11, 0.3)
+    for budget in (1, 2, 3, 5, 7.5, 12.5, 20, 30):
+        for n_evals in (4, 10, 30):
+            plan = policy.plan_from_budget(budget, n_evals=n_evals)
+            before = round(plan.fraction * n_evals)  # evaluations before the stop
+            assert before == plan.fraction * n_evals and 1 <= before < n_evals
+            spent = plan.continued * n_evals + (plan.started - plan.continued) * before
+            assert spent <= budget * n_evals + 1e-9  # never over the budget
+            assert plan.continued >= min(budget / 2, plan.started)  # about B/2 trained fully
+            if budget >= 3:  # the budget affords stopping: start significantly more
+                assert plan.started >= plan.continued + 2
+    assert policy.plan_from_budget(1) == policy.Plan(1, 0.3, 1, "rule of thumb")
 
 
 def test_a_plan_from_an_earlier_cube_is_the_simulations_best(tmp_path):

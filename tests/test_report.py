@@ -35,7 +35,7 @@ def test_report_numbers_against_independent_computations(tmp_path, capsys):
     for wi, do in cells:
         grid[wi - 1, do - 1] = accuracy_score(label, logits[wi - 1, do - 1, :, -1].argmax(-1))
     present = grid[~np.isnan(grid)]
-    assert r["status"] == {"done": 8, "diverged": 0, "failed": 0, "missing": 1}
+    assert r["status"] == {"done": 8, "failed": 0, "diverged": 0, "stopped": 0, "missing": 1}
     assert r["macro"]["end"]["n"] == 8
     assert r["macro"]["end"]["mean"] == pytest.approx(present.mean())
     assert r["macro"]["end"]["var"] == pytest.approx(present.var())
@@ -58,6 +58,19 @@ def test_report_numbers_against_independent_computations(tmp_path, capsys):
     assert r["micro"]["grid"]["con"] == pytest.approx(np.mean((runs == runs[0]).all(axis=0)))
     assert r["micro"]["grid"]["ccon"] == pytest.approx(np.mean((runs == label).all(axis=0)))
     assert [x["seed_wi"] for x in r["micro"]["per_wi"]] == [1, 2, 3]
+    assert [x["runs"] for x in r["micro"]["per_wi"]] == [3, 3, 2]
+    third = runs[[i for i, c in enumerate(cells) if c[0] == 3]]  # WI 3's two runs, by hand
+    assert r["micro"]["per_wi"][2]["con"] == pytest.approx(np.mean((third == third[0]).all(0)))
+    for kind, axis in (("seed_wi", 1), ("seed_do", 0)):  # ANOVA's assumptions, by scipy
+        means = np.nanmean(grid, axis=axis)
+        a, b = (np.take(grid, int(f(means)), axis=1 - axis) for f in (np.argmax, np.argmin))
+        a, b = a[~np.isnan(a)], b[~np.isnan(b)]
+        assert r["macro"]["anova"][kind]["levene_p"] == pytest.approx(
+            scipy.stats.levene(a, b).pvalue)
+    every_end = grid[~np.isnan(grid)]
+    band = np.array(r["regimes"]["end"]["expected_max_band"])  # Fig. 1: within min and max
+    assert band.min() >= every_end.min() - 1e-12 and band.max() <= every_end.max() + 1e-12
+    assert "Levene p" in (run / "report" / "report.md").read_text()
     es = r["early_stopping"]
     assert es["n_evals"] == 2 and [b["budget"] for b in es["best_per_budget"]] == list(range(1, 31))
     for b in es["best_per_budget"]:
@@ -180,7 +193,12 @@ def test_report_of_a_1x3_grid_of_constant_predictions(tmp_path):
     r = json.loads((run / "report" / "report.json").read_text())["runs"]["constant"]
     assert r["macro"]["end"] == {"n": 3, "mean": 0.5, "std": 0.0, "var": 0.0, "min": 0.5,
                                  "max": 0.5}
-    assert r["micro"]["grid"] == {"con": 1.0, "ccon": 0.5, "agreement": 1.0}
+    assert r["micro"]["grid"] == {"runs": 3, "con": 1.0, "ccon": 0.5, "agreement": 1.0}
+    # one WI row of 3 runs; each DO column holds one run: undefined, not 1.0
+    assert r["micro"]["per_wi"] == [{"seed_wi": 1, "runs": 3, "con": 1.0, "ccon": 0.5,
+                                     "agreement": 1.0}]
+    assert all(x["runs"] == 1 and x["con"] is x["ccon"] is x["agreement"] is None
+               for x in r["micro"]["per_do"])
     assert r["macro"]["diverged"]["count"] == 3  # at the majority baseline: collapsed
     assert r["macro"]["permutation"]["seed_do"]["p"] == 1.0
     assert r["macro"]["anova"]["seed_do"]["f"] is None  # no variance: undefined, not a number
