@@ -240,7 +240,8 @@ def agreement_matrix(predictions: xr.DataArray) -> xr.DataArray:
     runs = _present_runs(predictions)
     pred = runs.values
     classes = np.unique(pred)
-    onehot = (pred[:, :, None] == classes).reshape(len(pred), -1).astype(np.float64)
+    onehot = (pred[:, :, None] == classes).reshape(len(pred), pred.shape[1] * len(classes)) \
+        .astype(np.float64)
     agree = onehot @ onehot.T / max(pred.shape[1], 1)
     index = runs.indexes["run"]
     coords = {"seed_wi": ("run", index.get_level_values(0)),

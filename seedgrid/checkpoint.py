@@ -64,7 +64,7 @@ class Checkpointer:
             with open(tmp, "rb") as f:
                 os.fsync(f.fileno())
             os.replace(tmp, self.path)
-        except OSError as e:
+        except (OSError, RuntimeError) as e:  # torch reports a full disk as a RuntimeError
             tmp.unlink(missing_ok=True)
             raise_if_disk_full(e, self.path)
             raise
@@ -75,7 +75,7 @@ class Checkpointer:
         the resume point: the cell trains on, and the failure is logged."""
         try:
             return self.save()
-        except OSError as e:
+        except (OSError, RuntimeError) as e:
             self._log(f"could not write checkpoint {self.path} ({e}); training goes on without it")
             return False
 

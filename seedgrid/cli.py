@@ -7,14 +7,55 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
+import re
 import shutil
 import signal
 import sys
 import time
 import textwrap
+import traceback
 from pathlib import Path
 
 from seedgrid.errors import UsageError
+
+
+def integer(lo: int, hi: int):
+    """An argparse type: an integer from ``lo`` to ``hi``."""
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+        if not lo <= value <= hi:
+            raise argparse.ArgumentTypeError(f"{text} is out of range: give {lo} to {hi}")
+        return value
+    return parse
+
+
+def number(lo: float, hi: float, open_ends: bool = False):
+    """An argparse type: a finite number in [lo, hi] (or (lo, hi)); nan and inf are refused."""
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+        inside = lo < value < hi if open_ends else lo <= value <= hi
+        if not math.isfinite(value) or not inside:
+            span = f"({lo:g}, {hi:g})" if open_ends else f"[{lo:g}, {hi:g}]"
+            raise argparse.ArgumentTypeError(f"{text} is not a finite number in {span}")
+        return value
+    return parse
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, but bad input is one line: ``seedgrid: error: ...``, exit status 2."""
+
+    def error(self, message: str):
+        # "argument --alpha: 5 is not ..." -> "--alpha 5 is not ...": the option, then its value
+        message = re.sub(r"^argument ([^:]+): ", r"\1 ", message)
+        print(f"seedgrid: error: {message} (see: {self.prog} --help)", file=sys.stderr)
+        sys.exit(2)
 
 
 def _run(args: argparse.Namespace) -> None:
@@ -42,6 +83,7 @@ def _run(args: argparse.Namespace) -> None:
     checkpointer = Checkpointer(checkpoint_path(run_dir, args.wi, args.do))
     with saved_on_terminate(checkpointer):
         shard = dispatch.train_and_store(cfg, run_dir, args.wi, args.do, checkpointer)
+    dispatch.end_distributed()
     if shard is None:  # not the main process
         return
     curve = metrics.score(shard.logits.values[0, 0].transpose(1, 0, 2),
@@ -343,15 +385,25 @@ def _collect(args: argparse.Namespace) -> None:
 def _export(args: argparse.Namespace) -> None:
     import seedgrid
 
+    from seedgrid.rundir import check_output
+    from seedgrid.store import raise_if_disk_full
+
     out = Path(args.to)
     writers = {".csv": "to_csv", ".parquet": "to_parquet"}
     if out.suffix not in writers:
         raise UsageError(f"--to {args.to!r}: give a .csv or .parquet file name")
+    check_output(out, "--to")
     with seedgrid.open_cube(args.cube) as ds:
         table = ds.seedgrid.table(args.metric)
-    tmp = out.with_name(f".{out.name}.tmp")
-    getattr(table, writers[out.suffix])(tmp, index=False)
-    tmp.replace(out)
+    tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
+    try:
+        getattr(table, writers[out.suffix])(tmp, index=False)
+        tmp.replace(out)
+    except OSError as e:
+        raise_if_disk_full(e, out)
+        raise
+    finally:
+        tmp.unlink(missing_ok=True)
     print(f"wrote {out}: {len(table)} rows (seed_wi, seed_do, update) x {list(table.columns[3:])}")
 
 
@@ -388,7 +440,10 @@ def _report(args: argparse.Namespace) -> None:
 
 def _compare(args: argparse.Namespace) -> None:
     from seedgrid.compare import compare, format_result
+    from seedgrid.rundir import check_output
 
+    if args.json:
+        check_output(args.json, "--json")
     result = compare(args.a, args.b, metric=args.metric, step=args.step, alpha=args.alpha,
                      min_effect=args.min_effect, n_boot=args.boot, test=args.test)
     print(format_result(result))
@@ -402,8 +457,11 @@ def _regress(args: argparse.Namespace) -> None:
     import datetime
 
     from seedgrid.compare import append_history, history_markdown, regress
+    from seedgrid.rundir import check_output
     from seedgrid.store import write_text_atomic
 
+    check_output(args.history, "--history")
+    check_output(Path(args.history).with_suffix(".md"), "--history (its .md report)")
     r = regress(args.baseline, args.candidate, max_drop=args.max_drop, alpha=args.alpha,
                 max_con_drop=args.max_con_drop, metric=args.metric,
                 allow_incomplete=args.allow_incomplete)
@@ -418,7 +476,7 @@ def _regress(args: argparse.Namespace) -> None:
               + ("" if args.allow_incomplete else ": the gate fails (--allow-incomplete to "
                  "judge the cells that finished)"))
     history = Path(args.history)
-    history.parent.mkdir(parents=True, exist_ok=True)
+    history.parent.mkdir(parents=True, exist_ok=True)  # checked above: it can be made
     when = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
     rows = append_history(history, r, when)
     report = write_text_atomic(history.with_suffix(".md"), history_markdown(rows))
@@ -452,8 +510,9 @@ def _presets(args: argparse.Namespace) -> None:
 
 def _run_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", required=True, help="a preset name (see `presets`) or a TOML file")
-    p.add_argument("--wi", type=int, required=True, help="weight-initialisation seed")
-    p.add_argument("--do", type=int, required=True, help="data-order seed")
+    p.add_argument("--wi", type=integer(0, 2**63 - 1), required=True,
+                   help="weight-initialisation seed")
+    p.add_argument("--do", type=integer(0, 2**63 - 1), required=True, help="data-order seed")
     p.add_argument("--out", help="run folder (default: runs/<config name>)")
 
 
@@ -462,9 +521,9 @@ def _submit_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--resume", metavar="RUN", help="submit the cells of RUN that have no shard")
     p.add_argument("--cluster", default="local",
                    help="cluster profile: cluster/<name>.toml or a file (default: local)")
-    p.add_argument("--array", type=int, help="number of array tasks (default: one per cell on "
+    p.add_argument("--array", type=integer(1, 10**6), help="number of array tasks (default: one per cell on "
                    "SLURM); cells are spread evenly over them")
-    p.add_argument("--parallel", type=int, help="most tasks running at once (SLURM's %%K; "
+    p.add_argument("--parallel", type=integer(1, 10**6), help="most tasks running at once (SLURM's %%K; "
                    "local: the number of tasks, default 1)")
     p.add_argument("--out", help="run folder (default: runs/<config name>)")
     p.add_argument("--wait", action="store_true",
@@ -472,7 +531,7 @@ def _submit_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--early-stop", metavar="SPEC",
                    help="start many, stop early, continue some: started=T,fraction=F,continue=P"
                         " or budget=B[,cube=PATH] (see 'continue')")
-    p.add_argument("--budget", type=float, metavar="B",
+    p.add_argument("--budget", type=number(1, 1000), metavar="B",
                    help="--early-stop with T, F, P chosen for B full runs: by the simulation on "
                         "--from-cube, else the paper's rule of thumb (about B/2 trained fully, "
                         "the rest stopped at 30%%)")
@@ -483,7 +542,7 @@ def _submit_args(p: argparse.ArgumentParser) -> None:
 def _continue_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("run", help="a run folder submitted with --early-stop")
     p.add_argument("--cluster", default="local", help="cluster profile (default: local)")
-    p.add_argument("--parallel", type=int, help="most tasks running at once")
+    p.add_argument("--parallel", type=integer(1, 10**6), help="most tasks running at once")
     p.add_argument("--wait", action="store_true", help="wait for phase two and print the status")
 
 
@@ -502,10 +561,11 @@ def _export_args(p: argparse.ArgumentParser) -> None:
 def _report_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("runs", nargs="+", help="run folders (or cube files) to analyse")
     p.add_argument("--out", help="report folder (default: <first run>/report)")
-    p.add_argument("--samples", type=int, default=5000,
+    p.add_argument("--samples", type=integer(1, 10**6), default=5000,
                    help="simulated experiments per early-stopping configuration (default 5000; "
                         "the paper's 50000 takes about a minute on a 25 x 25 grid)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the simulations (default 0)")
+    p.add_argument("--seed", type=integer(0, 2**63 - 1), default=0,
+                   help="seed of the simulations (default 0)")
     p.add_argument("--no-figures", action="store_true", help="numbers only, no PNG figures")
 
 
@@ -515,10 +575,12 @@ def _compare_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--metric", help="a metric other than the task's (accuracy, f1, mcc, acc_f1)")
     p.add_argument("--step", default="end", help="end: the last evaluation (default); best: "
                    "each run's best evaluation in training")
-    p.add_argument("--alpha", type=float, default=0.05, help="significance level (0.05)")
-    p.add_argument("--min-effect", type=float, default=0.005,
+    p.add_argument("--alpha", type=number(0, 1, open_ends=True), default=0.05,
+                   help="significance level (0.05)")
+    p.add_argument("--min-effect", type=number(0, 1), default=0.005,
                    help="smallest difference that matters (0.005 = half a point)")
-    p.add_argument("--boot", type=int, default=1000, help="bootstrap draws (1000)")
+    p.add_argument("--boot", type=integer(1, 100_000), default=1000,
+                   help="bootstrap draws (1000)")
     p.add_argument("--test", default="t", choices=["t", "wilcoxon", "bootstrap"],
                    help="the test the verdict and exit status follow: t (paired t-test, as the "
                         "tutorial; Welch unpaired; default), wilcoxon (signed-rank; Mann-Whitney "
@@ -530,11 +592,12 @@ def _regress_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--baseline", required=True, help="run folder or cube of the baseline")
     p.add_argument("--candidate", required=True, help="run folder or cube of tonight's run")
     p.add_argument("--metric", help="a metric other than the task's (accuracy, f1, mcc, acc_f1)")
-    p.add_argument("--max-drop", type=float, default=0.005,
+    p.add_argument("--max-drop", type=number(0, 1), default=0.005,
                    help="tolerated drop of the mean metric (0.005)")
-    p.add_argument("--max-con-drop", type=float, default=0.02,
+    p.add_argument("--max-con-drop", type=number(0, 1), default=0.02,
                    help="tolerated drop of CON, the share of examples all runs agree on (0.02)")
-    p.add_argument("--alpha", type=float, default=0.05, help="significance level (0.05)")
+    p.add_argument("--alpha", type=number(0, 1, open_ends=True), default=0.05,
+                   help="significance level (0.05)")
     p.add_argument("--allow-incomplete", action="store_true",
                    help="judge the cells that finished even if some failed or are missing")
     p.add_argument("--history", default="regress/history.jsonl",
@@ -648,7 +711,7 @@ COMMANDS = {
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="python -m seedgrid",
         description="Seed grids for fine-tuning: is this result real, or was it the random seed?",
         epilog="example (a 2 x 2 grid on this machine, then its cube and report):\n"
@@ -665,6 +728,11 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+#: exit statuses: 0 fine (pass, not significant), 1 a verdict (a cell not done, significant,
+#: regression), 2 bad input, 3 an unexpected error or a full disk — never read as a verdict
+UNEXPECTED = 3
+
+
 def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
     try:
@@ -672,3 +740,19 @@ def main(argv: list[str] | None = None) -> None:
     except UsageError as e:
         print(f"seedgrid: error: {e}", file=sys.stderr)
         sys.exit(2)
+    except KeyboardInterrupt:
+        print("seedgrid: interrupted", file=sys.stderr)
+        sys.exit(130)
+    except BrokenPipeError:  # `| head` closed the pipe: end quietly
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        sys.exit(0)
+    except Exception as e:
+        from seedgrid.store import DiskFullError
+
+        if not isinstance(e, DiskFullError):
+            traceback.print_exc()
+        print(f"seedgrid: error: {e}" if isinstance(e, DiskFullError) else
+              f"seedgrid: unexpected error ({type(e).__name__}: {str(e)[:200]}); exit status "
+              f"{UNEXPECTED}: please report it with the traceback above", file=sys.stderr)
+        sys.exit(UNEXPECTED)

@@ -16,6 +16,7 @@ import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 
+from seedgrid.config import _read as read_text, table
 from seedgrid.errors import UsageError
 
 EXECUTORS = ("local", "slurm")
@@ -77,16 +78,31 @@ def load_profile(spec: str) -> Profile:
         raise UsageError(f"unknown cluster profile {spec!r}: choose one of "
                          f"{', '.join(known) or 'local'} or give a TOML file")
     try:
-        raw = tomllib.loads(path.read_text())
+        raw = tomllib.loads(read_text(path, "cluster profile"))
     except tomllib.TOMLDecodeError as e:
         raise UsageError(f"cluster profile {str(path)!r} is not valid TOML ({e})") from None
-    fields = {f.name for f in dataclasses.fields(Profile)} - {"name"}
-    unknown = sorted(set(raw) - fields)
-    if unknown:
-        raise UsageError(f"unknown key {unknown[0]!r} in cluster profile {str(path)!r}: valid keys "
-                         f"are {', '.join(sorted(fields))}")
-    profile = Profile(name=path.stem, **raw)
-    if profile.executor not in EXECUTORS:
-        raise UsageError(f"cluster profile {path.stem!r}: executor = {profile.executor!r} must be "
-                         f"one of {', '.join(EXECUTORS)}")
+    where = f"cluster profile {str(path)!r}:"
+    if "name" in raw:
+        raise UsageError(f"{where} unknown key 'name' (the profile is named after its file)")
+    profile = table(Profile, {**raw, "name": path.stem}, where)
+    checks = [
+        (profile.executor in EXECUTORS, f"executor = {profile.executor!r} must be one of "
+                                        f"{', '.join(EXECUTORS)}"),
+        (0 <= profile.gpus_per_cell <= 64, f"gpus_per_cell = {profile.gpus_per_cell} must be "
+                                           "from 0 to 64"),
+        (0 <= profile.processes_per_cell <= 64, f"processes_per_cell = "
+                                                f"{profile.processes_per_cell} must be from 0 to 64"),
+        (1 <= profile.cpus_per_task <= 4096, f"cpus_per_task = {profile.cpus_per_task} must be "
+                                             "from 1 to 4096"),
+        (0 < profile.mem_gb <= 100_000, f"mem_gb = {profile.mem_gb} must be above 0 (GB)"),
+        (1 <= profile.time_min <= 10**6, f"time_min = {profile.time_min} must be from 1 to "
+                                         "1000000 (minutes)"),
+        (profile.array_parallelism >= 1, f"array_parallelism = {profile.array_parallelism} must "
+                                         "be at least 1"),
+        (profile.max_array_size >= 0, f"max_array_size = {profile.max_array_size} must be >= 0 "
+                                      "(0: ask the cluster)"),
+    ]
+    for ok, message in checks:
+        if not ok:
+            raise UsageError(f"{where} {message}")
     return profile

@@ -267,11 +267,13 @@ def _sides(score_a, score_b, pred_a, pred_b):
 
 
 def _check_options(alpha: float, n_boot: int = 1, **tolerances: float) -> None:
-    if not 0 < alpha < 1:
+    if not 0 < alpha < 1:  # NaN fails this too
         raise UsageError(f"--alpha {alpha}: give a significance level between 0 and 1, e.g. 0.05")
     if n_boot < 1:
         raise UsageError(f"--boot {n_boot}: give at least 1 bootstrap draw (1000 is usual)")
     for name, value in tolerances.items():
+        if not np.isfinite(value):
+            raise UsageError(f"--{name.replace('_', '-')} {value}: give a finite number")
         if value < 0:
             raise UsageError(f"--{name.replace('_', '-')} {value}: a tolerance cannot be "
                              "negative; give 0 or more")

@@ -19,8 +19,10 @@ Presets live in ``seedgrid/presets/<name>.toml``; ``load_config("demo")`` reads 
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import hashlib
+import math
 import json
 import tomllib
 from dataclasses import dataclass, field
@@ -34,6 +36,11 @@ from seedgrid.errors import UsageError
 from seedgrid.seeds import DROPOUT_SOURCES
 
 MIXED_PRECISION = ("no", "bf16", "fp16")
+#: the largest seed: seeds are stored as int64 coordinates
+MAX_SEED = 2**63 - 1
+#: most seeds of one kind in a grid (Dodge et al.: 25); a grid holds at most MAX_CELLS cells
+MAX_SEEDS = 10_000
+MAX_CELLS = 1_000_000
 
 
 @dataclass(frozen=True)
@@ -120,6 +127,15 @@ class Config:
         return header + tomli_w.dumps(self.to_dict())
 
 
+def _read(path: Path, what: str) -> str:
+    """A text file the user gave; UsageError when it cannot be read as UTF-8 text."""
+    try:
+        return path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as e:
+        raise UsageError(f"{what} file {str(path)!r} cannot be read ({type(e).__name__}: "
+                         f"{str(e)[:80]}): give a UTF-8 TOML file") from None
+
+
 def preset_names() -> list[str]:
     folder = resources.files("seedgrid") / "presets"
     return sorted(p.name.removesuffix(".toml") for p in folder.iterdir() if p.name.endswith(".toml"))
@@ -130,7 +146,7 @@ def load_config(spec: str | Path) -> Config:
     spec = str(spec)
     path = Path(spec)
     if path.is_file():
-        text = path.read_text()
+        text = _read(path, "config")
     elif spec in preset_names():
         text = (resources.files("seedgrid") / "presets" / f"{spec}.toml").read_text()
     elif spec.endswith(".toml") or "/" in spec:
@@ -141,7 +157,7 @@ def load_config(spec: str | Path) -> Config:
                          "or give a path to a TOML file")
     try:
         raw = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as e:
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
         raise UsageError(f"config {spec!r} is not valid TOML ({e}): fix the file") from None
     return config_from_dict(raw, source=spec)
 
@@ -176,25 +192,43 @@ def _check_keys(where: str, raw: dict[str, Any], valid) -> None:
                          f"{', '.join(sorted(valid))}")
 
 
-def _section(name: str, cls, raw: dict[str, Any]):
+def _section(name: str, cls, raw: dict[str, Any], where: str | None = None):
+    return table(cls, raw, where or f"[{name}]")
+
+
+def table(cls, raw: dict[str, Any], where: str):
+    """A dataclass ``cls`` from a TOML table: unknown keys and wrong types (a value of another
+    type than the field's default; floats finite) are UsageErrors naming ``where`` — the one
+    validator of config sections and cluster profiles."""
     if not isinstance(raw, dict):
-        raise UsageError(f"[{name}] must be a table, got {raw!r}")
+        raise UsageError(f"{where} must be a table, got {raw!r}")
     fields = {f.name: f for f in dataclasses.fields(cls)}
-    _check_keys(f"[{name}]", raw, fields)
+    _check_keys(where, raw, fields)
+    raw = dict(raw)
     for key, value in raw.items():
-        default = cls.__dataclass_fields__[key].default
-        expected = type(default) if default is not dataclasses.MISSING else str
-        if key == "data_files":
-            expected = dict
+        f = fields[key]
+        default = f.default if f.default is not dataclasses.MISSING else (
+            f.default_factory() if f.default_factory is not dataclasses.MISSING else "")
+        expected = type(default)
         ok = isinstance(value, expected) and not (expected is int and isinstance(value, bool))
         if expected is float and isinstance(value, int) and not isinstance(value, bool):
             ok, raw[key] = True, float(value)
+        if ok and expected in (list, dict):
+            items = value.values() if expected is dict else value
+            ok = all(isinstance(v, str) for v in items)
         if not ok:
-            raise UsageError(f"[{name}] {key} = {value!r} should be a {expected.__name__}")
+            raise UsageError(f"{where} {key} = {value!r} should be a "
+                             f"{'list of strings' if expected is list else expected.__name__}")
+        if expected is float and not math.isfinite(raw[key]):
+            raise UsageError(f"{where} {key} = {value!r} is not a finite number: give a number "
+                             "(TOML reads 1e400 as inf)")
+        if expected is int and abs(value) > 2**31:
+            raise UsageError(f"{where} {key} = {value!r} is out of range: give a count below "
+                             f"{2**31}")
     try:
         return cls(**raw)
     except TypeError as e:  # a required key is missing
-        raise UsageError(f"[{name}] is incomplete ({e}): add the missing key") from None
+        raise UsageError(f"{where} is incomplete ({e}): add the missing key") from None
 
 
 def _grid(raw: dict[str, Any]) -> GridConfig:
@@ -205,11 +239,14 @@ def _grid(raw: dict[str, Any]) -> GridConfig:
         if explicit is not None and n is not None:
             raise UsageError(f"[grid] has both seeds_{kind} and n_{kind}: keep one")
         if n is not None:
-            if not isinstance(n, int) or isinstance(n, bool) or n < 1:
-                raise UsageError(f"[grid] n_{kind} = {n!r} must be a positive integer "
-                                 f"(seeds 1..n_{kind})")
+            if not isinstance(n, int) or isinstance(n, bool) or not 1 <= n <= MAX_SEEDS:
+                raise UsageError(f"[grid] n_{kind} = {n!r} must be an integer from 1 to "
+                                 f"{MAX_SEEDS} (seeds 1..n_{kind})")
             explicit = list(range(1, n + 1))
         seeds[kind] = tuple(check_seeds(f"seed_{kind}", explicit)) if explicit is not None else ()
+    if len(seeds["wi"]) * len(seeds["do"]) > MAX_CELLS:
+        raise UsageError(f"[grid] of {len(seeds['wi'])} x {len(seeds['do'])} cells is more than "
+                         f"{MAX_CELLS:,}: split it into several runs")
     if bool(seeds["wi"]) != bool(seeds["do"]):
         given, missing = ("wi", "do") if seeds["wi"] else ("do", "wi")
         raise UsageError(f"[grid] gives seed_{given} but not seed_{missing}: give both "
@@ -220,11 +257,15 @@ def _grid(raw: dict[str, Any]) -> GridConfig:
 def check_seeds(name: str, seeds) -> list[int]:
     """Seeds are distinct non-negative integers; anything else is a UsageError naming the value."""
     if not isinstance(seeds, (list, tuple)) or not seeds:
-        raise UsageError(f"{name} seeds {seeds!r} must be a non-empty list of integers")
+        raise UsageError(f"{name} seeds {str(seeds)[:80]!r} must be a non-empty list of integers")
+    if len(seeds) > MAX_SEEDS:
+        raise UsageError(f"{name}: {len(seeds)} seeds is more than {MAX_SEEDS}: split the grid "
+                         "into several runs")
     for s in seeds:
-        if not isinstance(s, int) or isinstance(s, bool) or s < 0:
-            raise UsageError(f"{name} = {s!r} is not a non-negative integer: use seeds 0, 1, 2, ...")
-    dup = sorted({s for s in seeds if list(seeds).count(s) > 1})
+        if not isinstance(s, int) or isinstance(s, bool) or not 0 <= s <= MAX_SEED:
+            raise UsageError(f"{name} = {s!r} is not an integer from 0 to 2**63 - 1: use seeds "
+                             "0, 1, 2, ...")
+    dup = sorted(s for s, n in collections.Counter(seeds).items() if n > 1)
     if dup:
         raise UsageError(f"{name} {dup[0]} is given twice: each seed once")
     return list(seeds)
@@ -233,27 +274,32 @@ def check_seeds(name: str, seeds) -> list[int]:
 def _validate(cfg: Config) -> None:
     t, r, m = cfg.train, cfg.runtime, cfg.model
     checks = [
-        (t.epochs >= 1, f"[train] epochs = {t.epochs} must be at least 1"),
-        (t.batch_size >= 1, f"[train] batch_size = {t.batch_size} must be at least 1"),
+        (1 <= t.epochs <= 1000, f"[train] epochs = {t.epochs} must be from 1 to 1000"),
+        (1 <= t.batch_size <= 1_000_000, f"[train] batch_size = {t.batch_size} must be from 1 "
+                                         "to 1000000"),
         (t.learning_rate > 0, f"[train] learning_rate = {t.learning_rate} must be positive"),
         (0 <= t.warmup_ratio < 1, f"[train] warmup_ratio = {t.warmup_ratio} must be in [0, 1)"),
         (0 <= t.dropout < 1, f"[train] dropout = {t.dropout} must be in [0, 1)"),
         (t.weight_decay >= 0, f"[train] weight_decay = {t.weight_decay} must be >= 0"),
         (t.max_grad_norm >= 0, f"[train] max_grad_norm = {t.max_grad_norm} must be >= 0 "
                                "(0 turns clipping off)"),
-        (t.evals_per_epoch >= 1, f"[train] evals_per_epoch = {t.evals_per_epoch} must be at least 1"),
+        (1 <= t.evals_per_epoch <= 10_000, f"[train] evals_per_epoch = {t.evals_per_epoch} must "
+                                           "be from 1 to 10000 (Dodge et al.: 10)"),
         (t.dropout_seed in DROPOUT_SOURCES, f"[train] dropout_seed = {t.dropout_seed!r} must be "
                                             f"one of {', '.join(DROPOUT_SOURCES)}"),
         (t.mixed_precision in MIXED_PRECISION, f"[train] mixed_precision = {t.mixed_precision!r} "
                                                f"must be one of {', '.join(MIXED_PRECISION)}"),
-        (r.gradient_accumulation >= 1, f"[runtime] gradient_accumulation = "
-                                       f"{r.gradient_accumulation} must be at least 1"),
-        (r.eval_batch_size >= 1, f"[runtime] eval_batch_size = {r.eval_batch_size} must be >= 1"),
+        (1 <= r.gradient_accumulation <= t.batch_size, f"[runtime] gradient_accumulation = "
+                                                       f"{r.gradient_accumulation} must be from 1 "
+                                                       f"to the batch size ({t.batch_size})"),
+        (1 <= r.eval_batch_size <= 1_000_000, f"[runtime] eval_batch_size = {r.eval_batch_size} "
+                                              "must be from 1 to 1000000"),
         (r.checkpoint_every_evals >= 0, f"[runtime] checkpoint_every_evals = "
                                         f"{r.checkpoint_every_evals} must be >= 0 (0 = on signal only)"),
         (m.max_length >= 8, f"[model] max_length = {m.max_length} must be at least 8"),
         (m.initializer_range >= 0, f"[model] initializer_range = {m.initializer_range} must be "
                                    ">= 0 (0 = the model's own)"),
+        (m.max_length <= 100_000, f"[model] max_length = {m.max_length} must be at most 100000"),
         (cfg.task.train_size >= 0 and cfg.task.validation_size >= 0,
          "[task] train_size and validation_size must be >= 0 (0 = the whole split)"),
     ]

@@ -34,7 +34,7 @@ import xarray as xr
 from seedgrid import metrics
 from seedgrid.errors import UsageError
 from seedgrid.rundir import load_run_config
-from seedgrid.store import STATUS, VARIABLES, schema_problem
+from seedgrid.store import STATUS, VARIABLES, schema_problem, shard_state, shards_on_disk
 
 CUBE = "cube.nc"
 _PER_CELL_ATTRS = ("host", "device", "created", "num_processes", "gradient_accumulation",
@@ -53,15 +53,10 @@ def collect(run_dir: str | Path, *, compress: bool = False) -> Collected:
     """Write ``run_dir/cube.nc`` from its shards; see the module docstring."""
     run_dir = Path(run_dir)
     cfg = load_run_config(run_dir)
-    on_disk = sorted((run_dir / "shards").glob("wi*_do*.nc"))
-    if not on_disk:
+    found = shards_on_disk(run_dir)
+    if not found:
         raise UsageError(f"no shards in {str(run_dir / 'shards')!r}: nothing to collect yet "
                          f"(python -m seedgrid status {run_dir})")
-    found = {_cell_of(p): p for p in on_disk}
-    # the config's grid, plus any cell trained outside it (nothing completed is dropped)
-    seeds_wi = sorted(set(cfg.grid.seeds_wi) | {wi for wi, _ in found})
-    seeds_do = sorted(set(cfg.grid.seeds_do) | {do for _, do in found})
-
     damaged, template = [], None
     for cell, path in found.items():  # the first readable shard fixes examples, steps, attrs
         try:
@@ -72,6 +67,16 @@ def collect(run_dir: str | Path, *, compress: bool = False) -> Collected:
     if template is None:
         raise UsageError(f"no readable shard in {str(run_dir / 'shards')!r} ({damaged[0][3]}): "
                          "rerun the cells")
+    # the config's grid, plus any cell trained outside it (nothing completed is dropped); an
+    # unreadable shard outside the grid adds no row or column
+    outside = {cell: path for cell, path in found.items()
+               if cell[0] not in cfg.grid.seeds_wi or cell[1] not in cfg.grid.seeds_do}
+    for cell, path in outside.items():
+        if path != template["path"] and shard_state(path) == "damaged":
+            damaged.append((*cell, path, "unreadable"))
+            del found[cell]
+    seeds_wi = sorted(set(cfg.grid.seeds_wi) | {wi for wi, _ in found})
+    seeds_do = sorted(set(cfg.grid.seeds_do) | {do for _, do in found})
 
     final = run_dir / CUBE
     tmp = run_dir / f".{CUBE}.{os.getpid()}.tmp"
@@ -79,7 +84,7 @@ def collect(run_dir: str | Path, *, compress: bool = False) -> Collected:
     try:
         with netCDF4.Dataset(tmp, "w", format="NETCDF4") as nc:
             variables = _create(nc, template, seeds_wi, seeds_do, cfg, compress)
-            unreadable = {(wi, do) for wi, do, *_ in damaged}  # found before the template
+            unreadable = {(wi, do) for wi, do, *_ in damaged}  # found before the writing
             for cell, path in found.items():
                 if cell in unreadable:
                     continue
@@ -319,11 +324,6 @@ def _data_key(ds: xr.Dataset) -> tuple | None:
 
 class _Damaged(Exception):
     pass
-
-
-def _cell_of(path: Path) -> tuple[int, int]:
-    wi, do = path.stem.removeprefix("wi").split("_do")
-    return int(wi), int(do)
 
 
 def _read_shard(path: Path, config_hash: str, template: dict | None = None) -> dict:

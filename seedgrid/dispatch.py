@@ -164,6 +164,7 @@ class ArrayTask:
                                             stop_fraction=policy.fraction_for(plan, (wi, do)))
             if shard is not None:
                 statuses.append(str(shard.status.item()))
+        end_distributed()
         return statuses
 
     def checkpoint(self, run_dir: str, cells: list[Cell]):
@@ -172,6 +173,17 @@ class ArrayTask:
         if self._checkpointer is not None:
             self._checkpointer.save()
         return submitit.helpers.DelayedSubmission(ArrayTask(self.threads), run_dir, cells)
+
+
+def end_distributed() -> None:
+    """Leave the process group (several processes per cell) before the process ends: a gloo
+    or NCCL group still alive at exit can abort it ("terminate called without an active
+    exception") after the shard was written."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+        dist.destroy_process_group()
 
 
 def set_threads(threads: int = 0) -> int:

@@ -67,6 +67,8 @@ def best_worst_density(final: xr.DataArray, anova: dict, path: Path) -> Path:
     for kind, line in (("seed_wi", "-"), ("seed_do", "--")):
         for which, colour in (("best", "tab:blue"), ("worst", "tab:red")):
             seed = anova[kind][which]
+            if seed is None:  # no finished run: nothing to draw
+                continue
             _density(ax, final.sel({kind: seed}).values, linestyle=line, color=colour,
                      label=f"{which} {kind.removeprefix('seed_').upper()} ({seed})")
     ax.set_xlabel(final.name)

@@ -203,6 +203,9 @@ def to_continue(record: dict | None, cell) -> bool:
 def decide(run_dir: Path) -> dict:
     """Pick the cells to continue from the phase-one shards on disk, and record the decision."""
     run_dir = Path(run_dir)
+    if read(run_dir) is None:
+        raise UsageError(f"{str(run_dir)!r} was not submitted with --early-stop: nothing to "
+                         "continue")
     with locked(run_dir / POLICY):
         return _decide(run_dir)
 

@@ -15,6 +15,8 @@ from __future__ import annotations
 import datetime
 import json
 import math
+import os
+import shutil
 import warnings
 from pathlib import Path
 
@@ -25,7 +27,8 @@ import xarray as xr
 from seedgrid import analysis, early_stopping, figures
 from seedgrid.cube import open_cube
 from seedgrid.errors import UsageError
-from seedgrid.store import STATUS, write_text_atomic
+from seedgrid.rundir import check_output
+from seedgrid.store import STATUS, raise_if_disk_full
 
 REPORT = "report"
 
@@ -128,30 +131,57 @@ def write(run_dirs: list[str | Path], out: str | Path | None = None, figures_too
     report.md, report.json and the figures. Returns the folder."""
     if samples < 1:
         raise UsageError(f"--samples {samples}: give at least 1 (the paper uses 50,000)")
+    out = Path(out) if out else Path(run_dirs[0]) / REPORT
+    check_output(out, "--out", folder=True)
     cubes = {}
     for run in run_dirs:
         name = _run_name(Path(run))
         if name in cubes:
             raise UsageError(f"two runs named {name!r}: give runs with different folder names")
         cubes[name] = open_cube(run).load()
-    out = Path(out) if out else Path(run_dirs[0]) / REPORT
-    out.mkdir(parents=True, exist_ok=True)
-    with warnings.catch_warnings():
-        # degenerate grids (one seed, constant scores) give NaN statistics, reported as such
-        warnings.simplefilter("ignore")
-        results = {name: analyse(ds, samples, seed) for name, ds in cubes.items()}
-        cross = across(cubes) if len(cubes) > 1 else None
-        drawn = _figures(cubes, results, cross, out) if figures_too else {}
-    report = {"seedgrid_report": 1,
-              "created": datetime.datetime.now(datetime.timezone.utc).isoformat(
-                  timespec="seconds"),
-              "runs": {name: {"path": str(run), **results[name], **_phases(run)}
-                       for name, run in zip(cubes, run_dirs)}}
-    if cross:
-        report["across"] = cross
-    write_text_atomic(out / "report.json", json.dumps(report, indent=1, allow_nan=False))
-    write_text_atomic(out / "report.md", markdown(report, drawn))
+    # everything is made in a temporary folder beside ``out`` and moved in at the end: a
+    # report that fails half-way leaves the previous one (or nothing) in place
+    tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    try:
+        with warnings.catch_warnings():
+            # degenerate grids (one seed, constant scores) give NaN statistics, reported as such
+            warnings.simplefilter("ignore")
+            results = {name: analyse(ds, samples, seed) for name, ds in cubes.items()}
+            cross = across(cubes) if len(cubes) > 1 else None
+            drawn = _figures(cubes, results, cross, tmp) if figures_too else {}
+        report = {"seedgrid_report": 1,
+                  "created": datetime.datetime.now(datetime.timezone.utc).isoformat(
+                      timespec="seconds"),
+                  "runs": {name: {"path": str(run), **results[name], **_phases(run)}
+                           for name, run in zip(cubes, run_dirs)}}
+        if cross:
+            report["across"] = cross
+        (tmp / "report.json").write_text(json.dumps(report, indent=1, allow_nan=False))
+        (tmp / "report.md").write_text(markdown(report, drawn))
+        _move_into(tmp, out)
+    except OSError as e:
+        raise_if_disk_full(e, out / "report.json")
+        raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
     return out
+
+
+def _move_into(tmp: Path, out: Path) -> None:
+    """Move the report's files from ``tmp`` into ``out``, each by an atomic rename; other files
+    in ``out`` are left alone (``--out`` may be a folder the user keeps more in)."""
+    out.mkdir(parents=True, exist_ok=True)
+    for item in sorted(tmp.iterdir(), key=lambda p: p.name.startswith("report.")):  # md last
+        target = out / item.name
+        if item.is_dir() and target.is_dir():
+            old = target.with_name(f".{target.name}.{os.getpid()}.old")
+            os.replace(target, old)
+            os.replace(item, target)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(item, target)
 
 
 def _phases(run) -> dict:

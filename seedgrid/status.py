@@ -153,7 +153,7 @@ def format_status(run_dir: Path, cluster: str = "") -> str:
                                   if s in _ALWAYS or n[s]))
     if note:
         lines.append(f"  note: {note}")
-    lines += _policy_lines(run_dir, cluster)
+    lines += _policy_lines(run_dir, cluster, cells)
     explained = [(c, s) for c, s in cells.items() if s.reason]
     for (wi, do), s in explained[:20]:
         lines.append(f"  {s.state} (wi={wi}, do={do}) task {s.task}: {s.reason}")
@@ -170,7 +170,8 @@ def format_status(run_dir: Path, cluster: str = "") -> str:
 _ALWAYS = ("done", "diverged", "running", "pending", "failed", "missing")
 
 
-def _policy_lines(run_dir: Path, cluster: str) -> list[str]:
+def _policy_lines(run_dir: Path, cluster: str,
+                  cells: dict[tuple[int, int], CellState]) -> list[str]:
     """The phases of an --early-stop run: started, stopped, continued, the time spent, and
     what to do when phase two did not follow."""
     from seedgrid import policy
@@ -188,7 +189,13 @@ def _policy_lines(run_dir: Path, cluster: str) -> list[str]:
                      f"{record['decided_on']} finished phase-one cell(s)"
                      + (f", {len(record['missing'])} without a shard" if record["missing"]
                         else ""))
-    elif record.get("decider_job"):
+    elif not record.get("decider_job"):  # the local executor: phase two is a command
+        ended = all(cells[tuple(c)].state not in ("running", "pending")
+                    for c in record["phase_one"] if tuple(c) in cells)
+        lines.append("  phase one has ended; phase two: " if ended else
+                     "  phase one is still running; then phase two: ")
+        lines[-1] += f"python -m seedgrid continue {run_dir}{option}"
+    else:
         states, _ = _sacct([record["decider_job"]])
         state = states.get(record["decider_job"], "unknown to sacct")
         if state == "RUNNING" or state in _WAITING:

@@ -113,6 +113,9 @@ def _split(df: pd.DataFrame, task: Task, which: str) -> Split:
                          f"0..{task.num_labels - 1}: fix the data or use a task with more labels")
     id_column = next((c for c in ("idx", "id") if c in df.columns), None)
     ids = df[id_column].to_numpy() if id_column else np.arange(len(df))
+    if len(np.unique(ids.astype(str))) < len(ids):
+        raise UsageError(f"the {which} split of task {task.name!r} repeats an example id in its "
+                         f"{id_column!r} column: give each example its own id (or drop the column)")
     texts = tuple(df[c].fillna("").astype(str).tolist() for c in task.text_fields)
     return Split(texts, labels.astype(np.int64), ids)
 
@@ -135,7 +138,16 @@ def _read_local(path: str | None, which: str, task: Task) -> pd.DataFrame:
                ".parquet": pd.read_parquet}
     if p.suffix not in readers:
         raise UsageError(f"data file {path!r} has an unknown format: use {', '.join(readers)}")
-    return readers[p.suffix](p)
+    try:
+        df = readers[p.suffix](p)
+    except Exception as e:  # pandas/pyarrow raise many kinds: all mean "not readable as that"
+        reason = str(e).strip().splitlines()[0][:120] if str(e).strip() else type(e).__name__
+        raise UsageError(f"data file {path!r} ({which}) cannot be read as {p.suffix} "
+                         f"({type(e).__name__}: {reason}): fix the file or [task] data_files"
+                         ) from None
+    if not isinstance(df, pd.DataFrame):
+        raise UsageError(f"data file {path!r} ({which}) is not a table: give one row per example")
+    return df
 
 
 def _read_mr() -> dict[str, pd.DataFrame]:

@@ -41,6 +41,9 @@ while [ $# -gt 0 ]; do
     esac
 done
 [ -n "$CONFIG" ] && [ -n "$CLUSTER" ] && [ -n "$ARRAY" ] && [ -n "$BASELINE" ] || usage
+case $NAME in
+    *[!A-Za-z0-9._-]*|"") echo "slurm/nightly.sh: --name '$NAME' may hold only letters, digits and . _ -: choose a plain name" >&2; exit 2 ;;
+esac
 if [ -z "${PYTHON:-}" ]; then
     if [ -x .venv/bin/python ]; then PYTHON=$(pwd)/.venv/bin/python; else PYTHON=python3; fi
 fi
@@ -56,11 +59,12 @@ ARRAYS=$("$PYTHON" -c 'import json, sys
 subs = json.load(open(sys.argv[1]))["submissions"]
 print(":".join(a["job_id"] for s in subs for a in s["arrays"]))' "$RUN/jobs.json")
 
-# 2. the gate, once every array task ended well; cancelled by SLURM if one did not
+# 2. the gate, once every array task ended well; cancelled by SLURM if one did not. Paths and
+# regress options go to slurm/gate.sh as arguments (sbatch passes them through unchanged).
 HERE=$(pwd)
-GATE="cd '$HERE' && '$PYTHON' -m seedgrid collect '$RUN' && '$PYTHON' -m seedgrid regress --baseline '$BASELINE' --candidate '$RUN' --history '$HISTORY' $*"
 # shellcheck disable=SC2086  # GATE_SBATCH is a list of sbatch options
 JOB=$(sbatch --parsable --job-name="seedgrid-gate-$NAME" --dependency="afterok:$ARRAYS" \
-    --kill-on-invalid-dep=yes --output="$RUN/gate.log" $GATE_SBATCH --wrap "$GATE")
+    --kill-on-invalid-dep=yes --output="$RUN/gate.log" $GATE_SBATCH \
+    "$HERE/slurm/gate.sh" "$HERE" "$PYTHON" "$RUN" "$BASELINE" "$HISTORY" "$@")
 echo "$JOB" > "$RUN/gate_job"
 echo "nightly $NAME: array job(s) ${ARRAYS//:/ }; gate job $JOB runs after them (log $RUN/gate.log, history $HISTORY)"

@@ -6,6 +6,7 @@ import copy
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -50,6 +51,37 @@ def run_cli(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
     """``python -m seedgrid ARGS`` in a real subprocess."""
     return subprocess.run([sys.executable, "-m", "seedgrid", *args], cwd=cwd or REPO,
                           capture_output=True, text=True, timeout=600)
+
+
+def wait_until(predicate, what: str, timeout: float = 600, every: float = 0.5):
+    """Poll ``predicate`` until it returns something true (returned), else fail naming ``what``.
+
+    Tests wait on states (a shard, a job state in sacct), never for a fixed time: a loaded
+    machine only makes them slower. ``timeout`` is a generous bound, not a schedule.
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out after {timeout:.0f} s waiting for {what}")
+        time.sleep(every)
+
+
+def sacct_states(job: str) -> dict[str, str]:
+    """Each task of SLURM job ``job`` ("<job>_<i>", or "<job>") → its state's first word, as
+    accounting has it now."""
+    out = subprocess.run(["sacct", "-n", "-P", "-X", "-o", "JobID,State", "-j", job],
+                         capture_output=True, text=True, check=True).stdout
+    return {line.split("|")[0]: line.split("|")[1].split()[0]
+            for line in out.splitlines() if "|" in line}
+
+
+def queued(job: str) -> bool:
+    """Whether any task of ``job`` is still in SLURM's queue (squeue)."""
+    return bool(subprocess.run(["squeue", "-h", "-j", job], capture_output=True,
+                               text=True).stdout.strip())
 
 
 SLURM_CONF = Path(os.environ.get("SEEDGRID_SLURM_DIR", "/var/tmp/seedgrid-slurm")) / "etc/slurm.conf"

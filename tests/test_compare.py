@@ -20,14 +20,15 @@ from conftest import tiny_config
 LABELS = np.arange(200) % 2
 
 
-def _cube(path, correct_rate, n=4, task="mr", seed=0, examples=200, better=0):
+def _cube(path, correct_rate, n=4, task="mr", seed=0, examples=200, better=0, n_wi=None):
     """A collected n x n cube whose runs are right on each example with ``correct_rate`` (plus a
     per-run wobble); ``better`` extra examples made right in every run (a planted gain)."""
-    cfg = tiny_config(grid={"n_wi": n, "n_do": n})
+    n_wi = n_wi or n
+    cfg = tiny_config(grid={"n_wi": n_wi, "n_do": n})
     write_config(path, cfg)
     rng = np.random.default_rng(seed)
     labels = LABELS[:examples]
-    for wi in range(1, n + 1):
+    for wi in range(1, n_wi + 1):
         for do in range(1, n + 1):
             cell_rng = np.random.default_rng([seed, wi, do])
             right = cell_rng.random(examples) < correct_rate + rng.normal(0, 0.02)
@@ -206,3 +207,31 @@ def test_regress_fails_on_a_planted_regression_and_keeps_a_history(tmp_path, cap
               "0.5", "--max-con-drop", "1", "--history", str(history)])
     assert exit_.value.code == 0
     assert "Trend over the last 3 nights" in (tmp_path / "gate" / "history.md").read_text()
+
+
+def test_a_verdict_from_three_seeds_names_its_test_and_says_the_tests_disagree(tmp_path, capsys):
+    a = _cube(tmp_path / "a", 0.7, n=3, n_wi=1, seed=0)
+    b = _cube(tmp_path / "b", 0.7, n=3, n_wi=1, seed=0, better=60)  # 3 paired seeds
+    with pytest.raises(SystemExit) as exit_:
+        main(["compare", str(a), str(b), "--json", str(tmp_path / "t.json")])
+    out = capsys.readouterr().out
+    r = json.loads((tmp_path / "t.json").read_text())
+    assert r["paired_cells"] == 3 and r["p"] < 0.05 and exit_.value.code == 1
+    assert r["rank_p"] >= 0.25 and r["rank_p_floor"] == 0.25  # 2 / 2**3: it cannot go lower
+    assert r["verdict"] == {"significant": True, "test": "t", "tests_agree": False,
+                            "p": {"t": r["p"], "wilcoxon": r["rank_p"],
+                                  "bootstrap": r["bootstrap"]["p"]}}
+    assert "SIGNIFICANT at alpha = 0.05 by paired t-test" in out and "they disagree" in out
+    assert "cannot reach p < 0.05 (its smallest possible p is 0.25)" in out
+    with pytest.raises(SystemExit) as exit_:
+        main(["compare", str(a), str(b), "--test", "wilcoxon"])
+    assert exit_.value.code == 0  # the verdict, and the exit status, follow the named test
+    assert "not significant at alpha = 0.05 by Wilcoxon signed-rank" in capsys.readouterr().out
+
+
+def test_the_bootstrap_p_is_never_zero():
+    labels = LABELS[:50]
+    pred_a = np.tile(1 - labels, (4, 1))  # A all wrong, B all right: every draw says B > A
+    pred_b = np.tile(labels, (4, 1))
+    got = cmp.bootstrap(pred_a, pred_b, labels, "accuracy", True, n_boot=200)
+    assert got["p"] == pytest.approx(2 / 201)  # (1 + 0) / (1 + draws), two-sided

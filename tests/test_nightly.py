@@ -5,19 +5,20 @@ import json
 import os
 import subprocess
 import sys
-import time
 from datetime import datetime
 
-from conftest import REPO, run_cli
+from conftest import REPO, run_cli, wait_until
 
 DEV = str(REPO / "cluster/dev.toml")
+# a baseline folder whose name a shell would misread, and would run a command from
+BASE = "bob's base $(touch PWNED) `touch PWNED2`"
 
 
 def _nightly(tmp_path, config, name, *extra):
     env = {**os.environ, "PYTHON": sys.executable}
     result = subprocess.run(
         [str(REPO / "slurm/nightly.sh"), "--config", str(config), "--cluster", DEV, "--array", "4",
-         "--baseline", str(tmp_path / "base"), "--out-root", str(tmp_path), "--name", name,
+         "--baseline", str(tmp_path / BASE), "--out-root", str(tmp_path), "--name", name,
          "--history", str(tmp_path / "gate/history.jsonl"), *extra],
         cwd=REPO, capture_output=True, text=True, timeout=300, env=env)
     assert result.returncode == 0, result.stdout + result.stderr
@@ -34,23 +35,18 @@ def _sacct(job, fields="JobID,State,ExitCode,Start,End"):
     return [line.split("|") for line in out.splitlines()]
 
 
-def _wait_state(job, states, limit=300):
-    deadline = time.time() + limit
-    while time.time() < deadline:
-        rows = _sacct(job)
-        if rows and rows[0][1].split()[0] in states:
-            return rows[0]
-        time.sleep(2)
-    raise AssertionError(f"job {job} not in {states} after {limit} s: {_sacct(job)}")
+def _wait_state(job, states):
+    return wait_until(lambda: next((r for r in _sacct(job)[:1] if r[1].split()[0] in states),
+                                   None), f"job {job} to be in {states} in sacct")
 
 
 def test_nightly_gate_runs_after_the_array_and_is_cancelled_when_it_fails(slurm, tmp_path,
                                                                            tiny_toml):
     config = tiny_toml(grid={"n_wi": 2, "n_do": 2})
     base = run_cli("submit", "--config", str(config), "--cluster", DEV, "--out",
-                   str(tmp_path / "base"), "--wait")
+                   str(tmp_path / BASE), "--wait")
     assert base.returncode == 0, base.stdout + base.stderr
-    assert run_cli("collect", str(tmp_path / "base")).returncode == 0
+    assert run_cli("collect", str(tmp_path / BASE)).returncode == 0
 
     # a good night: same config, deterministic: the gate passes, after every array task
     run, gate, array = _nightly(tmp_path, config, "night1")
@@ -64,21 +60,18 @@ def test_nightly_gate_runs_after_the_array_and_is_cancelled_when_it_fails(slurm,
     assert len(history) == 1 and history[0]["regression"] is False
     assert "pass" in (run / "gate.log").read_text()
     assert (tmp_path / "gate/history.md").exists()
+    assert not list(REPO.glob("PWNED*")) and not list(tmp_path.rglob("PWNED*"))  # nothing ran
 
     # a bad night: a task is cancelled before it ran; the gate must not wait forever
     run, gate, array = _nightly(tmp_path, config, "night2", "--parallel", "1")
     subprocess.run(["scancel", f"{array}_3"], check=True)
-    deadline = time.time() + 120
-    state = ""
-    while time.time() < deadline:
+    def gate_cancelled():
         shown = subprocess.run(["scontrol", "show", "job", gate], capture_output=True,
                                text=True).stdout
-        state = next((w.split("=")[1] for w in shown.split() if w.startswith("JobState=")), "")
-        if state == "CANCELLED":
-            break
-        time.sleep(2)
+        return shown if "JobState=CANCELLED" in shown else None
+
+    shown = wait_until(gate_cancelled, "SLURM to cancel the gate")
     subprocess.run(["scancel", array], check=False)
-    assert state == "CANCELLED", shown
     assert "Dependency" in shown or "dependency" in shown.lower()
     assert len((tmp_path / "gate/history.jsonl").read_text().splitlines()) == 1  # no verdict
 

@@ -4,7 +4,6 @@ each continued cell equals its uninterrupted twin bitwise, a cancelled task bloc
 
 import json
 import subprocess
-import time
 
 import numpy as np
 import pytest
@@ -16,7 +15,7 @@ from seedgrid.cube import collect, open_cube
 from seedgrid.errors import UsageError
 from seedgrid.store import read_shard
 
-from conftest import REPO, run_cli
+from conftest import REPO, run_cli, wait_until
 from test_cube import _run
 
 DEV = str(REPO / "cluster/dev.toml")
@@ -132,13 +131,12 @@ def test_a_cancelled_phase_one_task_does_not_block_phase_two(slurm, tmp_path, ti
     assert result.returncode == 0, result.stdout + result.stderr
     array = json.loads((run / "jobs.json").read_text())["submissions"][0]["arrays"][0]
     subprocess.run(["scancel", array["task_ids"][3]], check=True)  # still pending (%1)
-    deadline = time.time() + 300
-    while time.time() < deadline:
+    def decided():
         record = json.loads((run / "early_stop.json").read_text())
-        if record.get("phase_two_jobs") or (record["continued_cells"] is not None and
-                                            "nothing left" in _log(run)):
-            break
-        time.sleep(2)
+        return record if record.get("phase_two_jobs") or (
+            record["continued_cells"] is not None and "nothing left" in _log(run)) else None
+
+    record = wait_until(decided, "the decider to decide on phase one")
     assert record["continued_cells"] is not None, _log(run)
     assert record["missing"] == [[2, 2]] and record["decided_on"] == 3
     assert "3 of 4 phase-one cells (1 without a shard: (2,2))" in _log(run)

@@ -3,13 +3,13 @@ and its shard equals the uninterrupted one bitwise (CPU, deterministic)."""
 
 import json
 import subprocess
-import time
 
 import pytest
+import torch
 
 from seedgrid.store import read_shard
 
-from conftest import REPO, run_cli
+from conftest import REPO, run_cli, sacct_states, wait_until
 
 DEV = str(REPO / "cluster/dev.toml")
 # 1,000 updates (~35 s): longer than SLURM takes to kill a requeued job (KillWait 5 s + srun's
@@ -32,12 +32,7 @@ def _log(out, job):
 
 
 def _wait(predicate, what, seconds=180):
-    deadline = time.time() + seconds
-    while time.time() < deadline:
-        if predicate():
-            return
-        time.sleep(0.2)
-    pytest.fail(f"timed out waiting for {what}")
+    wait_until(predicate, what, seconds, every=0.2)
 
 
 def _wait_for_shard(out):
@@ -80,6 +75,25 @@ def test_a_plain_requeue_resumes_from_the_last_periodic_checkpoint(slurm, tmp_pa
     out = tmp_path / "requeued"
     job = _submit(tiny_toml, out, checkpoint_every_evals=1)
     _wait(lambda: (out / "checkpoints/wi1_do1.pt").exists(), "a periodic checkpoint")
-    subprocess.run(["scontrol", "requeue", job], check=True)  # no signal to the worker
+    subprocess.run(["scontrol", "requeue", job], check=True)  # no USR2: only SLURM's SIGTERM
     _wait(lambda: "resumed from" in _log(out, job), "the requeued task to resume")
     _assert_same(_wait_for_shard(out), uninterrupted)
+
+
+def test_scancel_saves_a_checkpoint_and_resume_goes_on_from_it(slurm, tmp_path, tiny_toml,
+                                                               uninterrupted):
+    # no periodic checkpoints: only the SIGTERM that scancel sends can save the work done
+    out = tmp_path / "cancelled"
+    job = _submit(tiny_toml, out)
+    _wait(lambda: "update 50/1000" in _log(out, job), "the first evaluation")
+    subprocess.run(["scancel", job], check=True)
+    wait_until(lambda: sacct_states(job.split("_")[0]).get(job) == "CANCELLED",
+               "sacct to record the task CANCELLED")
+    assert "SIGTERM: saved" in _log(out, job)
+    saved = torch.load(out / "checkpoints/wi1_do1.pt", weights_only=True)
+    assert 50 <= saved["update"] < 1000
+    resumed = run_cli("submit", "--resume", str(out), "--cluster", DEV, "--wait")
+    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+    again = json.loads((out / "jobs.json").read_text())["submissions"][-1]["arrays"][0]
+    assert f"at update {saved['update']}/1000" in _log(out, again["task_ids"][0])
+    _assert_same(read_shard(out / "shards/wi1_do1.nc"), uninterrupted)

@@ -97,7 +97,7 @@ def _data_files(tmp_path, train_frame):
     ("unknown task", "unknown task 'glue-mnli'"),
     ("missing model path", "model path './no/such/model' is not a model folder"),
     ("unreachable hub model", "cannot load model 'no-such-org/no-such-model'"),
-    ("negative seed", "seed_wi = -1 is not a non-negative integer"),
+    ("negative seed", "--wi -1 is out of range: give 0 to"),
     ("duplicate grid seeds", "seed_do 2 is given twice"),
     ("label out of range", "label 7 in the train split of task 'mr' is outside 0..1"),
     ("empty split", "the train split of task 'mr' is empty"),

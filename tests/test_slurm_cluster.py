@@ -5,9 +5,9 @@ Jobs run stdlib functions (pickled by reference, importable in the job's interpr
 
 import operator
 import os
-import time
-
 import submitit
+
+from conftest import wait_until
 
 
 def test_an_array_runs_and_sacct_reports_it(slurm, tmp_path):
@@ -17,13 +17,8 @@ def test_an_array_runs_and_sacct_reports_it(slurm, tmp_path):
     assert len({j.job_id.split("_")[0] for j in jobs}) == 1  # one sbatch
     assert [j.result() for j in jobs] == [0, 1, 4, 9]
     # Accounting lags completion by seconds (slurmctld reports to slurmdbd asynchronously).
-    deadline = time.time() + 60
-    while time.time() < deadline:
-        states = [j.get_info(mode="force").get("State") for j in jobs]
-        if states == ["COMPLETED"] * 4:
-            break
-        time.sleep(1)
-    assert states == ["COMPLETED"] * 4  # read from sacct: accounting works
+    wait_until(lambda: [j.get_info(mode="force").get("State") for j in jobs]
+               == ["COMPLETED"] * 4, "sacct to say COMPLETED four times")  # accounting works
 
 
 def test_a_gpu_request_gets_one_fake_gpu(slurm, tmp_path):

@@ -4,7 +4,6 @@ import json
 import os
 import subprocess
 import sys
-import time
 from datetime import datetime
 from pathlib import Path
 
@@ -12,7 +11,7 @@ import pytest
 
 from seedgrid.store import read_shard
 
-from conftest import REPO, run_cli
+from conftest import REPO, queued, run_cli, sacct_states, wait_until
 
 DEV = str(REPO / "cluster/dev.toml")
 
@@ -25,6 +24,12 @@ def _sacct_tasks(job_id):
     out = subprocess.run(["sacct", "-n", "-P", "-X", "-o", "JobID,State,Start,End", "-j", job_id],
                          capture_output=True, text=True, check=True).stdout
     return [line.split("|") for line in out.splitlines()]
+
+
+def _all_completed(job_id, n):
+    """sacct's rows of the job once it shows ``n`` tasks all COMPLETED (accounting lags)."""
+    rows = _sacct_tasks(job_id)
+    return rows if len(rows) == n and all(r[1] == "COMPLETED" for r in rows) else None
 
 
 def _max_overlap(rows):
@@ -47,13 +52,7 @@ def test_a_4x4_grid_as_8_tasks_with_at_most_4_at_once(slurm, tmp_path, tiny_toml
     jobs = json.loads((out / "jobs.json").read_text())
     (array,) = jobs["submissions"][0]["arrays"]
     assert [len(t) for t in array["tasks"]] == [2] * 8
-    deadline = time.time() + 60
-    while time.time() < deadline:  # accounting lags completion by seconds
-        rows = _sacct_tasks(array["job_id"])
-        if len(rows) == 8 and all(r[1] == "COMPLETED" for r in rows):
-            break
-        time.sleep(1)
-    assert len(rows) == 8 and all(r[1] == "COMPLETED" for r in rows)
+    rows = wait_until(lambda: _all_completed(array["job_id"], 8), "8 COMPLETED tasks in sacct")
     assert _max_overlap(rows) <= 4
 
     again = run_cli("submit", "--resume", str(out), "--cluster", DEV)
@@ -67,17 +66,15 @@ def test_cancelled_tasks_are_shown_with_why_and_resume_reruns_only_them(slurm, t
     assert result.returncode == 0, result.stderr
     job = json.loads((out / "jobs.json").read_text())["submissions"][0]["arrays"][0]["job_id"]
     subprocess.run(["scancel", f"{job}_2"], check=True)  # still pending: never starts
-    deadline = time.time() + 120
-    while time.time() < deadline:  # cancel task 0 while it runs
-        if subprocess.run(["squeue", "-h", "-t", "RUNNING", "-j", f"{job}_0"], capture_output=True,
-                          text=True).stdout.strip():
-            break
-        time.sleep(0.5)
-    subprocess.run(["scancel", f"{job}_0"], check=True)
-    while time.time() < deadline and subprocess.run(
-            ["squeue", "-h", "-j", job], capture_output=True, text=True).stdout.strip():
-        time.sleep(1)
-    time.sleep(5)  # let accounting catch up
+    wait_until(lambda: subprocess.run(["squeue", "-h", "-t", "RUNNING", "-j", f"{job}_0"],
+                                      capture_output=True, text=True).stdout.strip(),
+               "task 0 to run")
+    subprocess.run(["scancel", f"{job}_0"], check=True)  # cancel task 0 while it runs
+    # wait on states, not on time: the queue empty, and accounting caught up with both ends
+    wait_until(lambda: not queued(job), "the array to leave the queue")
+    wait_until(lambda: sacct_states(job).get(f"{job}_0") == "CANCELLED"
+               and sacct_states(job).get(f"{job}_1") == "COMPLETED",
+               "sacct to record task 0 CANCELLED and task 1 COMPLETED")
 
     status = run_cli("status", str(out), "--cluster", DEV)
     assert status.returncode == 0, status.stderr
@@ -107,9 +104,9 @@ def test_local_executor_runs_the_grid_without_slurm(tmp_path, tiny_toml):
 
 
 @pytest.mark.parametrize("args, message", [
-    (["--array", "0"], "--array 0 must be between 1 and the 4 cells to run"),
+    (["--array", "0"], "--array 0 is out of range: give 1 to"),
     (["--array", "5"], "--array 5 must be between 1 and the 4 cells to run"),
-    (["--parallel", "0"], "--parallel 0 must be at least 1"),
+    (["--parallel", "0"], "--parallel 0 is out of range: give 1 to"),
     (["--cluster", "nosuchsite"], "unknown cluster profile 'nosuchsite': choose one of"),
 ])
 def test_bad_submit_input_submits_nothing(tmp_path, tiny_toml, args, message):
@@ -177,12 +174,7 @@ def test_one_fake_gpu_per_cell_runs_two_cells_at_once(slurm, tmp_path, tiny_toml
                      "--wait")
     assert result.returncode == 0, result.stdout + result.stderr
     job = json.loads((out / "jobs.json").read_text())["submissions"][0]["arrays"][0]["job_id"]
-    deadline = time.time() + 60
-    while time.time() < deadline:
-        rows = _sacct_tasks(job)
-        if len(rows) == 4 and all(r[1] == "COMPLETED" for r in rows):
-            break
-        time.sleep(1)
+    rows = wait_until(lambda: _all_completed(job, 4), "4 COMPLETED tasks in sacct")
     assert _max_overlap(rows) <= 2  # the node has two GPUs
     tres = subprocess.run(["sacct", "-n", "-P", "-X", "-o", "AllocTRES", "-j", job],
                           capture_output=True, text=True, check=True).stdout.splitlines()

@@ -24,6 +24,8 @@ shard = train_cell(load_config(config), wi, do,
 if dist.is_available() and dist.is_initialized():
     parts = [None] * dist.get_world_size()
     dist.all_gather_object(parts, seen)
+    dist.barrier()
+    dist.destroy_process_group()  # a live gloo group at exit can abort the process
 else:
     parts = [seen]
 if shard is not None:
