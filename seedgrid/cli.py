@@ -135,7 +135,7 @@ def _submit(args: argparse.Namespace) -> None:
         started = dispatch.grid_cells(cfg)[:plan.started]
         cells = [c for c in started if dispatch.needs_training(run_dir, c)]
     elif record is not None:  # an --early-stop run: only what its phase still needs
-        cells = policy.cells_to_resume(run_dir, record)
+        cells = dispatch.cells_to_resume(run_dir, record)
     else:
         cells = dispatch.missing_cells(cfg, run_dir)
     if not cells:
@@ -179,7 +179,7 @@ def _wait_and_report(jobs: list, run_dir: Path, cells: list, profile, *,
     """--wait: progress until the tasks end, why tasks failed, the final status (once the
     queue's accounting agrees that they ended); exit 1 unless every cell is done."""
     from seedgrid import dispatch
-    from seedgrid.status import format_status, wait_settled
+    from seedgrid.status import format_status
     from seedgrid.store import shard_path, shard_state
 
     _wait_for(jobs, run_dir, cells, stopped_counts)
@@ -189,7 +189,7 @@ def _wait_and_report(jobs: list, run_dir: Path, cells: list, profile, *,
         except Exception as e:  # the status below says which cells and why
             print(f"task {job.job_id} failed: {str(e).strip().splitlines()[-1][:200]}")
     if profile.executor == "slurm":
-        wait_settled(dispatch.read_jobs(run_dir)["submissions"][-1])
+        dispatch.wait_settled(dispatch.read_jobs(run_dir)["submissions"][-1])
     print(format_status(run_dir, profile.name))
     if any(shard_state(shard_path(run_dir, *c)) != "done" for c in cells):
         sys.exit(1)  # diverged, failed, missing: not done
@@ -250,7 +250,8 @@ def _wait_phase_two(run_dir: Path, poll_s: float = 5.0) -> None:
     """Until the decider has decided and phase two's tasks have ended; exit 1 if a continued
     cell is not done."""
     from seedgrid import policy
-    from seedgrid.status import format_status, settled
+    from seedgrid.dispatch import settled
+    from seedgrid.status import format_status
     from seedgrid.store import shard_path, shard_state
 
     while True:
@@ -290,7 +291,7 @@ def _continue(args: argparse.Namespace) -> None:
           + (f" ({len(rec['missing'])} without a shard: " + " ".join(
               f"({wi},{do})" for wi, do in rec["missing"]) + ")" if rec["missing"] else "")
           + f"; continuing {len(rec['continued_cells'])}: {chosen or 'none'}")
-    todo = policy.cells_to_resume(run_dir, rec)
+    todo = dispatch.cells_to_resume(run_dir, rec)
     if not todo:
         print("nothing left to continue")
         return

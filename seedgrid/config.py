@@ -34,6 +34,7 @@ import tomli_w
 
 from seedgrid.errors import UsageError
 from seedgrid.seeds import DROPOUT_SOURCES
+from seedgrid.tasks import get_task
 
 MIXED_PRECISION = ("no", "bf16", "fp16")
 #: the largest seed: seeds are stored as int64 coordinates
@@ -309,6 +310,4 @@ def _validate(cfg: Config) -> None:
     bad = sorted(set(cfg.task.data_files) - {"train", "validation"})
     if bad:
         raise UsageError(f"[task] data_files key {bad[0]!r}: use 'train' and 'validation'")
-    from seedgrid.tasks import get_task  # the registry validates the task name
-
-    get_task(cfg.task.name)
+    get_task(cfg.task.name)  # the registry validates the task name

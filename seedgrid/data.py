@@ -87,3 +87,11 @@ def evaluation_updates(updates_per_epoch: int, epochs: int, evals_per_epoch: int
     within = (k * updates_per_epoch + evals_per_epoch // 2) // evals_per_epoch
     per_epoch = [e * updates_per_epoch + within for e in range(epochs)]
     return np.concatenate([[0], *per_epoch])
+
+
+def stop_update(eval_at: np.ndarray, fraction: float) -> int:
+    """The update of the last evaluation at or before ``fraction`` of training (at least the
+    first evaluation during training): where phase one stops."""
+    during = eval_at[eval_at > 0]
+    allowed = during[during <= fraction * eval_at[-1]]
+    return int(allowed[-1] if len(allowed) else during[0])

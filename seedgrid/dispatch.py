@@ -24,6 +24,7 @@ import subprocess
 import time
 from pathlib import Path
 
+from seedgrid import policy
 from seedgrid.cluster import Profile
 from seedgrid.config import Config, load_config
 from seedgrid.errors import UsageError
@@ -34,6 +35,8 @@ from seedgrid.store import (locked, read_json, shard_path, shard_state, write_at
 JOBS = "jobs.json"
 #: the cells training right now (local executor): one marker file per cell
 RUNNING = "running"
+#: SLURM states of a task that has not started, or will start again
+WAITING = {"PENDING", "REQUEUED", "RESIZING", "SUSPENDED", "REQUEUE_HOLD", "REQUEUE_FED"}
 Cell = tuple[int, int]
 
 
@@ -49,8 +52,6 @@ FINISHED = ("done", "diverged")
 def needs_training(run_dir: str | Path, cell: Cell, plan: dict | None = None) -> bool:
     """Whether ``cell`` still has to train: no shard, a damaged one, or (phase two of
     --early-stop, ``plan``) a stopped shard chosen to continue. The one place this is decided."""
-    from seedgrid import policy
-
     state = shard_state(shard_path(run_dir, *cell))
     if state == "stopped":
         return policy.to_continue(plan, cell)
@@ -60,6 +61,22 @@ def needs_training(run_dir: str | Path, cell: Cell, plan: dict | None = None) ->
 def missing_cells(cfg: Config, run_dir: Path, plan: dict | None = None) -> list[Cell]:
     """The grid's cells that still have to train (see :func:`needs_training`)."""
     return [c for c in grid_cells(cfg) if needs_training(run_dir, c, plan)]
+
+
+def cells_to_resume(run_dir: Path, record: dict) -> list:
+    """What an --early-stop run still has to train, in its phase: before the decision, the
+    phase-one cells without a finished shard (they will stop at the fraction); after it, the
+    continued cells not yet trained to the end. The cells outside phase one are never trained."""
+    if record["continued_cells"] is None:
+        running = record.get("decider_job")
+        if running:
+            if not settled([running]):
+                raise UsageError(f"{str(run_dir)!r} is in phase one and its decider job "
+                                 f"{running} still waits for it: let it finish (python -m "
+                                 f"seedgrid status {run_dir}), or scancel {running} first")
+        return [tuple(c) for c in record["phase_one"] if needs_training(run_dir, tuple(c))]
+    return [tuple(c) for c in record["continued_cells"]
+            if needs_training(run_dir, tuple(c), record)]
 
 
 def pack(cells: list[Cell], n_tasks: int) -> list[list[Cell]]:
@@ -143,8 +160,6 @@ class ArrayTask:
             # SLURM already limits the task to its GPUs; Accelerate takes cuda:LOCAL_RANK.
             submitit.helpers.TorchDistributedEnvironment().export(set_cuda_visible_devices=False,
                                                                   overwrite=True)
-        from seedgrid import policy
-
         set_threads(self.threads)
         cfg = load_config(Path(run_dir) / CONFIG)
         plan = policy.read(Path(run_dir))  # early stopping: phase one stops, phase two goes on
@@ -263,8 +278,6 @@ def submit_decider(run_dir: Path, profile: Profile, arrays: list[str], cluster: 
     import shlex
     import sys
 
-    from seedgrid import policy
-
     options = [f"--{k}={getattr(profile, k)}" for k in ("partition", "account", "qos")
                if getattr(profile, k)]
     command = shlex.join(["cd", os.getcwd()]) + " && " + shlex.join(
@@ -338,3 +351,48 @@ def _record_submission(run_dir: Path, cfg: Config, profile: Profile, arrays: lis
             "host": socket.gethostname(), "arrays": arrays})
         write_text_atomic(run_dir / JOBS, json.dumps(record, indent=1))
     return record
+
+
+def sacct_states(job_ids: list[str]) -> tuple[dict[str, str], str]:
+    """State of each array task ("<job>_<index>" → "RUNNING", ...) from sacct."""
+    try:
+        out = subprocess.run(["sacct", "-n", "-P", "-X", "-o", "JobID,State", "-j",
+                              ",".join(job_ids)], capture_output=True, text=True, timeout=60)
+    except (OSError, subprocess.TimeoutExpired) as e:
+        return {}, f"sacct unavailable ({e}); states of cells without a shard are unknown"
+    if out.returncode != 0:
+        first = (out.stderr.strip().splitlines() or ["no message"])[0][:120]
+        return {}, f"sacct failed ({first}); states of cells without a shard are unknown"
+    states = {}
+    for line in out.stdout.splitlines():
+        job, _, state = line.partition("|")
+        state = state.split()[0] if state else ""
+        base, _, index = job.partition("_")
+        if index.startswith("["):  # a pending range: 31_[2-7%4]
+            for part in index.strip("[]").split("%")[0].split(","):
+                lo, _, hi = part.partition("-")
+                for i in range(int(lo), int(hi or lo) + 1):
+                    states[f"{base}_{i}"] = state
+        else:  # one array task, or a plain job (submitit sends a one-task array as a job)
+            states[job] = state
+    return states, ""
+
+
+def settled(job_ids: list[str]) -> bool:
+    """Whether sacct shows every task of these SLURM jobs ended (False while any runs, waits,
+    or is unknown): what --wait waits for before its final status."""
+    states, note = sacct_states(job_ids)
+    return bool(states) and not note and all(
+        s != "RUNNING" and s not in WAITING for s in states.values())
+
+
+def wait_settled(submission: dict, limit_s: float = 120.0) -> bool:
+    """After submitit saw a submission's tasks end, wait (up to ``limit_s``) until sacct says so
+    too: accounting lags, and a status printed too early calls a failed task "running"."""
+    ids = [a["job_id"] for a in submission["arrays"]]
+    deadline = time.monotonic() + limit_s
+    while not settled(ids):
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(2)
+    return True

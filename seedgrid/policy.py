@@ -133,14 +133,6 @@ def rule_of_thumb(budget: float, n_evals: int) -> Plan:
     return Plan(continued + stopped, before / n_evals, continued, "rule of thumb")
 
 
-def stop_update(eval_at: np.ndarray, fraction: float) -> int:
-    """The update of the last evaluation at or before ``fraction`` of training (at least the
-    first evaluation during training): where phase one stops."""
-    during = eval_at[eval_at > 0]
-    allowed = during[during <= fraction * eval_at[-1]]
-    return int(allowed[-1] if len(allowed) else during[0])
-
-
 def read(run_dir: Path) -> dict | None:
     """early_stop.json, or None when the run has none (a damaged one is set aside, with a
     warning: the run then reads as one without --early-stop)."""
@@ -174,26 +166,6 @@ def fraction_for(record: dict | None, cell) -> float | None:
     if record["continued_cells"] is not None and list(cell) in record["continued_cells"]:
         return None
     return record["fraction"]
-
-
-def cells_to_resume(run_dir: Path, record: dict) -> list:
-    """What an --early-stop run still has to train, in its phase: before the decision, the
-    phase-one cells without a finished shard (they will stop at the fraction); after it, the
-    continued cells not yet trained to the end. The cells outside phase one are never trained."""
-    from seedgrid.dispatch import needs_training
-
-    if record["continued_cells"] is None:
-        running = record.get("decider_job")
-        if running:
-            from seedgrid.status import settled
-
-            if not settled([running]):
-                raise UsageError(f"{str(run_dir)!r} is in phase one and its decider job "
-                                 f"{running} still waits for it: let it finish (python -m "
-                                 f"seedgrid status {run_dir}), or scancel {running} first")
-        return [tuple(c) for c in record["phase_one"] if needs_training(run_dir, tuple(c))]
-    return [tuple(c) for c in record["continued_cells"]
-            if needs_training(run_dir, tuple(c), record)]
 
 
 def to_continue(record: dict | None, cell) -> bool:

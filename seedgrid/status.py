@@ -18,19 +18,16 @@ from __future__ import annotations
 import os
 import re
 import socket
-import subprocess
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
 from seedgrid.config import Config
-from seedgrid.dispatch import RUNNING, grid_cells, read_jobs
+from seedgrid.dispatch import RUNNING, WAITING, read_jobs, sacct_states
 from seedgrid.rundir import load_run_config
 from seedgrid.store import shard_path, shard_state, shards_on_disk
 
 SYMBOLS = {"done": "#", "diverged": "!", "stopped": "s", "running": "R", "pending": ".",
            "failed": "x", "damaged": "?", "missing": "-", "unused": " "}
-_WAITING = {"PENDING", "REQUEUED", "RESIZING", "SUSPENDED", "REQUEUE_HOLD", "REQUEUE_FED"}
 
 
 @dataclass
@@ -56,7 +53,7 @@ def run_status(run_dir: Path) -> tuple[Config, dict[tuple[int, int], CellState],
     tasks = _last_task_of_each_cell(run_dir)
     slurm_ids = sorted({t.split("_")[0] for t, executor, _ in tasks.values()
                         if executor == "slurm"})
-    states, note = _sacct(slurm_ids) if slurm_ids else ({}, "")
+    states, note = sacct_states(slurm_ids) if slurm_ids else ({}, "")
     plan = policy.read(run_dir)
     phase_one = {tuple(c) for c in plan["phase_one"]} if plan else None
     cells = {}
@@ -85,7 +82,7 @@ def run_status(run_dir: Path) -> tuple[Config, dict[tuple[int, int], CellState],
 def _slurm_state(run_dir: Path, slurm_state: str, task: str) -> CellState:
     if slurm_state == "RUNNING":
         return CellState("running", task)
-    if slurm_state in _WAITING:
+    if slurm_state in WAITING:
         return CellState("pending", task)
     return CellState("failed", task, f"{slurm_state}; {last_log_line(run_dir, task)}")
 
@@ -106,26 +103,6 @@ def _alive(pid: str) -> bool:
         return False
     except PermissionError:  # alive, another user's
         return True
-    return True
-
-
-def settled(job_ids: list[str]) -> bool:
-    """Whether sacct shows every task of these SLURM jobs ended (False while any runs, waits,
-    or is unknown): what --wait waits for before its final status."""
-    states, note = _sacct(job_ids)
-    return bool(states) and not note and all(
-        s != "RUNNING" and s not in _WAITING for s in states.values())
-
-
-def wait_settled(submission: dict, limit_s: float = 120.0) -> bool:
-    """After submitit saw a submission's tasks end, wait (up to ``limit_s``) until sacct says so
-    too: accounting lags, and a status printed too early calls a failed task "running"."""
-    ids = [a["job_id"] for a in submission["arrays"]]
-    deadline = time.monotonic() + limit_s
-    while not settled(ids):
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(2)
     return True
 
 
@@ -196,9 +173,9 @@ def _policy_lines(run_dir: Path, cluster: str,
                      "  phase one is still running; then phase two: ")
         lines[-1] += f"python -m seedgrid continue {run_dir}{option}"
     else:
-        states, _ = _sacct([record["decider_job"]])
+        states, _ = sacct_states([record["decider_job"]])
         state = states.get(record["decider_job"], "unknown to sacct")
-        if state == "RUNNING" or state in _WAITING:
+        if state == "RUNNING" or state in WAITING:
             lines.append(f"  phase two: decider job {record['decider_job']} is {state}; it "
                          "decides once phase one has ended")
         else:
@@ -228,33 +205,9 @@ def _last_task_of_each_cell(run_dir: Path) -> dict[tuple[int, int], tuple[str, s
     return tasks
 
 
-def _sacct(job_ids: list[str]) -> tuple[dict[str, str], str]:
-    """State of each array task ("<job>_<index>" → "RUNNING", ...) from sacct."""
-    try:
-        out = subprocess.run(["sacct", "-n", "-P", "-X", "-o", "JobID,State", "-j",
-                              ",".join(job_ids)], capture_output=True, text=True, timeout=60)
-    except (OSError, subprocess.TimeoutExpired) as e:
-        return {}, f"sacct unavailable ({e}); states of cells without a shard are unknown"
-    if out.returncode != 0:
-        first = (out.stderr.strip().splitlines() or ["no message"])[0][:120]
-        return {}, f"sacct failed ({first}); states of cells without a shard are unknown"
-    states = {}
-    for line in out.stdout.splitlines():
-        job, _, state = line.partition("|")
-        state = state.split()[0] if state else ""
-        base, _, index = job.partition("_")
-        if index.startswith("["):  # a pending range: 31_[2-7%4]
-            for part in index.strip("[]").split("%")[0].split(","):
-                lo, _, hi = part.partition("-")
-                for i in range(int(lo), int(hi or lo) + 1):
-                    states[f"{base}_{i}"] = state
-        else:  # one array task, or a plain job (submitit sends a one-task array as a job)
-            states[job] = state
-    return states, ""
-
-
-#: a Python exception line ("ValueError: ...") or seedgrid's own error line
-_ERROR_LINE = re.compile(r"^(seedgrid: error:|[\w.]*(Error|Exception|Interrupt)\b)")
+#: a Python exception line ("ValueError: ..."), seedgrid's own error line, or SLURM's
+#: ("slurmstepd: error: *** JOB 12 ON node CANCELLED AT ...")
+_ERROR_LINE = re.compile(r"^(seedgrid: error:|[\w.]*(Error|Exception|Interrupt)\b)|error: \*\*\*")
 
 
 def last_log_line(run_dir: Path, task: str) -> str:
@@ -264,5 +217,5 @@ def last_log_line(run_dir: Path, task: str) -> str:
     if not log.exists():
         return "no log"
     lines = [ln.strip() for ln in log.read_text(errors="replace").splitlines() if ln.strip()]
-    errors = [ln for ln in lines if _ERROR_LINE.match(ln)]
+    errors = [ln for ln in lines if _ERROR_LINE.search(ln)]
     return f"log: {(errors or lines)[-1][:200]}" if lines else "empty log"

@@ -19,12 +19,15 @@ from __future__ import annotations
 import importlib.util
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
 
-from seedgrid.config import TaskConfig
 from seedgrid.errors import UsageError
+
+if TYPE_CHECKING:  # config imports this module to check task names
+    from seedgrid.config import TaskConfig
 
 
 @dataclass(frozen=True)

@@ -29,7 +29,7 @@ from accelerate import Accelerator, DataLoaderConfiguration
 from transformers import get_linear_schedule_with_warmup
 
 import seedgrid
-from seedgrid import data, metrics, policy, seeds
+from seedgrid import data, metrics, seeds
 from seedgrid.checkpoint import Checkpointer, rng_state, set_rng_state, signals_held
 from seedgrid.config import Config
 from seedgrid.model import load_model, load_tokenizer
@@ -78,7 +78,7 @@ def train_cell(cfg: Config, seed_wi: int, seed_do: int, *, on_update: OnUpdate |
     per_epoch = data.updates_per_epoch(len(train), cfg.train.batch_size)
     total_updates = per_epoch * cfg.train.epochs
     eval_at = data.evaluation_updates(per_epoch, cfg.train.epochs, cfg.train.evals_per_epoch)
-    stop_at = None if stop_fraction is None else policy.stop_update(eval_at, stop_fraction)
+    stop_at = None if stop_fraction is None else data.stop_update(eval_at, stop_fraction)
 
     # --- model: pretrained body, head from seed_wi -------------------------------------------
     model = load_model(cfg.model, task.num_labels, cfg.train.dropout, seed_wi)
@@ -150,6 +150,12 @@ def train_cell(cfg: Config, seed_wi: int, seed_do: int, *, on_update: OnUpdate |
                                                       epoch)):
             if epoch * per_epoch + b < update:
                 continue  # done before a restart
+            if update == stop_at:  # early stopping: keep the state, so that it can continue
+                if checkpointer is not None and accelerator.is_main_process:
+                    checkpointer.save()
+                status = "stopped"
+                say(f"{name} stopped at update {update} (early stopping)")
+                break
             model.train()
             micro = data.local_micro_batches(batch, rank, world, cfg.runtime.gradient_accumulation)
             loss_sum = torch.zeros((), device=accelerator.device)
@@ -194,12 +200,6 @@ def train_cell(cfg: Config, seed_wi: int, seed_do: int, *, on_update: OnUpdate |
                 if (checkpointer is not None and accelerator.is_main_process and every
                         and j % every == 0 and update < total_updates):
                     checkpointer.save_if_possible()  # one writer: states are equal on all ranks
-                if update == stop_at:  # early stopping: keep the state, so it can continue
-                    if checkpointer is not None and accelerator.is_main_process:
-                        checkpointer.save()
-                    status = "stopped"
-                    say(f"{name} stopped at update {update} (early stopping)")
-                    break
         if status != "done":
             break
 

@@ -6,7 +6,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 
 import numpy as np
 import pytest
@@ -304,8 +303,9 @@ def test_an_early_stop_run_recovers_phase_one_and_never_trains_unused_cells(tmp_
     _submit_in_background(tmp_path, "--config", str(config), "--out", str(out),
                           "--early-stop", "started=3,fraction=0.5,continue=1")
     phase_one = [(1, 1), (1, 2), (2, 1)]
-    wait_until(lambda: "phase one has ended" in run_cli("status", str(out)).stdout,
-               "phase one to end", 300)
+    task = json.loads((out / "jobs.json").read_text())["submissions"][0]["arrays"][0]["task_ids"][0]
+    wait_until(lambda: not _alive(int(task)), "the phase-one task to end", 300)
+    assert "phase one has ended" in run_cli("status", str(out)).stdout
     shard_path(out, 1, 2).unlink()  # one phase-one cell lost (as if its task had failed)
     status = run_cli("status", str(out)).stdout
     assert "stopped 2" in status and "unused 1" in status and "failed 1" in status, status
@@ -316,6 +316,14 @@ def test_an_early_stop_run_recovers_phase_one_and_never_trains_unused_cells(tmp_
     assert "done 1" in resumed.stdout and "stopped 2" in resumed.stdout
     assert not shard_path(out, 2, 2).exists()  # outside phase one: never trained
     assert sorted(c for c in phase_one if shard_path(out, *c).exists()) == phase_one
+
+
+def _alive(pid):
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
 
 
 def test_continue_says_which_cells_start_again_without_their_checkpoint(tmp_path):

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from sklearn.metrics import accuracy_score
 
-from seedgrid import early_stopping, policy
+from seedgrid import data, early_stopping, policy
 from seedgrid.cli import main
 from seedgrid.cube import collect, open_cube
 from seedgrid.errors import UsageError
@@ -41,9 +41,9 @@ def test_bad_plans_one_line_exit_2_nothing_written(tmp_path, tiny_toml, capsys, 
 
 def test_stop_update_and_the_rule_of_thumb():
     eval_at = np.array([0, 3, 5, 8, 10])
-    assert policy.stop_update(eval_at, 0.3) == 3
-    assert policy.stop_update(eval_at, 0.5) == 5
-    assert policy.stop_update(eval_at, 0.01) == 3  # at least one evaluation during training
+    assert data.stop_update(eval_at, 0.3) == 3
+    assert data.stop_update(eval_at, 0.5) == 5
+    assert data.stop_update(eval_at, 0.01) == 3  # at least one evaluation during training
     # Dodge §5 / Fig. 6 (MRPC, 30 evaluations): budget 20 -> start 41, continue 11, stop at 30%
     plan = policy.plan_from_budget(20, n_evals=30)
     assert (plan.started, plan.continued, plan.fraction) == (41, 11, 0.3)
@@ -95,7 +95,7 @@ def test_early_stop_on_slurm_continues_the_best_bitwise(slurm, tmp_path, tiny_to
     record = json.loads((run / "early_stop.json").read_text())
     cells = [tuple(c) for c in record["phase_one"]]
     shards = {c: read_shard(run / "shards" / f"wi{c[0]}_do{c[1]}.nc").load() for c in cells}
-    stop = policy.stop_update(shards[cells[0]].step.values, 0.3)
+    stop = data.stop_update(shards[cells[0]].step.values, 0.3)
     scores = {c: _stop_score(s, stop) for c, s in shards.items()}
     expected = sorted(cells, key=lambda c: (-scores[c], cells.index(c)))[:3]
     assert [tuple(c) for c in record["continued_cells"]] == expected

@@ -16,17 +16,35 @@ README = (REPO / "README.md").read_text()
 
 def shape(line: str) -> str:
     """A line with what varies between runs masked: paths, hashes, numbers."""
+    line = re.sub(r"--cluster \S+", "--cluster PROFILE", line)
+    line = line.replace("*** STEP ", "*** JOB ")  # SLURM logs both; which comes last varies
     line = re.sub(r"\S*/\S*", "PATH", line)
     line = re.sub(r"\b[0-9a-f]{12}\b", "HASH", line)
     line = re.sub(r"[-+]?\d+(\.\d+)?(e[-+]?\d+)?", "N", line)
     return " ".join(line.split())
 
 
+def output_blocks() -> list[list[str]]:
+    """The README's fenced blocks without a language (```sh and ```python are commands)."""
+    blocks, current, fence = [], None, ""
+    for line in README.splitlines():
+        if not line.startswith("```"):
+            if current is not None:
+                current.append(line)
+        elif current is None:
+            current, fence = [], line
+        else:
+            if fence == "```":
+                blocks.append(current)
+            current = None
+    return blocks
+
+
 def example(first_words: str) -> list[str]:
     """The README's output block whose first line starts with ``first_words`` (without "...")."""
-    for block in re.findall(r"```\n(.*?)```", README, re.S):
-        if block.startswith(first_words):
-            return [ln for ln in block.splitlines() if ln.strip() and ln.strip() != "..."]
+    for lines in output_blocks():
+        if lines and lines[0].startswith(first_words):
+            return [ln for ln in lines if ln.strip() and ln.strip() != "..."]
     raise AssertionError(f"the README has no output example starting {first_words!r}")
 
 

@@ -61,15 +61,17 @@ def test_a_4x4_grid_as_8_tasks_with_at_most_4_at_once(slurm, tmp_path, tiny_toml
 
 def test_cancelled_tasks_are_shown_with_why_and_resume_reruns_only_them(slurm, tmp_path, tiny_toml):
     out = tmp_path / "grid"
-    result = run_cli("submit", "--config", _grid_toml(tiny_toml, 1, 3), "--cluster", DEV,
-                     "--parallel", "1", "--out", str(out))
+    config = tiny_toml(grid={"n_wi": 1, "n_do": 3}, train={"epochs": 20})  # 100 updates a cell
+    result = run_cli("submit", "--config", str(config), "--cluster", DEV, "--parallel", "1",
+                     "--out", str(out))
     assert result.returncode == 0, result.stderr
     job = json.loads((out / "jobs.json").read_text())["submissions"][0]["arrays"][0]["job_id"]
     subprocess.run(["scancel", f"{job}_2"], check=True)  # still pending: never starts
-    wait_until(lambda: subprocess.run(["squeue", "-h", "-t", "RUNNING", "-j", f"{job}_0"],
-                                      capture_output=True, text=True).stdout.strip(),
-               "task 0 to run")
-    subprocess.run(["scancel", f"{job}_0"], check=True)  # cancel task 0 while it runs
+    log = out / "logs" / f"{job}_0_0_log.out"
+    # cancel task 0 while it trains: once its first evaluation is logged, not merely RUNNING
+    # (a SIGTERM during submitit's start-up is ignored, and a tiny cell then just finishes)
+    wait_until(lambda: log.exists() and " update " in log.read_text(), "task 0 to train")
+    subprocess.run(["scancel", f"{job}_0"], check=True)
     # wait on states, not on time: the queue empty, and accounting caught up with both ends
     wait_until(lambda: not queued(job), "the array to leave the queue")
     wait_until(lambda: sacct_states(job).get(f"{job}_0") == "CANCELLED"
@@ -79,7 +81,12 @@ def test_cancelled_tasks_are_shown_with_why_and_resume_reruns_only_them(slurm, t
     status = run_cli("status", str(out), "--cluster", DEV)
     assert status.returncode == 0, status.stderr
     text = status.stdout
-    assert "done 1" in text and "failed 1" in text and "missing 1" in text
+    logs = "\n".join(f"--- {p.name}\n{p.read_text(errors='replace')[-1500:]}"
+                     for p in sorted((out / "logs").glob("*_log.*")))
+    assert "done 1" in text and "failed 1" in text and "missing 1" in text, text + logs
+    from test_readme import assert_shapes, example
+
+    assert_shapes(example("runs/tiny: config"), text)  # the README shows this very status
     assert f"failed (wi=1, do=1) task {job}_0: CANCELLED; log: " in text
     assert "no log" not in text.split(f"task {job}_0:")[1].splitlines()[0]
     assert f"missing (wi=1, do=3) task {job}_2: unknown to sacct" in text
