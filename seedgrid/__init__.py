@@ -5,8 +5,12 @@
 """
 
 import os
+from importlib import metadata
 
-__version__ = "0.1.0"
+try:
+    __version__ = metadata.version("seedgrid")  # one place for it: pyproject.toml
+except metadata.PackageNotFoundError:  # a source tree that was never installed
+    __version__ = "0+unknown"
 
 # seedgrid never has two writers on one file (temporary name, then rename), so HDF5's file locks
 # add nothing but failures on shared filesystems (NFS, Lustre: "unable to lock file"). Set

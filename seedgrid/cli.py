@@ -349,8 +349,13 @@ def _wait_for(jobs: list, run_dir: Path, cells: list, stopped_counts: bool = Tru
 
 
 def _status(args: argparse.Namespace) -> None:
-    from seedgrid.status import format_status
+    from seedgrid.status import format_status, status_json
 
+    if args.json:
+        import json
+
+        print(json.dumps(status_json(Path(args.run)), indent=1))
+        return
     print(format_status(Path(args.run), args.cluster or ""))
 
 
@@ -608,7 +613,10 @@ def _regress_args(p: argparse.ArgumentParser) -> None:
 
 def _status_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("run", help="the run folder")
-    p.add_argument("--cluster", help="profile to name in the resubmit command")
+    p.add_argument("--cluster", help="profile to name in the resubmit command (default: the "
+                   "one the cells were submitted to)")
+    p.add_argument("--json", action="store_true",
+                   help="print counts and every cell's state as JSON (for scripts)")
 
 
 COMMANDS = {
@@ -720,6 +728,9 @@ def build_parser() -> argparse.ArgumentParser:
                "  python -m seedgrid collect runs/demo\n"
                "  python -m seedgrid report runs/demo",
         formatter_class=argparse.RawDescriptionHelpFormatter)
+    from seedgrid import __version__
+
+    parser.add_argument("--version", action="version", version=f"seedgrid {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="command")
     for name, (func, add_args, summary, details) in COMMANDS.items():
         p = sub.add_parser(name, help=summary, description=summary + "\n" + textwrap.dedent(details),

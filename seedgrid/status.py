@@ -110,6 +110,20 @@ def counts(cells: dict[tuple[int, int], CellState]) -> dict[str, int]:
     return {s: sum(c.state == s for c in cells.values()) for s in SYMBOLS}
 
 
+def status_json(run_dir: Path) -> dict:
+    """``status --json``: the counts, every cell's state (and why), and the queue note."""
+    from seedgrid import policy
+
+    cfg, cells, note = run_status(run_dir)
+    jobs = read_jobs(run_dir)["submissions"]
+    return {"run": str(run_dir), "config_hash": cfg.hash, "counts": counts(cells),
+            "cells": [{"seed_wi": wi, "seed_do": do, "state": c.state, "task": c.task,
+                       "reason": c.reason} for (wi, do), c in cells.items()],
+            "arrays": sorted({a["job_id"] for s in jobs for a in s["arrays"]}),
+            "cluster": jobs[-1]["cluster"] if jobs else None,
+            "early_stop": policy.read(run_dir), "note": note or None}
+
+
 def format_status(run_dir: Path, cluster: str = "") -> str:
     cfg, cells, note = run_status(run_dir)
     n = counts(cells)
