@@ -10,14 +10,12 @@ import math
 import os
 import re
 import shutil
-import signal
 import sys
-import time
 import textwrap
 import traceback
 from pathlib import Path
 
-from seedgrid.errors import UsageError
+from seedgrid.errors import Interrupted, UsageError
 
 
 def integer(lo: int, hi: int):
@@ -104,7 +102,7 @@ def _nanmax(values) -> float:
 
 
 def _submit(args: argparse.Namespace) -> None:
-    from seedgrid import cluster, config, dispatch, policy, rundir
+    from seedgrid import cluster, config, dispatch, policy, rundir, status
 
     if args.resume:
         run_dir = Path(args.resume)
@@ -170,28 +168,7 @@ def _submit(args: argparse.Namespace) -> None:
     if plan is not None or (record is not None and record["continued_cells"] is None):
         _after_phase_one(args, profile, run_dir, submitted, jobs)
         return
-    if args.wait:
-        _wait_and_report(jobs, run_dir, cells, profile)
-
-
-def _wait_and_report(jobs: list, run_dir: Path, cells: list, profile, *,
-                     stopped_counts: bool = True) -> None:
-    """--wait: progress until the tasks end, why tasks failed, the final status (once the
-    queue's accounting agrees that they ended); exit 1 unless every cell is done."""
-    from seedgrid import dispatch
-    from seedgrid.status import format_status
-    from seedgrid.store import shard_path, shard_state
-
-    _wait_for(jobs, run_dir, cells, stopped_counts)
-    for job in jobs:
-        try:
-            job.result()
-        except Exception as e:  # the status below says which cells and why
-            print(f"task {job.job_id} failed: {str(e).strip().splitlines()[-1][:200]}")
-    if profile.executor == "slurm":
-        dispatch.wait_settled(dispatch.read_jobs(run_dir)["submissions"][-1])
-    print(format_status(run_dir, profile.name))
-    if any(shard_state(shard_path(run_dir, *c)) != "done" for c in cells):
+    if args.wait and not status.wait_and_report(jobs, run_dir, cells, profile):
         sys.exit(1)  # diverged, failed, missing: not done
 
 
@@ -224,7 +201,7 @@ def _early_stop_plan(args: argparse.Namespace, cfg, run_dir: Path):
 
 def _after_phase_one(args, profile, run_dir: Path, submitted: dict, jobs: list) -> None:
     """Phase two follows by itself: a decider job after the arrays (SLURM), or right here."""
-    from seedgrid import dispatch, policy
+    from seedgrid import dispatch, policy, status
 
     arrays = [a["job_id"] for a in submitted["submissions"][-1]["arrays"]]
     started = [tuple(c) for a in submitted["submissions"][-1]["arrays"] for t in a["tasks"]
@@ -235,49 +212,20 @@ def _after_phase_one(args, profile, run_dir: Path, submitted: dict, jobs: list) 
         print(f"phase two: job {decider} picks the {continued} best and continues them "
               f"once phase one has ended (afterany:{':'.join(arrays)})")
         if args.wait:
-            _wait_for(jobs, run_dir, started)
-            _wait_phase_two(run_dir)
+            status.wait_for(jobs, run_dir, started)
+            if not status.wait_phase_two(run_dir):
+                sys.exit(1)
         return
     if not args.wait:
         print(f"after phase one: python -m seedgrid continue {run_dir} --cluster {profile.name}")
         return
-    _wait_for(jobs, run_dir, started)
+    status.wait_for(jobs, run_dir, started)
     _continue(argparse.Namespace(run=str(run_dir), cluster=profile.name, parallel=args.parallel,
                                  wait=True))
 
 
-def _wait_phase_two(run_dir: Path, poll_s: float = 5.0) -> None:
-    """Until the decider has decided and phase two's tasks have ended; exit 1 if a continued
-    cell is not done."""
-    from seedgrid import policy
-    from seedgrid.dispatch import settled
-    from seedgrid.status import format_status
-    from seedgrid.store import shard_path, shard_state
-
-    while True:
-        rec = policy.read(run_dir)
-        if rec["continued_cells"] is None:
-            if settled([rec["decider_job"]]):
-                time.sleep(poll_s)  # it may have written its decision just now
-                if policy.read(run_dir)["continued_cells"] is None:
-                    print(format_status(run_dir))  # says why, and the command to decide
-                    sys.exit(1)
-        else:
-            final = [shard_state(shard_path(run_dir, *c)) != "stopped"
-                     for c in rec["continued_cells"]]
-            if all(final):
-                break
-            if rec.get("phase_two_jobs") and settled(rec["phase_two_jobs"].split(", ")):
-                break
-        time.sleep(poll_s)
-    print(format_status(run_dir))
-    rec = policy.read(run_dir)
-    if any(shard_state(shard_path(run_dir, *c)) != "done" for c in rec["continued_cells"]):
-        sys.exit(1)
-
-
 def _continue(args: argparse.Namespace) -> None:
-    from seedgrid import cluster, dispatch, policy
+    from seedgrid import cluster, dispatch, policy, status
     from seedgrid.checkpoint import checkpoint_path
     from seedgrid.rundir import load_run_config
 
@@ -305,47 +253,9 @@ def _continue(args: argparse.Namespace) -> None:
           + ("from their checkpoints" if not gone else
              f"({len(todo) - len(gone)} from their checkpoints; {len(gone)} from the beginning, "
              "their checkpoints are gone: " + " ".join(f"({wi},{do})" for wi, do in gone) + ")"))
-    if args.wait:
-        _wait_and_report(jobs, run_dir, todo, profile, stopped_counts=False)
-
-
-def _wait_for(jobs: list, run_dir: Path, cells: list, stopped_counts: bool = True) -> None:
-    """Print how many of ``cells`` have shards, as it changes, until the jobs end (phase two of
-    --early-stop: ``stopped_counts=False``, a stopped shard is not finished yet). Interrupted
-    (Ctrl-C, SIGTERM), says which tasks keep running and exits 130."""
-    from seedgrid.store import shard_path, shard_state
-
-    def finished_cell(cell) -> bool:
-        state = shard_state(shard_path(run_dir, *cell))
-        return state not in (None, "damaged") and (stopped_counts or state != "stopped")
-
-    def interrupted(signum, frame):
-        raise KeyboardInterrupt
-
-    previous = signal.signal(signal.SIGTERM, interrupted)
-    started, last = time.time(), None
-    try:
-        while True:
-            finished = all(job.done() for job in jobs)
-            line = f"{sum(map(finished_cell, cells))}/{len(cells)} cells have shards"
-            if line != last:
-                print(f"  [{time.time() - started:4.0f} s] {line} (logs: {run_dir / 'logs'})",
-                      flush=True)
-                last = line
-            if finished:
-                return
-            time.sleep(2)
-    except KeyboardInterrupt:
-        time.sleep(0.5)  # a Ctrl-C reaches local tasks too: see which survived it
-        alive = [job.job_id for job in jobs if not job.done()]
-        print(f"seedgrid: stopped waiting; {len(alive)} of {len(jobs)} task(s) keep running"
-              + (f" ({' '.join(alive)})" if alive else "")
-              + f": python -m seedgrid status {run_dir} shows them, "
-              f"python -m seedgrid submit --resume {run_dir} reruns what did not finish",
-              file=sys.stderr)
-        sys.exit(130)
-    finally:
-        signal.signal(signal.SIGTERM, previous)
+    if args.wait and not status.wait_and_report(jobs, run_dir, todo, profile,
+                                                stopped_counts=False):
+        sys.exit(1)
 
 
 def _status(args: argparse.Namespace) -> None:
@@ -462,7 +372,7 @@ def _compare(args: argparse.Namespace) -> None:
 def _regress(args: argparse.Namespace) -> None:
     import datetime
 
-    from seedgrid.compare import append_history, history_markdown, regress
+    from seedgrid.regress import append_history, history_markdown, regress
     from seedgrid.rundir import check_output
     from seedgrid.store import write_text_atomic
 
@@ -752,6 +662,9 @@ def main(argv: list[str] | None = None) -> None:
     except UsageError as e:
         print(f"seedgrid: error: {e}", file=sys.stderr)
         sys.exit(2)
+    except Interrupted as e:
+        print(f"seedgrid: {e}", file=sys.stderr)
+        sys.exit(130)
     except KeyboardInterrupt:
         print("seedgrid: interrupted", file=sys.stderr)
         sys.exit(130)

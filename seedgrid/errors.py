@@ -8,3 +8,8 @@ before anything is written.
 
 class UsageError(Exception):
     """Bad input: one line naming the value and the fix. The CLI exits with status 2."""
+
+
+class Interrupted(Exception):
+    """Waiting was interrupted (Ctrl-C, SIGTERM): the message says what keeps running. The CLI
+    prints it and exits with status 130."""

@@ -17,12 +17,15 @@ from __future__ import annotations
 
 import os
 import re
+import signal
 import socket
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
 from seedgrid.config import Config
-from seedgrid.dispatch import RUNNING, WAITING, read_jobs, sacct_states
+from seedgrid.errors import Interrupted
+from seedgrid.dispatch import RUNNING, WAITING, read_jobs, sacct_states, settled, wait_settled
 from seedgrid.rundir import load_run_config
 from seedgrid.store import shard_path, shard_state, shards_on_disk
 
@@ -233,3 +236,81 @@ def last_log_line(run_dir: Path, task: str) -> str:
     lines = [ln.strip() for ln in log.read_text(errors="replace").splitlines() if ln.strip()]
     errors = [ln for ln in lines if _ERROR_LINE.search(ln)]
     return f"log: {(errors or lines)[-1][:200]}" if lines else "empty log"
+
+
+def wait_for(jobs: list, run_dir: Path, cells: list, stopped_counts: bool = True) -> None:
+    """Print how many of ``cells`` have shards, as it changes, until the jobs end (phase two of
+    --early-stop: ``stopped_counts=False``, a stopped shard is not finished yet). Interrupted
+    (Ctrl-C, SIGTERM), raises Interrupted saying which tasks keep running (exit 130)."""
+    def finished_cell(cell) -> bool:
+        state = shard_state(shard_path(run_dir, *cell))
+        return state not in (None, "damaged") and (stopped_counts or state != "stopped")
+
+    def interrupted(signum, frame):
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, interrupted)
+    started, last = time.time(), None
+    try:
+        while True:
+            finished = all(job.done() for job in jobs)
+            line = f"{sum(map(finished_cell, cells))}/{len(cells)} cells have shards"
+            if line != last:
+                print(f"  [{time.time() - started:4.0f} s] {line} (logs: {run_dir / 'logs'})",
+                      flush=True)
+                last = line
+            if finished:
+                return
+            time.sleep(2)
+    except KeyboardInterrupt:
+        time.sleep(0.5)  # a Ctrl-C reaches local tasks too: see which survived it
+        alive = [job.job_id for job in jobs if not job.done()]
+        raise Interrupted(f"stopped waiting; {len(alive)} of {len(jobs)} task(s) keep running"
+                          + (f" ({' '.join(alive)})" if alive else "")
+                          + f": python -m seedgrid status {run_dir} shows them, "
+                          f"python -m seedgrid submit --resume {run_dir} reruns what did not "
+                          "finish") from None
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def wait_and_report(jobs: list, run_dir: Path, cells: list, profile, *,
+                    stopped_counts: bool = True) -> bool:
+    """--wait: progress until the tasks end, why tasks failed, the final status (once the
+    queue's accounting agrees that they ended); True when every cell is done."""
+    wait_for(jobs, run_dir, cells, stopped_counts)
+    for job in jobs:
+        try:
+            job.result()
+        except Exception as e:  # the status below says which cells and why
+            print(f"task {job.job_id} failed: {str(e).strip().splitlines()[-1][:200]}")
+    if profile.executor == "slurm":
+        wait_settled(read_jobs(run_dir)["submissions"][-1])
+    print(format_status(run_dir, profile.name))
+    return all(shard_state(shard_path(run_dir, *c)) == "done" for c in cells)  # not diverged
+
+
+def wait_phase_two(run_dir: Path, poll_s: float = 5.0) -> bool:
+    """Until the decider has decided and phase two's tasks have ended; True when every
+    continued cell is done."""
+    from seedgrid import policy
+
+    while True:
+        rec = policy.read(run_dir)
+        if rec["continued_cells"] is None:
+            if settled([rec["decider_job"]]):
+                time.sleep(poll_s)  # it may have written its decision just now
+                if policy.read(run_dir)["continued_cells"] is None:
+                    print(format_status(run_dir))  # says why, and the command to decide
+                    return False
+        else:
+            final = [shard_state(shard_path(run_dir, *c)) != "stopped"
+                     for c in rec["continued_cells"]]
+            if all(final):
+                break
+            if rec.get("phase_two_jobs") and settled(rec["phase_two_jobs"].split(", ")):
+                break
+        time.sleep(poll_s)
+    print(format_status(run_dir))
+    rec = policy.read(run_dir)
+    return all(shard_state(shard_path(run_dir, *c)) == "done" for c in rec["continued_cells"])

@@ -339,3 +339,20 @@ def test_continue_says_which_cells_start_again_without_their_checkpoint(tmp_path
     assert "(1 from their checkpoints; 1 from the beginning, their checkpoints are gone: (1,2))" \
         in result.stdout
     assert "done 2" in result.stdout
+
+
+def test_a_damaged_regress_history_never_stops_the_gate(tmp_path, capsys):
+    from test_compare import _cube
+
+    base = _cube(tmp_path / "base", 0.75, seed=0)
+    history = tmp_path / "h.jsonl"
+    history.write_text('{"date": "x", "mean_candidate": NaN\n{"cut short\n'
+                       '{"date": "y", "mean_candidate": NaN, "difference": 1, "p_worse": 1, "con_candidate": 1, "p_less_consistent": 1}\n')
+    for _ in range(2):
+        with pytest.raises(SystemExit) as exit_:
+            main(["regress", "--baseline", str(base), "--candidate", str(base),
+                  "--history", str(history)])
+        assert exit_.value.code == 0
+    assert "3 line(s) of" in capsys.readouterr().err
+    assert len(history.read_text().splitlines()) == 2  # the two good nights
+    assert (tmp_path / "h.jsonl.damaged").exists() and (tmp_path / "h.md").exists()

@@ -1,0 +1,121 @@
+"""The nightly regression gate: is tonight's grid significantly worse than the baseline's?
+
+``regress`` pairs the runs as :func:`seedgrid.compare.compare` does, and keeps a JSON-lines
+history with its markdown report (the last nights and the trend of the candidate's mean).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import scipy.stats
+
+from seedgrid.compare import MIN_SEEDS, _check_options, _sides, check_comparable, load
+from seedgrid.errors import UsageError
+from seedgrid.report import json_ready
+from seedgrid.store import write_text_atomic
+
+
+def regress(baseline, candidate, max_drop: float = 0.005, alpha: float = 0.05,
+            max_con_drop: float = 0.02, metric: str | None = None,
+            allow_incomplete: bool = False) -> dict:
+    """The nightly gate: is the candidate significantly worse than the baseline?
+
+    ``worse``: a one-sided test that the candidate's mean metric is below the baseline's by
+    more than ``max_drop`` (paired t-test on B − A + max_drop when the grids share cells,
+    Welch's otherwise). ``less_consistent``: a one-sided paired t-test over examples that the
+    candidate's CON (all runs agree on the example) is below the baseline's by more than
+    ``max_con_drop``. ``regression`` if either is significant at ``alpha``, or (unless
+    ``allow_incomplete``) if a cell of the candidate's grid failed or is missing: a night whose
+    grid did not finish is not a pass.
+    """
+    _check_options(alpha=alpha, max_drop=max_drop, max_con_drop=max_con_drop)
+    ds_a, score_a, pred_a = load(baseline, metric, "end")
+    ds_b, score_b, pred_b = load(candidate, metric, "end")
+    check_comparable(ds_a, ds_b, metric)
+    cells, a, b, runs_a, runs_b = _sides(score_a, score_b, pred_a, pred_b)
+    paired = bool(cells)
+    if min(len(a), len(b)) < 2:
+        raise UsageError(f"{min(len(a), len(b))} run(s) on one side: the gate needs at least 2 "
+                         f"per side ({MIN_SEEDS}+ advised); give grids with more seeds")
+    gap = (b - a + max_drop) if paired else None
+    if paired and np.ptp(gap) == 0:  # every run moved alike: no spread, the sign decides
+        p_worse = 0.0 if gap[0] < 0 else 1.0
+    elif paired:
+        p_worse = scipy.stats.ttest_1samp(gap, 0, alternative="less").pvalue
+    else:
+        p_worse = scipy.stats.ttest_ind(b + max_drop, a, equal_var=False,
+                                        alternative="less").pvalue
+    con_a, con_b = ((r == r[0]).all(axis=0).astype(np.float64) for r in (runs_a, runs_b))
+    con_gap = con_b - con_a + max_con_drop
+    less = scipy.stats.ttest_1samp(con_gap, 0, alternative="less").pvalue \
+        if np.ptp(con_gap) > 0 else (0.0 if con_gap[0] < 0 else 1.0)
+    result = {
+        "baseline": str(baseline), "candidate": str(candidate), "task": ds_a.attrs["task"],
+        "metric": score_a.name, "pairing": "paired" if paired else "unpaired",
+        "runs": [len(a), len(b)], "mean_baseline": float(np.mean(a)),
+        "mean_candidate": float(np.mean(b)), "difference": float(np.mean(b) - np.mean(a)),
+        "max_drop": max_drop, "p_worse": float(p_worse), "con_baseline": float(con_a.mean()),
+        "con_candidate": float(con_b.mean()), "max_con_drop": max_con_drop,
+        "p_less_consistent": float(less), "alpha": alpha,
+    }
+    result["worse"] = result["p_worse"] < alpha
+    result["less_consistent"] = result["p_less_consistent"] < alpha
+    result["incomplete"] = int(ds_b.status.isin(["failed", "missing"]).sum())
+    result["regression"] = result["worse"] or result["less_consistent"] or \
+        (result["incomplete"] > 0 and not allow_incomplete)
+    return result
+
+
+#: what each night's row must hold as numbers for the report and its trend
+_NUMBERS = ("mean_candidate", "difference", "p_worse", "con_candidate", "p_less_consistent")
+
+
+def append_history(path, result: dict, when: str) -> list[dict]:
+    """Add one row (one night) to the JSON-lines history at ``path``, atomically; all rows.
+
+    A line that is not a night of this gate (cut short, edited by hand) never stops the gate:
+    the file as it was is kept as ``<name>.damaged`` and the line left out, with a warning."""
+    path = Path(path)
+    rows, bad = [], 0
+    for line in (path.read_text(errors="replace").splitlines() if path.exists() else []):
+        try:
+            row = json.loads(line)
+            if not all(isinstance(row.get(k), (int, float)) and not isinstance(row.get(k), bool)
+                       and np.isfinite(row[k]) for k in _NUMBERS):
+                raise ValueError("a number is missing or not finite")
+            rows.append(row)
+        except (ValueError, AttributeError):
+            bad += line.strip() != ""
+    if bad:
+        aside = path.with_name(path.name + ".damaged")
+        aside.write_bytes(path.read_bytes())
+        print(f"seedgrid: warning: {bad} line(s) of {path} are not nights of this gate: left out "
+              f"(the file as it was: {aside.name})", file=sys.stderr)
+    rows.append(json_ready({"date": when, **result}))
+    write_text_atomic(path, "".join(json.dumps(r, allow_nan=False) + "\n" for r in rows))
+    return rows
+
+
+def history_markdown(rows: list[dict], last: int = 30) -> str:
+    """The gate's report: the last nights, and the trend of the candidate's mean."""
+    shown = rows[-last:]
+    lines = ["# seedgrid regression gate\n",
+             "| date | candidate | mean | vs baseline | p (worse) | CON | p (less consistent) "
+             "| verdict |", "|---|---|---|---|---|---|---|---|"]
+    for r in shown:
+        lines.append(f"| {r['date']} | {r['candidate']} | {r['mean_candidate']:.4f} | "
+                     f"{r['difference']:+.4f} | {r['p_worse']:.3g} | {r['con_candidate']:.3f} | "
+                     f"{r['p_less_consistent']:.3g} | "
+                     f"{'REGRESSION' if r['regression'] else 'pass'} |")
+    means = np.array([r["mean_candidate"] for r in shown])
+    if len(means) >= 3 and np.ptp(means) > 0:
+        fit = scipy.stats.linregress(np.arange(len(means)), means)
+        lines.append(f"\nTrend over the last {len(means)} nights: {fit.slope:+.5f} "
+                     f"{shown[-1]['metric']} per night (p = {fit.pvalue:.3g}).")
+    else:
+        lines.append("\nTrend: needs at least 3 nights with different means.")
+    return "\n".join(lines) + "\n"
