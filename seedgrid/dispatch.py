@@ -132,7 +132,10 @@ def train_and_store(cfg: Config, run_dir: str | Path, seed_wi: int, seed_do: int
                        stop_fraction=stop_fraction)
     if shard is not None:  # the main process writes, once every input has proved valid
         write_config(Path(run_dir), cfg)  # (a run folder made by submit has it already)
-        write_atomic(shard, shard_path(run_dir, seed_wi, seed_do))
+        path = shard_path(run_dir, seed_wi, seed_do)
+        for stale in path.parent.glob(f".{path.name}.*.tmp"):  # writes that were killed
+            stale.unlink(missing_ok=True)
+        write_atomic(shard, path)
         if shard.status.item() != "stopped":
             checkpointer.remove()
     return shard

@@ -238,3 +238,21 @@ def test_divergence_flags_against_a_loop(tmp_path):
         assert flags.sel(seed_wi=wi, seed_do=do).item() == value
     assert np.isnan(flags.sel(seed_wi=2, seed_do=2).item())  # missing: unknown, not "fine"
     assert expected == {(1, 1): 0.0, (1, 2): 1.0, (2, 1): 1.0}
+
+
+def test_the_accessor_is_never_stale_after_the_cube_changes(tmp_path):
+    run, _ = _run(tmp_path, [(1, 1), (1, 2), (2, 1)], n=2)
+    collect(run)
+    c = seedgrid.open_cube(run).load()
+    before = float(c.seedgrid.final().mean())
+    c["label"] = 1 - c["label"]  # every gold label flipped: accuracy becomes 1 - accuracy
+    assert float(c.seedgrid.final().mean()) == pytest.approx(1 - before)
+    c["logits"] = -c["logits"]  # every prediction flipped too: back to the first accuracy
+    assert float(c.seedgrid.final().mean()) == pytest.approx(before)
+    status = c.status.values.astype(object)  # (a fixed-width string array holds no longer word)
+    status[0, 1] = "diverged"  # a diverged cell is scored by its failed evaluations
+    c["status"] = (c.status.dims, status)
+    c["logits"][0, 1, :, -1] = np.nan
+    labels = c.label.values
+    expected = accuracy_score(labels, np.full_like(labels, np.bincount(labels).argmax()))
+    assert c.seedgrid.final().sel(seed_wi=1, seed_do=2).item() == pytest.approx(expected)
