@@ -127,11 +127,13 @@ def across(cubes: dict[str, xr.Dataset]) -> dict:
 
 def write(run_dirs: list[str | Path], out: str | Path | None = None, figures_too: bool = True,
           samples: int = 5_000, seed: int = 0) -> Path:
-    """Analyse every run and write ``out`` (default: the first run's ``report/``) with
+    """Analyse every run and write ``out`` (default: ``report/`` in the first run's folder, or
+    beside its cube file) with
     report.md, report.json and the figures. Returns the folder."""
     if samples < 1:
         raise UsageError(f"--samples {samples}: give at least 1 (the paper uses 50,000)")
-    out = Path(out) if out else Path(run_dirs[0]) / REPORT
+    first = Path(run_dirs[0])
+    out = Path(out) if out else (first.parent if first.is_file() else first) / REPORT
     check_output(out, "--out", folder=True)
     cubes = {}
     for run in run_dirs:

@@ -205,3 +205,10 @@ def test_report_of_a_1x3_grid_of_constant_predictions(tmp_path):
     assert r["dynamics"]["spearman"][0][1] is None  # constant scores: no correlation
     assert all(b["expected"] == 0.5 for b in r["early_stopping"]["best_per_budget"])
     assert (run / "report" / "constant" / "fig3_best_worst.png").exists()
+
+
+def test_a_report_of_a_cube_file_goes_beside_it(tmp_path):
+    run, _ = _run(tmp_path, [(1, 1), (1, 2)], n=2)
+    collect(run)
+    main(["report", str(run / "cube.nc"), "--samples", "100", "--no-figures"])
+    assert json.loads((run / "report" / "report.json").read_text())["runs"]["run"]["task"] == "mr"
