@@ -25,7 +25,7 @@ from typing import Callable
 
 import torch
 
-from seedgrid.store import raise_if_disk_full
+from seedgrid.store import raise_if_disk_full, remove_stale_temporaries, set_aside
 
 #: submitit's preemption/timeout signal, and the termination signal SLURM sends before a kill
 _HELD = {signal.SIGUSR2, signal.SIGTERM}
@@ -81,7 +81,7 @@ class Checkpointer:
 
     def load(self) -> dict | None:
         """The saved state, or None when there is none or it is damaged (then set aside)."""
-        self._remove_stale_temporaries()
+        remove_stale_temporaries(self.path)
         if not self.path.exists():
             return None
         try:
@@ -99,25 +99,12 @@ class Checkpointer:
 
     def remove(self) -> None:
         self.path.unlink(missing_ok=True)
-        self._remove_stale_temporaries()
-
-    def _remove_stale_temporaries(self) -> None:
-        """Temporary files of saves that were killed (a BERT-large checkpoint is 4 GB)."""
-        for tmp in self.path.parent.glob(f".{self.path.name}.*.tmp"):
-            if tmp.name != f".{self.path.name}.{os.getpid()}.tmp":
-                tmp.unlink(missing_ok=True)
+        remove_stale_temporaries(self.path)
 
 
 #: what a checkpoint must hold to resume a cell (seedgrid.trainer writes these)
 _KEYS = ("seed_wi", "seed_do", "config_hash", "model", "optimizer", "scheduler", "update",
          "evaluated", "rng", "logits", "train_loss", "wall_time_s")
-
-
-def set_aside(path: Path) -> Path:
-    """Rename a damaged file to ``<name>.damaged`` (kept for a look, out of every glob)."""
-    aside = path.with_name(path.name + ".damaged")
-    os.replace(path, aside)
-    return aside
 
 
 @contextlib.contextmanager

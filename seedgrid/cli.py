@@ -73,10 +73,8 @@ def _run(args: argparse.Namespace) -> None:
               "again")
         return
 
-    from seedgrid.checkpoint import Checkpointer, checkpoint_path, saved_on_terminate, set_aside
+    from seedgrid.checkpoint import Checkpointer, checkpoint_path, saved_on_terminate
 
-    if state == "damaged":
-        print(f"{path} is unreadable: moved to {set_aside(path).name}; training the cell again")
     dispatch.set_threads()
     checkpointer = Checkpointer(checkpoint_path(run_dir, args.wi, args.do))
     with saved_on_terminate(checkpointer):

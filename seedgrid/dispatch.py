@@ -29,8 +29,8 @@ from seedgrid.cluster import Profile
 from seedgrid.config import Config, load_config
 from seedgrid.errors import UsageError
 from seedgrid.rundir import CONFIG, write_config
-from seedgrid.store import (locked, read_json, shard_path, shard_state, write_atomic,
-                            write_text_atomic)
+from seedgrid.store import (locked, read_json, remove_stale_temporaries, set_aside, shard_path,
+                            shard_state, write_atomic, write_text_atomic)
 
 JOBS = "jobs.json"
 #: the cells training right now (local executor): one marker file per cell
@@ -133,8 +133,10 @@ def train_and_store(cfg: Config, run_dir: str | Path, seed_wi: int, seed_do: int
     if shard is not None:  # the main process writes, once every input has proved valid
         write_config(Path(run_dir), cfg)  # (a run folder made by submit has it already)
         path = shard_path(run_dir, seed_wi, seed_do)
-        for stale in path.parent.glob(f".{path.name}.*.tmp"):  # writes that were killed
-            stale.unlink(missing_ok=True)
+        if shard_state(path) == "damaged":  # an unreadable shard: kept aside for a look
+            print(f"[wi={seed_wi} do={seed_do}] the unreadable shard {path} was moved to "
+                  f"{set_aside(path).name}", flush=True)
+        remove_stale_temporaries(path)
         write_atomic(shard, path)
         if shard.status.item() != "stopped":
             checkpointer.remove()
@@ -157,7 +159,7 @@ class ArrayTask:
     def __call__(self, run_dir: str, cells: list[Cell]) -> list[str]:
         import submitit
 
-        from seedgrid.checkpoint import Checkpointer, checkpoint_path, saved_on_terminate, set_aside
+        from seedgrid.checkpoint import Checkpointer, checkpoint_path, saved_on_terminate
 
         if submitit.JobEnvironment().num_tasks > 1:  # several processes train each cell (DDP)
             # SLURM already limits the task to its GPUs; Accelerate takes cuda:LOCAL_RANK.
@@ -168,13 +170,9 @@ class ArrayTask:
         plan = policy.read(Path(run_dir))  # early stopping: phase one stops, phase two goes on
         statuses = []
         for wi, do in cells:
-            path = shard_path(run_dir, wi, do)
-            if not needs_training(run_dir, (wi, do), plan):
+            if not needs_training(run_dir, (wi, do), plan):  # a damaged shard trains again
                 statuses.append("done")
                 continue
-            if shard_state(path) == "damaged":
-                print(f"[wi={wi} do={do}] shard {path} is unreadable: moved to "
-                      f"{set_aside(path).name}; training the cell again", flush=True)
             with running(run_dir, (wi, do)):
                 self._checkpointer = Checkpointer(checkpoint_path(run_dir, wi, do))
                 with saved_on_terminate(self._checkpointer):

@@ -180,11 +180,25 @@ def read_json(path: str | Path, default):
     try:
         return json.loads(text)
     except ValueError as e:
-        aside = path.with_name(path.name + ".damaged")
-        os.replace(path, aside)
-        print(f"seedgrid: warning: {path} was damaged ({e}); moved to {aside.name}",
-              file=sys.stderr)
+        print(f"seedgrid: warning: {path} was damaged ({e}); moved to "
+              f"{set_aside(path).name}", file=sys.stderr)
         return default
+
+
+def set_aside(path: Path) -> Path:
+    """Rename a damaged file to ``<name>.damaged`` (kept for a look, out of every glob)."""
+    aside = path.with_name(path.name + ".damaged")
+    os.replace(path, aside)
+    return aside
+
+
+def remove_stale_temporaries(path: Path) -> None:
+    """Remove the temporary files that writes of ``path`` killed mid-way left behind
+    (``.<name>.<pid>.tmp``; a BERT-large checkpoint's is 4 GB), except this process's own."""
+    mine = f".{path.name}.{os.getpid()}.tmp"
+    for tmp in path.parent.glob(f".{path.name}.*.tmp"):
+        if tmp.name != mine:
+            tmp.unlink(missing_ok=True)
 
 
 @contextlib.contextmanager
