@@ -25,7 +25,9 @@ demo: install
 	$(PY) -m seedgrid collect runs/demo
 	$(PY) -m seedgrid report runs/demo
 
+# mypy first (seconds): the package's types hold; then every test
 test: install slurm
+	$(PY) -m mypy
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 # A real single-node SLURM (slurm/): started where we are root with apt-get; elsewhere its tests

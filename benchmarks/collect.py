@@ -49,7 +49,8 @@ def make_run(run: Path, n: int) -> None:
     from conftest import tiny_config
 
     from seedgrid.rundir import write_config
-    from seedgrid.store import cell_dataset, shard_path, write_atomic
+    from seedgrid.rundir import shard_path
+    from seedgrid.store import cell_dataset, write_atomic
 
     cfg = tiny_config(grid={"n_wi": n, "n_do": n})
     write_config(run, cfg)

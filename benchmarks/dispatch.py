@@ -29,7 +29,8 @@ sys.path.insert(0, str(REPO / "tests"))
 
 from conftest import tiny_raw, write_toml  # noqa: E402
 
-from seedgrid.store import cell_dataset, shard_path, write_atomic  # noqa: E402
+from seedgrid.rundir import shard_path  # noqa: E402
+from seedgrid.store import cell_dataset, write_atomic  # noqa: E402
 
 
 def timed(cmd: list[str]) -> tuple[float, str]:

@@ -31,7 +31,8 @@ import scipy.stats
 import pandas as pd
 import xarray as xr
 
-SEEDS = ("seed_wi", "seed_do")
+from seedgrid.store import SEEDS
+
 REGIMES = ("every", "epoch_ends", "end")
 
 
@@ -54,10 +55,10 @@ def regimes(metric: xr.DataArray, epoch: xr.DataArray) -> xr.DataArray:
     trained model and never counts. Returns (regime, seed_wi, seed_do); NaN evaluations are
     skipped, a run with none is NaN.
     """
-    epoch = np.asarray(epoch, dtype=np.float64)
-    trained = epoch > 0
-    ends = trained & np.isclose(epoch, np.round(epoch))
-    last = np.arange(len(epoch)) == len(epoch) - 1
+    epochs = np.asarray(epoch, dtype=np.float64)
+    trained = epochs > 0
+    ends = trained & np.isclose(epochs, np.round(epochs))
+    last = np.arange(len(epochs)) == len(epochs) - 1
     masks = xr.DataArray(np.stack([trained, ends, last]), dims=("regime", "step"),
                          coords={"regime": list(REGIMES)})
     return metric.where(masks).max("step", skipna=True).rename(metric.name)

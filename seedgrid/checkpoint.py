@@ -17,22 +17,20 @@ always sees the state between two updates; an update in progress is redone on re
 from __future__ import annotations
 
 import contextlib
-import os
 import signal
 import threading
+import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
+import numpy as np
 import torch
 
-from seedgrid.store import raise_if_disk_full, remove_stale_temporaries, set_aside
+from seedgrid.store import atomic_path, remove_stale_temporaries, set_aside
 
 #: submitit's preemption/timeout signal, and the termination signal SLURM sends before a kill
 _HELD = {signal.SIGUSR2, signal.SIGTERM}
-
-
-def checkpoint_path(run_dir: str | Path, seed_wi: int, seed_do: int) -> Path:
-    return Path(run_dir) / "checkpoints" / f"wi{seed_wi}_do{seed_do}.pt"
 
 
 class Checkpointer:
@@ -57,17 +55,8 @@ class Checkpointer:
         """Write the bound state; False when training has not started (nothing to save)."""
         if self._state is None:
             return False
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
-        try:
+        with atomic_path(self.path) as tmp:  # torch reports a full disk as a RuntimeError
             torch.save(self._state(), tmp)
-            with open(tmp, "rb") as f:
-                os.fsync(f.fileno())
-            os.replace(tmp, self.path)
-        except (OSError, RuntimeError) as e:  # torch reports a full disk as a RuntimeError
-            tmp.unlink(missing_ok=True)
-            raise_if_disk_full(e, self.path)
-            raise
         return True
 
     def save_if_possible(self) -> bool:
@@ -102,6 +91,44 @@ class Checkpointer:
         remove_stale_temporaries(self.path)
 
 
+@dataclass
+class Progress:
+    """What changes in a cell between updates, besides the model and optimizer: the one
+    object the training loop advances, a checkpoint saves and a resume restores."""
+
+    #: (evaluation, example, class); NaN until evaluated
+    logits: np.ndarray
+    #: (update,): mean training loss of each update; NaN until done
+    train_loss: np.ndarray
+    update: int = 0
+    #: evaluations written into ``logits``
+    evaluated: int = 0
+    #: torch's RNG state (dropout) for the next update
+    rng: dict = field(default_factory=dict)
+    #: seconds spent training before this process took the cell over
+    spent_before: float = 0.0
+    #: when this process took the cell over (time.time())
+    started: float = field(default_factory=time.time)
+
+    def wall_time_s(self) -> float:
+        return self.spent_before + time.time() - self.started
+
+    def state(self) -> dict:
+        """The checkpoint's share of the progress (tensors, not numpy arrays: the file loads
+        with weights_only=True)."""
+        return {"update": self.update, "evaluated": self.evaluated, "rng": self.rng,
+                "logits": torch.from_numpy(self.logits.copy()),
+                "train_loss": torch.from_numpy(self.train_loss.copy()),
+                "wall_time_s": self.wall_time_s()}
+
+    def restore(self, saved: dict) -> None:
+        """Take over the progress of a checkpoint's state (and its dropout RNG)."""
+        self.logits, self.train_loss = saved["logits"].numpy(), saved["train_loss"].numpy()
+        self.update, self.evaluated, self.rng = saved["update"], saved["evaluated"], saved["rng"]
+        self.spent_before = saved["wall_time_s"]
+        set_rng_state(self.rng)
+
+
 #: what a checkpoint must hold to resume a cell (seedgrid.trainer writes these)
 _KEYS = ("seed_wi", "seed_do", "config_hash", "model", "optimizer", "scheduler", "update",
          "evaluated", "rng", "logits", "train_loss", "wall_time_s")
@@ -131,7 +158,7 @@ def saved_on_terminate(checkpointer: Checkpointer | None):
 
 def rng_state() -> dict:
     """torch's global RNG (dropout) on the CPU and every GPU."""
-    state = {"cpu": torch.get_rng_state()}
+    state: dict = {"cpu": torch.get_rng_state()}
     if torch.cuda.is_available():
         state["cuda"] = torch.cuda.get_rng_state_all()
     return state

@@ -9,7 +9,6 @@ import argparse
 import math
 import os
 import re
-import shutil
 import sys
 import textwrap
 import traceback
@@ -57,202 +56,25 @@ class _Parser(argparse.ArgumentParser):
 
 
 def _run(args: argparse.Namespace) -> None:
-    from seedgrid import cluster, config, dispatch, metrics, rundir, store
+    from seedgrid.submission import run_one
 
-    cfg = config.load_config(args.config)
-    config.check_seeds("seed_wi", [args.wi])
-    config.check_seeds("seed_do", [args.do])
-    run_dir = Path(args.out or f"runs/{Path(cfg.source).stem}")
-    rundir.check_writable(run_dir)
-    rundir.check_config(run_dir, cfg)
-    dispatch.check_precision(cfg, cluster.Profile())
-    path = store.shard_path(run_dir, args.wi, args.do)
-    state = store.shard_state(path)
-    if state in dispatch.FINISHED:
-        print(f"{path} exists: cell (wi={args.wi}, do={args.do}) is {state}; delete it to train "
-              "again")
-        return
-
-    from seedgrid.checkpoint import Checkpointer, checkpoint_path, saved_on_terminate
-
-    dispatch.set_threads()
-    checkpointer = Checkpointer(checkpoint_path(run_dir, args.wi, args.do))
-    with saved_on_terminate(checkpointer):
-        shard = dispatch.train_and_store(cfg, run_dir, args.wi, args.do, checkpointer)
-    dispatch.end_distributed()
-    if shard is None:  # not the main process
-        return
-    curve = metrics.score(shard.logits.values[0, 0].transpose(1, 0, 2),
-                          shard.label.values, shard.attrs["metric"])
-    status = shard.status.values[0, 0]
-    print(f"wrote {path}: {status}, {shard.attrs['metric']} at the end {curve[-1]:.4f}, "
-          f"best {_nanmax(curve):.4f} (before training {curve[0]:.4f}; majority baseline "
-          f"{shard.attrs['majority_baseline']:.4f}), "
-          f"{float(shard.wall_time_s.values.item()):.0f} s")
-    if status != "done":
+    if not run_one(args.config, args.wi, args.do, args.out):
         sys.exit(1)  # a diverged cell is a result, not a success: scripts can tell
 
 
-def _nanmax(values) -> float:
-    import numpy as np
-
-    return float(np.nanmax(values)) if np.isfinite(values).any() else float("nan")
-
-
 def _submit(args: argparse.Namespace) -> None:
-    from seedgrid import cluster, config, dispatch, policy, rundir, status
+    from seedgrid.submission import submit_grid
 
-    if args.resume:
-        run_dir = Path(args.resume)
-        cfg = rundir.load_run_config(run_dir)
-        if args.config:
-            rundir.check_config(run_dir, config.load_config(args.config))
-    elif args.config:
-        cfg = config.load_config(args.config)
-        run_dir = Path(args.out or f"runs/{Path(cfg.source).stem}")
-        rundir.check_writable(run_dir)
-        rundir.check_config(run_dir, cfg)
-    else:
-        raise UsageError("submit needs --config (a new run) or --resume RUN_FOLDER")
-    if not cfg.grid.seeds_wi:  # no [grid]: --array N*N means seeds 1..N x 1..N (Dodge et al.)
-        n = math.isqrt(args.array or 0)
-        if not args.array or n * n != args.array:
-            raise UsageError(f"config {cfg.source!r} has no [grid] and --array {args.array} is not "
-                             "a square: add [grid] n_wi/n_do, or give --array N*N (e.g. 625 for "
-                             "seeds 1..25 x 1..25)")
-        cfg = config.with_seeds(cfg, list(range(1, n + 1)), list(range(1, n + 1)))
-    profile = cluster.load_profile(args.cluster)
-    dispatch.check_executor(profile)
-    dispatch.check_precision(cfg, profile)
-    total = len(dispatch.grid_cells(cfg))
-    plan = _early_stop_plan(args, cfg, run_dir)
-    record = policy.read(run_dir) if args.resume else None
-    if plan is not None:  # phase one: the first `started` cells of the grid
-        started = dispatch.grid_cells(cfg)[:plan.started]
-        cells = [c for c in started if dispatch.needs_training(run_dir, c)]
-    elif record is not None:  # an --early-stop run: only what its phase still needs
-        cells = dispatch.cells_to_resume(run_dir, record)
-    else:
-        cells = dispatch.missing_cells(cfg, run_dir)
-    if not cells:
-        print(f"{run_dir}: all {total} cells have shards; nothing to submit"
-              if record is None else f"{run_dir}: nothing of its early-stop phase "
-              f"{record['phase']} is left to train")
-        return
-    if args.array is not None and args.array > len(cells):
-        raise UsageError(f"--array {args.array} must be between 1 and the {len(cells)} cells to "
-                         f"run (of {total}): one array task trains one cell or more")
-    dispatch.check_inputs(cfg)
-    parallel = args.parallel or (profile.array_parallelism if profile.executor == "slurm" else 1)
-    n_tasks = args.array or len(cells)
-    if profile.executor == "local":  # no queue: every task starts at once
-        n_tasks = min(n_tasks, parallel)
-    new_folder = not run_dir.exists()
-    rundir.write_config(run_dir, cfg)  # before the tasks start: they read it
-    if plan is not None:
-        policy.start(run_dir, plan, started)
-    try:
-        submitted, jobs = dispatch.submit(cfg, profile, run_dir, cells, n_tasks, parallel)
-    except UsageError:
-        if new_folder and not (run_dir / dispatch.JOBS).exists():
-            shutil.rmtree(run_dir)  # nothing was submitted: leave nothing behind
-        raise
-    ids = ", ".join(a["job_id"] for a in submitted["submissions"][-1]["arrays"])
-    per_task = -(-len(cells) // n_tasks)
-    print(f"submitted {len(cells)} of {total} cells of {run_dir} (config {cfg.hash}) to "
-          f"{profile.name!r} ({profile.executor}): job {ids}, {n_tasks} task(s) of up to "
-          f"{per_task} cell(s), at most {parallel} at once")
-    print(f"watch it: python -m seedgrid status {run_dir} --cluster {profile.name}")
-    if plan is not None or (record is not None and record["continued_cells"] is None):
-        _after_phase_one(args, profile, run_dir, submitted, jobs)
-        return
-    if args.wait and not status.wait_and_report(jobs, run_dir, cells, profile):
-        sys.exit(1)  # diverged, failed, missing: not done
-
-
-def _early_stop_plan(args: argparse.Namespace, cfg, run_dir: Path):
-    """The --early-stop plan, checked against the grid before anything is written."""
-    if args.budget is None and args.from_cube:
-        raise UsageError("--from-cube goes with --budget B: the cube the simulation runs on")
-    if not args.early_stop and args.budget is None:
-        return None
-    from seedgrid import dispatch, policy
-
-    if args.early_stop and args.budget is not None:
-        raise UsageError("give --early-stop or --budget, not both")
-    if args.resume or (run_dir / policy.POLICY).exists():
-        raise UsageError(f"--early-stop starts a new run: {run_dir} has one already; use "
-                         f"python -m seedgrid continue {run_dir} for its second phase")
-    n_evals = cfg.train.epochs * cfg.train.evals_per_epoch  # evaluations during training
-    if args.budget is not None:
-        plan = policy.plan_from_budget(args.budget, args.from_cube, cfg.task.name, n_evals)
-    else:
-        plan = policy.parse_plan(args.early_stop, cfg.task.name, n_evals)
-    grid = len(dispatch.grid_cells(cfg))
-    if plan.started > grid:
-        raise UsageError(f"--early-stop started={plan.started} is more than the {grid} cells of "
-                         "the grid: enlarge [grid] or start fewer")
-    print(f"early stop ({plan.source}): start {plan.started} cells, stop at {plan.fraction:g} of "
-          f"training, continue the best {plan.continued}")
-    return plan
-
-
-def _after_phase_one(args, profile, run_dir: Path, submitted: dict, jobs: list) -> None:
-    """Phase two follows by itself: a decider job after the arrays (SLURM), or right here."""
-    from seedgrid import dispatch, policy, status
-
-    arrays = [a["job_id"] for a in submitted["submissions"][-1]["arrays"]]
-    started = [tuple(c) for a in submitted["submissions"][-1]["arrays"] for t in a["tasks"]
-               for c in t]
-    continued = policy.read(run_dir)["continued"]
-    if profile.executor == "slurm":
-        decider = dispatch.submit_decider(run_dir, profile, arrays, args.cluster)
-        print(f"phase two: job {decider} picks the {continued} best and continues them "
-              f"once phase one has ended (afterany:{':'.join(arrays)})")
-        if args.wait:
-            status.wait_for(jobs, run_dir, started)
-            if not status.wait_phase_two(run_dir):
-                sys.exit(1)
-        return
-    if not args.wait:
-        print(f"after phase one: python -m seedgrid continue {run_dir} --cluster {profile.name}")
-        return
-    status.wait_for(jobs, run_dir, started)
-    _continue(argparse.Namespace(run=str(run_dir), cluster=profile.name, parallel=args.parallel,
-                                 wait=True))
+    if not submit_grid(config_name=args.config, resume=args.resume, cluster_name=args.cluster,
+                       array=args.array, parallel=args.parallel, out=args.out, wait=args.wait,
+                       early_stop=args.early_stop, budget=args.budget, from_cube=args.from_cube):
+        sys.exit(1)  # --wait: diverged, failed, missing: not done
 
 
 def _continue(args: argparse.Namespace) -> None:
-    from seedgrid import cluster, dispatch, policy, status
-    from seedgrid.checkpoint import checkpoint_path
-    from seedgrid.rundir import load_run_config
+    from seedgrid.submission import continue_grid
 
-    run_dir = Path(args.run)
-    cfg = load_run_config(run_dir)
-    profile = cluster.load_profile(args.cluster)
-    dispatch.check_executor(profile)
-    rec = policy.decide(run_dir)
-    chosen = " ".join(f"({wi},{do})" for wi, do in rec["continued_cells"])
-    print(f"{run_dir}: decided on {rec['decided_on']} of {len(rec['phase_one'])} phase-one cells"
-          + (f" ({len(rec['missing'])} without a shard: " + " ".join(
-              f"({wi},{do})" for wi, do in rec["missing"]) + ")" if rec["missing"] else "")
-          + f"; continuing {len(rec['continued_cells'])}: {chosen or 'none'}")
-    todo = dispatch.cells_to_resume(run_dir, rec)
-    if not todo:
-        print("nothing left to continue")
-        return
-    parallel = args.parallel or (profile.array_parallelism if profile.executor == "slurm" else 1)
-    n_tasks = min(len(todo), parallel) if profile.executor == "local" else len(todo)
-    record, jobs = dispatch.submit(cfg, profile, run_dir, todo, n_tasks, parallel)
-    ids = ", ".join(a["job_id"] for a in record["submissions"][-1]["arrays"])
-    policy.update(run_dir, phase_two_jobs=ids)
-    gone = [c for c in todo if not checkpoint_path(run_dir, *c).exists()]
-    print(f"phase two: job {ids} continues {len(todo)} cell(s) "
-          + ("from their checkpoints" if not gone else
-             f"({len(todo) - len(gone)} from their checkpoints; {len(gone)} from the beginning, "
-             "their checkpoints are gone: " + " ".join(f"({wi},{do})" for wi, do in gone) + ")"))
-    if args.wait and not status.wait_and_report(jobs, run_dir, todo, profile,
-                                                stopped_counts=False):
+    if not continue_grid(args.run, args.cluster, args.parallel, args.wait):
         sys.exit(1)
 
 
@@ -270,37 +92,14 @@ def _status(args: argparse.Namespace) -> None:
 def _collect(args: argparse.Namespace) -> None:
     from seedgrid.cube import collect
 
-    run_dir = Path(args.run)
-    done = collect(run_dir, compress=args.compress)
-    c = done.counts
-    size = done.path.stat().st_size / 1e6
-    print(f"wrote {done.path} ({size:.1f} MB): {sum(c.values())} cells — "
-          + ", ".join(f"{s} {n}" for s, n in c.items() if n))
-    for wi, do, path, why in done.damaged:
-        print(f"  damaged (wi={wi}, do={do}) {path}: {why}")
-    import seedgrid
-
-    ds = seedgrid.open_cube(done.path)
-    final, best = ds.seedgrid.final(), ds.seedgrid.final(best=True)
-    if final.notnull().any():
-        metric = ds.attrs["metric"]
-        std = f"{float(final.std(ddof=1)):.4f}" if final.count() > 1 else "n/a (one cell)"
-        print(f"  {metric} at the end: mean {float(final.mean()):.4f}, sample std {std}, "
-              f"min {float(final.min()):.4f}, max {float(final.max()):.4f} over "
-              f"{int(final.count())} cells; best so far: mean {float(best.mean()):.4f}, max "
-              f"{float(best.max()):.4f} (majority baseline {ds.seedgrid.majority_baseline():.4f})")
-    ds.close()
-    if done.damaged:
-        paths = " ".join(str(p) for *_, p, _ in done.damaged)
-        print(f"these cells count as missing; to train them again: rm {paths} && "
-              f"python -m seedgrid submit --resume {run_dir}")
+    print(collect(Path(args.run), compress=args.compress).summary())
 
 
 def _export(args: argparse.Namespace) -> None:
     import seedgrid
 
     from seedgrid.rundir import check_output
-    from seedgrid.store import raise_if_disk_full
+    from seedgrid.store import atomic_path
 
     out = Path(args.to)
     writers = {".csv": "to_csv", ".parquet": "to_parquet"}
@@ -309,45 +108,19 @@ def _export(args: argparse.Namespace) -> None:
     check_output(out, "--to")
     with seedgrid.open_cube(args.cube) as ds:
         table = ds.seedgrid.table(args.metric)
-    tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
-    try:
+    with atomic_path(out) as tmp:
         getattr(table, writers[out.suffix])(tmp, index=False)
-        tmp.replace(out)
-    except OSError as e:
-        raise_if_disk_full(e, out)
-        raise
-    finally:
-        tmp.unlink(missing_ok=True)
     print(f"wrote {out}: {len(table)} rows (seed_wi, seed_do, update) x {list(table.columns[3:])}")
 
 
 def _report(args: argparse.Namespace) -> None:
     import json
 
-    from seedgrid.report import write
+    from seedgrid.report import summary, write
 
     out = write(args.runs, args.out, figures_too=not args.no_figures, samples=args.samples,
                 seed=args.seed)
-    report = json.loads((out / "report.json").read_text())
-    for name, r in report["runs"].items():
-        end, d, micro = r["macro"]["end"], r["macro"]["decoupled_std"]["end"], r["micro"]["grid"]
-        f = lambda x: "n/a" if x is None else f"{x:.4f}"  # noqa: E731
-        print(f"{name}: {r['metric']} at the end {f(end['mean'])} ± {f(end['std'])} "
-              f"(std, ddof 0) over "
-              f"{end['n']} runs (min {f(end['min'])}, max {f(end['max'])}); std with WI fixed "
-              f"{f(d['wi'])}, with DO fixed {f(d['do'])}")
-        print(f"  all runs agree on {f(micro['con'])} of the examples (CON), all correct on "
-              f"{f(micro['ccon'])} (CCON); two runs agree on {f(micro['agreement'])} on average")
-        every = r["regimes"]["every"]
-        print(f"  best found {f(every['best_found'])}; expected best of "
-              f"{len(every['expected_max'])} runs {f((every['expected_max'] or [None])[-1])}")
-        es = r["early_stopping"]
-        if "best_per_budget" in es and es["best_per_budget"]:
-            b = es["best_per_budget"][min(len(es["best_per_budget"]), 5) - 1]
-            print(f"  early stopping at a budget of {b['budget']} runs: start {b['started']}, "
-                  f"stop {b['stopped']} after {b['evaluations']} of {es['n_evals']} "
-                  f"evaluations -> "
-                  f"{f(b['expected'])} vs {f(b['baseline'])} without stopping")
+    print(summary(json.loads((out / "report.json").read_text())))
     print(f"wrote {out / 'report.md'} and {out / 'report.json'}"
           + ("" if args.no_figures else " with figures"))
 
@@ -355,6 +128,7 @@ def _report(args: argparse.Namespace) -> None:
 def _compare(args: argparse.Namespace) -> None:
     from seedgrid.compare import compare, format_result
     from seedgrid.rundir import check_output
+    from seedgrid.store import write_json_atomic
 
     if args.json:
         check_output(args.json, "--json")
@@ -362,51 +136,18 @@ def _compare(args: argparse.Namespace) -> None:
                      min_effect=args.min_effect, n_boot=args.boot, test=args.test)
     print(format_result(result))
     if args.json:
-        _write_json(Path(args.json), result)
+        write_json_atomic(args.json, result)
         print(f"wrote {args.json}")
     sys.exit(1 if result["significant"] else 0)
 
 
 def _regress(args: argparse.Namespace) -> None:
-    import datetime
+    from seedgrid.regress import gate
 
-    from seedgrid.regress import append_history, history_markdown, regress
-    from seedgrid.rundir import check_output
-    from seedgrid.store import write_text_atomic
-
-    check_output(args.history, "--history")
-    check_output(Path(args.history).with_suffix(".md"), "--history (its .md report)")
-    r = regress(args.baseline, args.candidate, max_drop=args.max_drop, alpha=args.alpha,
-                max_con_drop=args.max_con_drop, metric=args.metric,
-                allow_incomplete=args.allow_incomplete)
-    print(f"{r['metric']}: candidate {r['mean_candidate']:.4f} vs baseline "
-          f"{r['mean_baseline']:.4f} ({r['difference']:+.4f}; {r['pairing']}, runs "
-          f"{r['runs'][1]} vs {r['runs'][0]}): p(worse by more than {r['max_drop']}) = "
-          f"{r['p_worse']:.4g}")
-    print(f"CON: candidate {r['con_candidate']:.4f} vs baseline {r['con_baseline']:.4f}: "
-          f"p(less consistent by more than {r['max_con_drop']}) = {r['p_less_consistent']:.4g}")
-    if r["incomplete"]:
-        print(f"{r['incomplete']} cell(s) of the candidate failed or are missing"
-              + ("" if args.allow_incomplete else ": the gate fails (--allow-incomplete to "
-                 "judge the cells that finished)"))
-    history = Path(args.history)
-    history.parent.mkdir(parents=True, exist_ok=True)  # checked above: it can be made
-    when = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
-    rows = append_history(history, r, when)
-    report = write_text_atomic(history.with_suffix(".md"), history_markdown(rows))
-    verdict = "REGRESSION" if r["regression"] else "pass"
-    print(f"{verdict} at alpha = {r['alpha']}; history {history} ({len(rows)} nights), "
-          f"report {report}")
-    sys.exit(1 if r["regression"] else 0)
-
-
-def _write_json(path: Path, value: dict) -> None:
-    import json
-
-    from seedgrid.report import json_ready
-    from seedgrid.store import write_text_atomic
-
-    write_text_atomic(path, json.dumps(json_ready(value), indent=1, allow_nan=False))
+    regression = gate(args.baseline, args.candidate, Path(args.history), max_drop=args.max_drop,
+                      alpha=args.alpha, max_con_drop=args.max_con_drop, metric=args.metric,
+                      allow_incomplete=args.allow_incomplete)
+    sys.exit(1 if regression else 0)
 
 
 def _presets(args: argparse.Namespace) -> None:

@@ -67,8 +67,8 @@ def search_path() -> list[Path]:
 
 
 def load_profile(spec: str) -> Profile:
-    path = Path(spec)
-    if not path.is_file():
+    path: Path | None = Path(spec)
+    if not Path(spec).is_file():
         path = next((d / f"{spec}.toml" for d in search_path() if (d / f"{spec}.toml").is_file()),
                     None)
     if path is None:

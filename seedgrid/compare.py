@@ -26,9 +26,9 @@ import scipy.stats
 import xarray as xr
 
 from seedgrid import metrics
-from seedgrid.analysis import SEEDS
 from seedgrid.cube import open_cube
 from seedgrid.errors import UsageError
+from seedgrid.store import SEEDS
 
 MIN_SEEDS = 3  # the tutorial: at least 3 seeds per configuration, 5+ is better
 #: what ``--test`` may name: the verdict (and the exit status) follows that test's p
@@ -247,7 +247,7 @@ def shared_cells(a: xr.DataArray, b: xr.DataArray) -> list[tuple[int, int]]:
     """The (seed_wi, seed_do) cells with a score on both sides."""
     a, b = xr.align(a, b, join="inner")
     cells = (a.notnull() & b.notnull()).stack(cell=SEEDS)
-    return [tuple(int(x) for x in c) for c in cells["cell"].values[cells.values]]
+    return [(int(wi), int(do)) for wi, do in cells["cell"].values[cells.values]]
 
 
 def _sides(score_a, score_b, pred_a, pred_b):
@@ -294,7 +294,7 @@ def compare(path_a, path_b, metric: str | None = None, step: str = "end", alpha:
     ds_a, score_a, pred_a = load(path_a, metric, step)
     ds_b, score_b, pred_b = load(path_b, metric, step)
     check_comparable(ds_a, ds_b, metric)
-    name = score_a.name
+    name = str(score_a.name)
     cells, a, b, runs_a, runs_b = _sides(score_a, score_b, pred_a, pred_b)
     paired = bool(cells)
     tests = scores_test(a, b, paired, alpha)

@@ -99,6 +99,10 @@ class GridConfig:
     seeds_wi: tuple[int, ...] = ()
     seeds_do: tuple[int, ...] = ()
 
+    def cells(self) -> list[tuple[int, int]]:
+        """Every cell (seed_wi, seed_do), WI-major (row by row of the WI × DO map)."""
+        return [(wi, do) for wi in self.seeds_wi for do in self.seeds_do]
+
 
 @dataclass(frozen=True)
 class Config:

@@ -1,4 +1,4 @@
-"""The cube: collect a run's shards into ``cube.nc``, open it, and the ``ds.seedgrid`` accessor.
+"""The cube: collect a run's shards into ``cube.nc``, and open it.
 
 ``collect`` streams shards into variables preallocated in a netCDF4 file (one cell per chunk),
 so memory holds one shard at a time, not the cube; the file is written under a temporary name
@@ -7,38 +7,30 @@ truncated or unreadable shard is reported by cell (and treated as missing) rathe
 the collect; a shard of another config refuses the whole collect. Collecting while the grid
 still runs gives a partial cube; collecting again rewrites it from the shards.
 
-``open_cube`` checks the schema (:mod:`seedgrid.store`) and returns a lazily loaded Dataset.
-The accessor gives the building blocks of analysis, vectorised over seeds and steps::
-
-    ds = seedgrid.open_cube("runs/rte")
-    ds.seedgrid.metric()          # (seed_wi, seed_do, step): the task's metric
-    ds.seedgrid.best_so_far()     # best metric up to each evaluation (Dodge et al.)
-    ds.seedgrid.diverged()        # (seed_wi, seed_do): diverged or collapsed to the majority
-    ds.seedgrid.consistency()     # Bui et al.'s CON, CCON, agreement, flip rate
-    ds.seedgrid.expected_max()    # ... and every analysis of seedgrid.analysis as a method
+``open_cube`` checks the schema (:mod:`seedgrid.store`) and returns a lazily loaded Dataset
+with the ``ds.seedgrid`` accessor (:mod:`seedgrid.accessor`).
 """
 
 from __future__ import annotations
 
 import datetime
-import os
-import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import netCDF4
 import numpy as np
-import pandas as pd
 import xarray as xr
 
-from seedgrid import metrics
+from seedgrid import accessor  # noqa: F401  (registers ds.seedgrid)
 from seedgrid.errors import UsageError
-from seedgrid.rundir import load_run_config
-from seedgrid.store import STATUS, VARIABLES, schema_problem, shard_state, shards_on_disk
+from seedgrid.rundir import CUBE, load_run_config, shards_on_disk
+from seedgrid.store import (CF_ATTRS, CONVENTIONS, PER_CELL_INT, PER_CELL_TEXT, SCHEMA_VERSION, SEEDS,
+                            STATUS, VARIABLES, atomic_path, cell_attrs, decode, grid_attrs,
+                            schema_problem, shard_state, status_flags, status_name)
 
-CUBE = "cube.nc"
-_PER_CELL_ATTRS = ("host", "device", "created", "num_processes", "gradient_accumulation",
-                   "deterministic", "torch_threads")
+#: characters of a per-cell text variable (host, device, created, versions)
+_TEXT_WIDTH = 256
+
 
 
 @dataclass
@@ -47,6 +39,30 @@ class Collected:
     counts: dict[str, int]
     #: (seed_wi, seed_do, shard path, why) of shards that could not be read
     damaged: list[tuple[int, int, Path, str]] = field(default_factory=list)
+
+    def summary(self) -> str:
+        """What ``collect`` prints: the counts, the metric at the end, the damaged shards."""
+        c = self.counts
+        lines = [f"wrote {self.path} ({self.path.stat().st_size / 1e6:.1f} MB): "
+                 f"{sum(c.values())} cells — " + ", ".join(f"{s} {n}" for s, n in c.items() if n)]
+        lines += [f"  damaged (wi={wi}, do={do}) {path}: {why}"
+                  for wi, do, path, why in self.damaged]
+        with open_cube(self.path) as ds:
+            final, best = ds.seedgrid.final(), ds.seedgrid.final(best=True)
+            if final.notnull().any():
+                std = (f"{float(final.std(ddof=1)):.4f}" if final.count() > 1 else
+                       "n/a (one cell)")
+                lines.append(
+                    f"  {ds.attrs['metric']} at the end: mean {float(final.mean()):.4f}, sample "
+                    f"std {std}, min {float(final.min()):.4f}, max {float(final.max()):.4f} over "
+                    f"{int(final.count())} cells; best so far: mean {float(best.mean()):.4f}, "
+                    f"max {float(best.max()):.4f} (majority baseline "
+                    f"{ds.seedgrid.majority_baseline():.4f})")
+        if self.damaged:
+            paths = " ".join(str(p) for *_, p, _ in self.damaged)
+            lines.append(f"these cells count as missing; to train them again: rm {paths} && "
+                         f"python -m seedgrid submit --resume {self.path.parent}")
+        return "\n".join(lines)
 
 
 def collect(run_dir: str | Path, *, compress: bool = False) -> Collected:
@@ -79,9 +95,8 @@ def collect(run_dir: str | Path, *, compress: bool = False) -> Collected:
     seeds_do = sorted(set(cfg.grid.seeds_do) | {do for _, do in found})
 
     final = run_dir / CUBE
-    tmp = run_dir / f".{CUBE}.{os.getpid()}.tmp"
     counts = dict.fromkeys(STATUS, 0)
-    try:
+    with atomic_path(final) as tmp:
         with netCDF4.Dataset(tmp, "w", format="NETCDF4") as nc:
             variables = _create(nc, template, seeds_wi, seeds_do, cfg, compress)
             unreadable = {(wi, do) for wi, do, *_ in damaged}  # found before the writing
@@ -97,17 +112,17 @@ def collect(run_dir: str | Path, *, compress: bool = False) -> Collected:
                 i, j = seeds_wi.index(cell[0]), seeds_do.index(cell[1])
                 for name in ("logits", "train_loss", "wall_time_s"):
                     variables[name][i, j] = shard[name]
-                variables["status"][i, j] = shard["status"]
+                variables["status"][i, j] = STATUS.index(shard["status"])
+                for name, value in cell_attrs(shard["attrs"]).items():
+                    variables[name][i, j] = value
                 counts[shard["status"]] += 1
-        counts["missing"] = len(seeds_wi) * len(seeds_do) - sum(counts.values())
-        os.replace(tmp, final)
-    finally:
-        tmp.unlink(missing_ok=True)
+    counts["missing"] = len(seeds_wi) * len(seeds_do) - sum(counts.values())
     return Collected(final, counts, sorted(damaged, key=lambda d: d[:2]))
 
 
-def open_cube(path: str | Path) -> xr.Dataset:
-    """The cube at ``path`` (a cube file or a run folder), schema-checked, loaded lazily."""
+def open_cube(path: str | Path, chunks: dict | str | None = None) -> xr.Dataset:
+    """The cube at ``path`` (a cube file or a run folder), schema-checked, loaded lazily;
+    with ``chunks`` (e.g. ``{}``: the file's own, one cell per chunk) backed by dask arrays."""
     path = Path(path)
     if path.is_dir():
         path = path / CUBE
@@ -115,7 +130,7 @@ def open_cube(path: str | Path) -> xr.Dataset:
         raise UsageError(f"no cube at {str(path)!r}: run python -m seedgrid collect on the run "
                          "folder first")
     try:
-        ds = xr.open_dataset(path, engine="netcdf4")
+        ds = xr.open_dataset(path, engine="netcdf4", chunks=chunks)
     except (OSError, ValueError) as e:
         raise UsageError(f"{str(path)!r} is not a readable netCDF4 file ({e}): give a cube "
                          "written by seedgrid collect") from None
@@ -123,203 +138,7 @@ def open_cube(path: str | Path) -> xr.Dataset:
     if problem:
         ds.close()
         raise UsageError(f"{str(path)!r} is not a seedgrid cube: {problem}")
-    return ds
-
-
-@xr.register_dataset_accessor("seedgrid")
-class SeedgridAccessor:
-    """``ds.seedgrid``: predictions, correctness and the task's metric over a whole cube.
-
-    Everything is computed on whole arrays with labelled dimensions; cells or evaluations
-    without logits (missing, diverged) give NaN, never a made-up value.
-    """
-
-    def __init__(self, ds: xr.Dataset):
-        self._ds = ds
-        # xarray keeps one accessor per Dataset object, and a Dataset can be changed in place
-        # (ds["label"] = ...): what is cached is keyed to a checksum of the data it came from
-        self._cache: dict = {}
-        self._cache_key: tuple | None = None
-
-    def _cached(self, key, compute):
-        """``compute()``, remembered while logits, label and status stay what they were."""
-        data_key = _data_key(self._ds)
-        if data_key != self._cache_key:
-            self._cache, self._cache_key = {}, data_key
-        if data_key is None:  # lazily chunked (dask): nothing is cached
-            return compute()
-        if key not in self._cache:
-            self._cache[key] = compute()
-        return self._cache[key]
-
-    def majority_label(self) -> int:
-        """The most frequent gold label of the validation set (the smallest on ties)."""
-        return metrics.majority_label(self._ds.label.values)
-
-    def majority_baseline(self, name: str | None = None) -> float:
-        """The metric of always predicting the majority label, from this cube's own labels
-        (Dodge et al.'s Table 2 baselines, computed for the validation set actually used)."""
-        return metrics.majority_baseline(self._ds.label.values, name or self._ds.attrs["metric"])
-
-    def predictions(self) -> xr.DataArray:
-        """Predicted class, (seed_wi, seed_do, example, step); NaN where there are no logits.
-
-        A diverged cell is a failed classifier, not a missing one: its evaluations after it
-        diverged (NaN logits) predict the majority label, so it stays in every statistic with
-        the score a collapsed model gets (Dodge et al.'s diverged runs).
-        """
-        def compute():
-            logits = self._ds.logits
-            pred = logits.fillna(-np.inf).argmax("class").astype(np.float64)
-            pred = pred.where(logits.notnull().all("class"))
-            failed = (self._ds.status == "diverged") & pred.isnull()
-            return pred.where(~failed, float(self.majority_label())).rename("prediction")
-        return self._cached("predictions", compute)
-
-    def correct(self) -> xr.DataArray:
-        """1.0 where the prediction equals the gold label, 0.0 where not, NaN where missing."""
-        pred = self.predictions()
-        return (pred == self._ds.label).astype(np.float64).where(pred.notnull()).rename("correct")
-
-    def metric(self, name: str | None = None) -> xr.DataArray:
-        """The task's metric (or ``name``), (seed_wi, seed_do, step)."""
-        name = name or self._ds.attrs["metric"]
-        if name not in metrics.METRICS:
-            raise UsageError(f"unknown metric {name!r}: choose one of {', '.join(metrics.METRICS)}")
-        return self._cached(("metric", name), lambda: xr.apply_ufunc(
-            metrics.score_predictions, self.predictions(), self._ds.label,
-            input_core_dims=[["example"], ["example"]], kwargs={"metric": name}).rename(name))
-
-    def consistency(self, step: int = -1, over: str | tuple[str, ...] = ("seed_wi", "seed_do")
-                    ) -> xr.Dataset:
-        """Bui et al.'s micro metrics at evaluation ``step`` (position; default the last): see
-        :func:`seedgrid.analysis.consistency`."""
-        from seedgrid.analysis import consistency
-
-        return consistency(self.predictions().isel(step=step), self._ds.label, over)
-
-    def diverged(self, threshold: float | None = None) -> xr.DataArray:
-        """Per cell: 1.0 if it diverged, 0.0 if not, NaN if it has no final evaluation.
-
-        Diverged means marked so in training (a NaN or exploding loss), or a final metric at or
-        below ``threshold`` — by default the majority baseline of this cube's validation
-        labels (:meth:`majority_baseline`), the level Dodge et al.'s
-        diverged runs fall to (predicting the most frequent label).
-        """
-        threshold = self.majority_baseline() if threshold is None else threshold
-        final = self.metric().isel(step=-1)
-        flag = (final <= threshold).astype(np.float64).where(final.notnull())
-        return flag.where(self._ds.status != "diverged", 1.0).drop_vars("step").rename("diverged")
-
-    def table(self, name: str | None = None) -> pd.DataFrame:
-        """One row per (seed_wi, seed_do, step): update, epoch, metric, best so far, status."""
-        m = self.metric(name)
-        frame = xr.Dataset({m.name: m, f"best_{m.name}": self.best_so_far(name),
-                            "status": self._ds.status, "wall_time_s": self._ds.wall_time_s,
-                            "epoch": self._ds.epoch})
-        table = frame.to_dataframe().reset_index()
-        table.insert(2, "update", table.pop("step"))  # the step coordinate holds update counts
-        return table[["seed_wi", "seed_do", "update", "epoch", m.name, f"best_{m.name}",
-                      "status", "wall_time_s"]]
-
-    def best_so_far(self, name: str | None = None) -> xr.DataArray:
-        """Best metric over the evaluations during training up to each step (Dodge et al.).
-
-        The evaluation before training (update 0) is not a trained model and never counts: the
-        best so far is NaN there. NaN evaluations are skipped.
-        """
-        m = self.metric(name)
-        t = m.transpose(..., "step")
-        during = np.where(t["step"].values > 0, t.values, np.nan)
-        return t.copy(data=np.fmax.accumulate(during, axis=-1)).transpose(*m.dims)
-
-    # -- analyses (seedgrid.analysis, seedgrid.early_stopping) on this cube ------------------
-
-    def final(self, name: str | None = None, best: bool = False) -> xr.DataArray:
-        """(seed_wi, seed_do): the metric at the last evaluation, or the best found in training."""
-        m = self.best_so_far(name) if best else self.metric(name)
-        return m.isel(step=-1, drop=True)
-
-    def regimes(self, name: str | None = None) -> xr.DataArray:
-        """(regime, seed_wi, seed_do): each run's pick when evaluating at every evaluation, at
-        epoch ends or at the end; see :func:`seedgrid.analysis.regimes`."""
-        from seedgrid.analysis import regimes
-
-        return regimes(self.metric(name), self._ds.epoch)
-
-    def expected_max(self, name: str | None = None, replace: bool = True) -> xr.Dataset:
-        """Expected best of n runs (n = 1..N) with its std, per evaluation regime (Fig. 1), the
-        observed extremes, and the band the figure shades: mean ± std clipped to the observed
-        minimum and maximum (Dodge et al.'s footnote 5; allentune clips at the maximum)."""
-        from seedgrid.analysis import expected_max
-
-        picks = self.regimes(name)
-        out = [expected_max(picks.sel(regime=r).values, replace=replace)
-               for r in picks["regime"].values]
-        n = min(len(mean) for mean, _ in out)
-        curves = xr.Dataset({"mean": (("regime", "n"), np.stack([m[:n] for m, _ in out])),
-                             "std": (("regime", "n"), np.stack([s[:n] for _, s in out])),
-                             "observed_min": picks.min(("seed_wi", "seed_do")),
-                             "observed_max": picks.max(("seed_wi", "seed_do"))},
-                            coords={"regime": picks["regime"].values, "n": np.arange(1, n + 1)})
-        curves["lower"] = np.maximum(curves["mean"] - curves["std"], curves["observed_min"])
-        curves["upper"] = np.minimum(curves["mean"] + curves["std"], curves["observed_max"])
-        return curves
-
-    def decoupled_std(self, name: str | None = None, best: bool = False) -> dict[str, float]:
-        """Table 3 on the final (or best-found) metric; :func:`seedgrid.analysis.decoupled_std`."""
-        from seedgrid.analysis import decoupled_std
-
-        return decoupled_std(self.final(name, best))
-
-    def anova(self, name: str | None = None, best: bool = False) -> dict[str, dict]:
-        """Table 4; :func:`seedgrid.analysis.best_vs_worst_anova`."""
-        from seedgrid.analysis import best_vs_worst_anova
-
-        return best_vs_worst_anova(self.final(name, best))
-
-    def permutation_test(self, name: str | None = None, best: bool = False,
-                         n_resamples: int = 10_000, seed: int = 0) -> dict[str, dict]:
-        """Row / column-mean range test; :func:`seedgrid.analysis.seed_permutation_test`."""
-        from seedgrid.analysis import seed_permutation_test
-
-        return seed_permutation_test(self.final(name, best), n_resamples, seed)
-
-    def step_correlation(self, name: str | None = None, method: str = "spearman",
-                         best: bool = True) -> xr.DataArray:
-        """Fig. 5 (Spearman) / Fig. 9 (Pearson) between evaluations during training, on the
-        best so far as the paper does (``best=False``: the metric at each evaluation)."""
-        from seedgrid.analysis import step_correlation
-
-        m = self.best_so_far(name) if best else self.metric(name)
-        return step_correlation(m.sel(step=m["step"] > 0), method)
-
-    def run_pairs(self, step: int = -1, tolerance: float = 0.0, top: int = 10):
-        """Bui Fig. 1: equal-accuracy pairs of runs that agree least; see
-        :func:`seedgrid.analysis.run_pairs`."""
-        from seedgrid.analysis import run_pairs
-
-        return run_pairs(self.predictions().isel(step=step), self._ds.label, tolerance, top)
-
-    def early_stopping(self, name: str | None = None, **kwargs):
-        """Dodge §5's simulation on this cube; :func:`seedgrid.early_stopping.simulate`."""
-        from seedgrid.early_stopping import simulate
-
-        return simulate(self.metric(name), **kwargs)
-
-
-def _data_key(ds: xr.Dataset) -> tuple | None:
-    """A checksum of what the accessor's results depend on; None for dask-backed data."""
-    key = []
-    for name in ("logits", "label", "status"):
-        variable = ds.variables[name]
-        if variable.chunks is not None:
-            return None
-        values = np.ascontiguousarray(variable.values)
-        digest = hash(tuple(values.ravel().tolist())) if values.dtype == object \
-            else zlib.crc32(values.view(np.uint8))
-        key.append((values.dtype.str, values.shape, digest))
-    return tuple(key)
+    return decode(ds)
 
 
 class _Damaged(Exception):
@@ -338,10 +157,14 @@ def _read_shard(path: Path, config_hash: str, template: dict | None = None) -> d
             shard = {"path": path, "attrs": attrs,
                      "logits": nc["logits"][0, 0], "train_loss": nc["train_loss"][0, 0],
                      "wall_time_s": float(nc["wall_time_s"][0, 0]),
-                     "status": str(nc["status"][0, 0]), "label": nc["label"][:],
+                     "status": status_name(nc["status"][0, 0]), "label": nc["label"][:],
+                     "label_flags": {k: nc["label"].getncattr(k) for k in nc["label"].ncattrs()
+                                     if k.startswith("flag_")},
                      **{c: nc[c][:] for c in ("example", "step", "epoch", "class", "update")}}
-    except (OSError, RuntimeError, KeyError, IndexError) as e:
+    except (OSError, RuntimeError, KeyError, IndexError, TypeError, ValueError) as e:
         raise _Damaged(f"unreadable: {type(e).__name__}: {e}") from None
+    if shard["status"] not in STATUS:
+        raise _Damaged(f"unreadable: status {shard['status']!r}")
     if template is not None:
         for key in ("example", "step", "class", "update"):
             if not np.array_equal(shard[key], template[key]):
@@ -362,24 +185,36 @@ def _create(nc, template: dict, seeds_wi: list[int], seeds_do: list[int], cfg,
         kind = str if values.dtype.kind in "OU" else values.dtype
         nc.createVariable(name, kind, (name,))[:] = values
     nc.createVariable("epoch", "f8", ("step",))[:] = template["epoch"]
-    nc["epoch"].setncattr("long_name", "fractional epoch of each evaluation")
     packing = {"zlib": True, "complevel": 1, "shuffle": True} if compress else {}
     out = {}
     for name, dims in VARIABLES.items():
         if name == "label":
             nc.createVariable(name, "i8", dims)[:] = template["label"]
+            nc[name].setncatts(template["label_flags"])
         elif name == "status":
-            out[name] = nc.createVariable(name, str, dims)
-            out[name][:] = np.full((sizes["seed_wi"], sizes["seed_do"]), "missing", dtype=object)
+            out[name] = nc.createVariable(name, "i1", dims)
+            out[name][:] = STATUS.index("missing")
+            out[name].setncatts(status_flags())
         else:
             kind = "f8" if name == "wall_time_s" else "f4"
-            chunks = tuple(1 if d in ("seed_wi", "seed_do") else sizes[d] for d in dims)
+            chunks = tuple(1 if d in SEEDS else sizes[d] for d in dims)
             out[name] = nc.createVariable(name, kind, dims, fill_value=np.nan, chunksizes=chunks,
                                           **packing)
             # each chunk (one cell) is written once: HDF5 need not cache more than a couple
             out[name].set_var_chunk_cache(size=2 * int(np.prod(chunks)) * (8 if kind == "f8" else 4)
                                           + 4096, nelems=7, preemption=1.0)
-    attrs = {k: v for k, v in template["attrs"].items() if k not in _PER_CELL_ATTRS}
+    nc.createDimension("text", _TEXT_WIDTH)
+    for name in PER_CELL_TEXT:  # char arrays (CF text): every reader takes them
+        out[name] = nc.createVariable(name, "S1", (*SEEDS, "text"))
+        out[name].setncattr("_Encoding", "utf-8")
+    for name in PER_CELL_INT:
+        out[name] = nc.createVariable(name, "i4", SEEDS, fill_value=-1)
+    for name, cf in CF_ATTRS.items():
+        nc[name].setncatts(cf)
+    nc["logits"].setncattr("coordinates", "epoch")  # epoch: a coordinate along step
+    attrs = grid_attrs(template["attrs"])
+    attrs["Conventions"] = CONVENTIONS
+    attrs["schema_version"] = SCHEMA_VERSION  # what this file is, whatever the shards were
     attrs["created"] = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
     attrs["grid"] = f"{len(seeds_wi)} x {len(seeds_do)} (config grid {len(cfg.grid.seeds_wi)} x " \
                     f"{len(cfg.grid.seeds_do)})"

@@ -23,26 +23,22 @@ import socket
 import subprocess
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from seedgrid import policy
+from seedgrid import early_stop_run
 from seedgrid.cluster import Profile
 from seedgrid.config import Config, load_config
 from seedgrid.errors import UsageError
-from seedgrid.rundir import CONFIG, write_config
-from seedgrid.store import (locked, read_json, remove_stale_temporaries, set_aside, shard_path,
-                            shard_state, write_atomic, write_text_atomic)
+from seedgrid.rundir import (CONFIG, JOBS, LOGS, Cell, checkpoint_path, decider_log,
+                             running_marker, shard_path, write_config)
+from seedgrid.store import (locked, read_json, remove_stale_temporaries, set_aside, shard_state,
+                            write_atomic, write_text_atomic)
 
-JOBS = "jobs.json"
-#: the cells training right now (local executor): one marker file per cell
-RUNNING = "running"
+if TYPE_CHECKING:  # torch: imported only where a cell trains
+    from seedgrid.checkpoint import Checkpointer
+
 #: SLURM states of a task that has not started, or will start again
 WAITING = {"PENDING", "REQUEUED", "RESIZING", "SUSPENDED", "REQUEUE_HOLD", "REQUEUE_FED"}
-Cell = tuple[int, int]
-
-
-def grid_cells(cfg: Config) -> list[Cell]:
-    """All cells of the config's grid, WI-major (row by row of the WI × DO map)."""
-    return [(wi, do) for wi in cfg.grid.seeds_wi for do in cfg.grid.seeds_do]
 
 
 #: shard states of a cell that trained to its end (well or not): never trained again
@@ -54,13 +50,13 @@ def needs_training(run_dir: str | Path, cell: Cell, plan: dict | None = None) ->
     --early-stop, ``plan``) a stopped shard chosen to continue. The one place this is decided."""
     state = shard_state(shard_path(run_dir, *cell))
     if state == "stopped":
-        return policy.to_continue(plan, cell)
+        return early_stop_run.to_continue(plan, cell)
     return state not in FINISHED
 
 
 def missing_cells(cfg: Config, run_dir: Path, plan: dict | None = None) -> list[Cell]:
     """The grid's cells that still have to train (see :func:`needs_training`)."""
-    return [c for c in grid_cells(cfg) if needs_training(run_dir, c, plan)]
+    return [c for c in cfg.grid.cells() if needs_training(run_dir, c, plan)]
 
 
 def cells_to_resume(run_dir: Path, record: dict) -> list:
@@ -77,6 +73,18 @@ def cells_to_resume(run_dir: Path, record: dict) -> list:
         return [tuple(c) for c in record["phase_one"] if needs_training(run_dir, tuple(c))]
     return [tuple(c) for c in record["continued_cells"]
             if needs_training(run_dir, tuple(c), record)]
+
+
+def task_layout(profile: Profile, n_cells: int, array: int | None,
+                parallel: int | None) -> tuple[int, int]:
+    """(array tasks, most at once) for ``n_cells``: one task per cell unless ``array`` says
+    fewer; SLURM runs ``parallel`` (default: the profile's) at once, the local executor starts
+    every task at once, so it makes no more tasks than ``parallel`` (default 1)."""
+    parallel = parallel or (profile.array_parallelism if profile.executor == "slurm" else 1)
+    n_tasks = array or n_cells
+    if profile.executor == "local":  # no queue: every task starts at once
+        n_tasks = min(n_tasks, parallel)
+    return n_tasks, parallel
 
 
 def pack(cells: list[Cell], n_tasks: int) -> list[list[Cell]]:
@@ -152,14 +160,14 @@ class ArrayTask:
     """
 
     def __init__(self, threads: int = 0) -> None:
-        self._checkpointer = None  # the running cell's Checkpointer
+        self._checkpointer: Checkpointer | None = None  # the running cell's
         #: torch threads for this task's cell (0: the CPUs SLURM gave it, else torch's own)
         self.threads = threads
 
     def __call__(self, run_dir: str, cells: list[Cell]) -> list[str]:
         import submitit
 
-        from seedgrid.checkpoint import Checkpointer, checkpoint_path, saved_on_terminate
+        from seedgrid.checkpoint import Checkpointer, saved_on_terminate
 
         if submitit.JobEnvironment().num_tasks > 1:  # several processes train each cell (DDP)
             # SLURM already limits the task to its GPUs; Accelerate takes cuda:LOCAL_RANK.
@@ -167,7 +175,7 @@ class ArrayTask:
                                                                   overwrite=True)
         set_threads(self.threads)
         cfg = load_config(Path(run_dir) / CONFIG)
-        plan = policy.read(Path(run_dir))  # early stopping: phase one stops, phase two goes on
+        plan = early_stop_run.read(Path(run_dir))  # early stopping: phase one stops, phase two goes on
         statuses = []
         for wi, do in cells:
             if not needs_training(run_dir, (wi, do), plan):  # a damaged shard trains again
@@ -177,7 +185,7 @@ class ArrayTask:
                 self._checkpointer = Checkpointer(checkpoint_path(run_dir, wi, do))
                 with saved_on_terminate(self._checkpointer):
                     shard = train_and_store(cfg, run_dir, wi, do, self._checkpointer,
-                                            stop_fraction=policy.fraction_for(plan, (wi, do)))
+                                            stop_fraction=early_stop_run.fraction_for(plan, (wi, do)))
             if shard is not None:
                 statuses.append(str(shard.status.item()))
         end_distributed()
@@ -224,7 +232,7 @@ def local_threads(profile: Profile, tasks_at_once: int) -> int:
 def running(run_dir: str | Path, cell: Cell):
     """Mark ``cell`` as training on this host (``running/wi<W>_do<D>.json``: pid, host,
     start), so that ``status`` can tell a running local cell from a missing one."""
-    path = Path(run_dir) / RUNNING / f"wi{cell[0]}_do{cell[1]}.json"
+    path = running_marker(run_dir, *cell)
     path.parent.mkdir(parents=True, exist_ok=True)
     write_text_atomic(path, json.dumps({"pid": os.getpid(), "host": socket.gethostname(),
                                         "started": time.time()}))
@@ -243,12 +251,13 @@ def submit(cfg: Config, profile: Profile, run_dir: Path, cells: list[Cell], n_ta
     _leave_job_environment()
     tasks = pack(cells, n_tasks)
     threads = local_threads(profile, min(parallel, n_tasks)) if profile.executor == "local" else 0
-    executor = submitit.AutoExecutor(folder=run_dir / "logs", cluster=profile.executor)
+    executor = submitit.AutoExecutor(folder=run_dir / LOGS, cluster=profile.executor)
     executor.update_parameters(**profile.submitit_parameters(job_name(run_dir), parallel))
     limit = len(tasks)
     if profile.executor == "slurm":
         limit = profile.max_array_size or max_array_size()
-    arrays, jobs = [], []
+    arrays: list[dict] = []
+    jobs: list = []
     for start in range(0, len(tasks), limit):  # one array per MaxArraySize tasks
         chunk = tasks[start:start + limit]
         try:  # submitit echoes sbatch's stderr; a refusal is reported once, below
@@ -287,13 +296,13 @@ def submit_decider(run_dir: Path, profile: Profile, arrays: list[str], cluster: 
     out = subprocess.run(["sbatch", "--parsable", "--hold",
                           f"--dependency=afterany:{':'.join(arrays)}",
                           f"--job-name={job_name(run_dir, 'continue')}", "--time=30",
-                          f"--output={run_dir / 'logs' / 'continue.log'}", *options,
+                          f"--output={decider_log(run_dir)}", *options,
                           "--wrap", command], capture_output=True, text=True)
     if out.returncode != 0:
         raise UsageError(f"sbatch refused the decider job ({out.stderr.strip()[:200]}): "
                          f"run python -m seedgrid continue {run_dir} after phase one")
     decider = out.stdout.strip().split(";")[0]
-    policy.update(run_dir, decider_job=decider)
+    early_stop_run.update(run_dir, decider_job=decider)
     subprocess.run(["scontrol", "release", decider], check=True, capture_output=True)
     return decider
 

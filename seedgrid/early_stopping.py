@@ -26,8 +26,8 @@ import pandas as pd
 import xarray as xr
 
 from seedgrid.errors import UsageError
+from seedgrid.store import SEEDS
 
-SEEDS = ("seed_wi", "seed_do")
 
 
 def configurations(n_evals: int, budgets=range(1, 31), max_started: int = 200) -> pd.DataFrame:

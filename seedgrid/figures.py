@@ -17,6 +17,8 @@ import pandas as pd  # noqa: E402
 import scipy.stats  # noqa: E402
 import xarray as xr  # noqa: E402
 
+from seedgrid.store import SEEDS  # noqa: E402
+
 REGIME_LABELS = {"every": "every evaluation", "epoch_ends": "end of each epoch",
                  "end": "end of training"}
 
@@ -71,7 +73,7 @@ def best_worst_density(final: xr.DataArray, anova: dict, path: Path) -> Path:
                 continue
             _density(ax, final.sel({kind: seed}).values, linestyle=line, color=colour,
                      label=f"{which} {kind.removeprefix('seed_').upper()} ({seed})")
-    ax.set_xlabel(final.name)
+    ax.set_xlabel(str(final.name))
     ax.set_ylabel("density")
     ax.legend(fontsize=7)
     return _save(fig, path)
@@ -79,13 +81,13 @@ def best_worst_density(final: xr.DataArray, anova: dict, path: Path) -> Path:
 
 def training_curves(metric: xr.DataArray, epoch, path: Path, n: int = 20, seed: int = 0) -> Path:
     """Fig. 4: the curves of ``n`` randomly chosen runs (seeded) against epochs."""
-    cells = metric.stack(run=("seed_wi", "seed_do")).transpose("run", "step")
+    cells = metric.stack(run=SEEDS).transpose("run", "step")
     cells = cells.isel(run=np.flatnonzero(cells.notnull().any("step").values))
     pick = np.random.default_rng(seed).permutation(cells.sizes["run"])[:n]
     fig, ax = plt.subplots(figsize=(5, 3.2))
     ax.plot(np.asarray(epoch), cells.values[np.sort(pick)].T, linewidth=0.8, alpha=0.8)
     ax.set_xlabel("epoch")
-    ax.set_ylabel(metric.name)
+    ax.set_ylabel(str(metric.name))
     ax.set_title(f"{len(pick)} runs", fontsize=9)
     return _save(fig, path)
 

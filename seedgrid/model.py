@@ -93,6 +93,19 @@ def load_model(cfg: ModelConfig, num_labels: int, dropout: float, seed_wi: int):
     return model
 
 
+#: parameters without weight decay (BERT's recipe, as transformers.Trainer)
+NO_DECAY = ("bias", "LayerNorm.weight", "layernorm.weight", "layer_norm.weight")
+
+
+def optimizer_groups(model: "torch.nn.Module", weight_decay: float) -> list[dict]:
+    """AdamW's parameter groups: weight decay on weights, none on biases and norms
+    (nanoGPT's configure_optimizers)."""
+    named = list(model.named_parameters())
+    return [{"params": [p for n, p in named if not n.endswith(NO_DECAY)],
+             "weight_decay": weight_decay},
+            {"params": [p for n, p in named if n.endswith(NO_DECAY)], "weight_decay": 0.0}]
+
+
 def init_new_parameters(model: "torch.nn.Module", names: list[str], seed_wi: int,
                         std: float) -> None:
     """Draw the parameters ``names`` (those the checkpoint lacks) from seed_wi's generator."""

@@ -15,8 +15,7 @@ import scipy.stats
 
 from seedgrid.compare import MIN_SEEDS, _check_options, _sides, check_comparable, load
 from seedgrid.errors import UsageError
-from seedgrid.report import json_ready
-from seedgrid.store import write_text_atomic
+from seedgrid.store import json_ready, write_text_atomic
 
 
 def regress(baseline, candidate, max_drop: float = 0.005, alpha: float = 0.05,
@@ -41,7 +40,7 @@ def regress(baseline, candidate, max_drop: float = 0.005, alpha: float = 0.05,
     if min(len(a), len(b)) < 2:
         raise UsageError(f"{min(len(a), len(b))} run(s) on one side: the gate needs at least 2 "
                          f"per side ({MIN_SEEDS}+ advised); give grids with more seeds")
-    gap = (b - a + max_drop) if paired else None
+    gap = b - a + max_drop  # paired only
     if paired and np.ptp(gap) == 0:  # every run moved alike: no spread, the sign decides
         p_worse = 0.0 if gap[0] < 0 else 1.0
     elif paired:
@@ -119,3 +118,33 @@ def history_markdown(rows: list[dict], last: int = 30) -> str:
     else:
         lines.append("\nTrend: needs at least 3 nights with different means.")
     return "\n".join(lines) + "\n"
+
+
+def gate(baseline, candidate, history: Path, **options) -> bool:
+    """``regress`` as the command runs it: judge, print the verdict, append the night to
+    ``history`` and rewrite its report (the .md beside it). True on a regression."""
+    import datetime
+
+    from seedgrid.rundir import check_output
+
+    check_output(history, "--history")
+    check_output(history.with_suffix(".md"), "--history (its .md report)")
+    r = regress(baseline, candidate, **options)
+    print(f"{r['metric']}: candidate {r['mean_candidate']:.4f} vs baseline "
+          f"{r['mean_baseline']:.4f} ({r['difference']:+.4f}; {r['pairing']}, runs "
+          f"{r['runs'][1]} vs {r['runs'][0]}): p(worse by more than {r['max_drop']}) = "
+          f"{r['p_worse']:.4g}")
+    print(f"CON: candidate {r['con_candidate']:.4f} vs baseline {r['con_baseline']:.4f}: "
+          f"p(less consistent by more than {r['max_con_drop']}) = {r['p_less_consistent']:.4g}")
+    if r["incomplete"]:
+        print(f"{r['incomplete']} cell(s) of the candidate failed or are missing"
+              + ("" if options.get("allow_incomplete") else ": the gate fails "
+                 "(--allow-incomplete to judge the cells that finished)"))
+    history.parent.mkdir(parents=True, exist_ok=True)  # checked above: it can be made
+    when = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+    rows = append_history(history, r, when)
+    report = write_text_atomic(history.with_suffix(".md"), history_markdown(rows))
+    verdict = "REGRESSION" if r["regression"] else "pass"
+    print(f"{verdict} at alpha = {r['alpha']}; history {history} ({len(rows)} nights), "
+          f"report {report}")
+    return bool(r["regression"])

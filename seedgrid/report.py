@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import datetime
 import json
-import math
 import os
 import shutil
 import warnings
@@ -26,11 +25,10 @@ import xarray as xr
 
 from seedgrid import analysis, early_stopping, figures
 from seedgrid.cube import open_cube
+from seedgrid.report_markdown import markdown
 from seedgrid.errors import UsageError
-from seedgrid.rundir import check_output
-from seedgrid.store import STATUS, raise_if_disk_full
-
-REPORT = "report"
+from seedgrid.rundir import REPORT, check_output
+from seedgrid.store import STATUS, json_ready, raise_if_disk_full
 
 
 def analyse(ds: xr.Dataset, samples: int = 5_000, seed: int = 0) -> dict:
@@ -96,19 +94,6 @@ def _per_seed(micro: xr.Dataset, kind: str) -> list[dict]:
             for s in micro[kind].values]
 
 
-def json_ready(value):
-    """JSON-ready: numpy scalars to Python, NaN and infinities to None."""
-    if isinstance(value, dict):
-        return {str(k): json_ready(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [json_ready(v) for v in value]
-    if isinstance(value, np.generic):
-        value = value.item()
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    return value
-
-
 def across(cubes: dict[str, xr.Dataset]) -> dict:
     """Cross-run numbers: WI seeds across tasks (Dodge §4.3), Bui Fig. 2 by training size."""
     shared = analysis.seeds_across_tasks({name: ds.seedgrid.final() for name, ds in
@@ -171,6 +156,34 @@ def write(run_dirs: list[str | Path], out: str | Path | None = None, figures_too
     return out
 
 
+def summary(report: dict) -> str:
+    """The lines ``report`` prints for each run: the macro and micro picture, the best found and
+    expected, and early stopping at a budget of 5 runs."""
+    lines = []
+    f = lambda x: "n/a" if x is None else f"{x:.4f}"  # noqa: E731
+    for name, r in report["runs"].items():
+        end, d, micro = r["macro"]["end"], r["macro"]["decoupled_std"]["end"], r["micro"]["grid"]
+        lines.append(f"{name}: {r['metric']} at the end {f(end['mean'])} ± {f(end['std'])} "
+                     f"(std, ddof 0) over {end['n']} runs (min {f(end['min'])}, max "
+                     f"{f(end['max'])}); std with WI fixed {f(d['wi'])}, with DO fixed "
+                     f"{f(d['do'])}")
+        lines.append(f"  all runs agree on {f(micro['con'])} of the examples (CON), all correct "
+                     f"on {f(micro['ccon'])} (CCON); two runs agree on "
+                     f"{f(micro['agreement'])} on average")
+        every = r["regimes"]["every"]
+        lines.append(f"  best found {f(every['best_found'])}; expected best of "
+                     f"{len(every['expected_max'])} runs "
+                     f"{f((every['expected_max'] or [None])[-1])}")
+        es = r["early_stopping"]
+        if es.get("best_per_budget"):
+            b = es["best_per_budget"][min(len(es["best_per_budget"]), 5) - 1]
+            lines.append(f"  early stopping at a budget of {b['budget']} runs: start "
+                         f"{b['started']}, stop {b['stopped']} after {b['evaluations']} of "
+                         f"{es['n_evals']} evaluations -> {f(b['expected'])} vs "
+                         f"{f(b['baseline'])} without stopping")
+    return "\n".join(lines)
+
+
 def _move_into(tmp: Path, out: Path) -> None:
     """Move the report's files from ``tmp`` into ``out``, each by an atomic rename; other files
     in ``out`` are left alone (``--out`` may be a folder the user keeps more in)."""
@@ -187,15 +200,15 @@ def _move_into(tmp: Path, out: Path) -> None:
 
 
 def _phases(run) -> dict:
-    """An --early-stop run's phases and time (seedgrid.policy), under "early_stop_run"."""
-    from seedgrid import policy
+    """An --early-stop run's phases and time (seedgrid.early_stop_run), under "early_stop_run"."""
+    from seedgrid import early_stop_run
 
-    record = policy.read(Path(run)) if Path(run).is_dir() else None
+    record = early_stop_run.read(Path(run)) if Path(run).is_dir() else None
     if record is None:
         return {}
     keep = ("started", "fraction", "continued", "source", "continued_cells", "missing")
     return {"early_stop_run": json_ready({**{k: record.get(k) for k in keep},
-                                          **policy.accounting(Path(run))})}
+                                          **early_stop_run.accounting(Path(run))})}
 
 
 def open_runs(paths: list) -> dict[str, xr.Dataset]:
@@ -260,163 +273,3 @@ def _figures(cubes, results, cross, out: Path) -> dict[str, dict[str, str]]:
                                         out / "bui_fig2_training_size.png")
         drawn["across"] = {"bui_fig2": path.name}
     return drawn
-
-
-def _fmt(value, digits: int = 4) -> str:
-    if value is None:
-        return "n/a"
-    if isinstance(value, float):
-        return f"{value:.{digits}f}" if abs(value) >= 1e-3 or value == 0 else f"{value:.2e}"
-    return str(value)
-
-
-def _table(header: list[str], rows: list[list]) -> str:
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(_fmt(v) for v in row) + " |" for row in rows]
-    return "\n".join(lines) + "\n"
-
-
-def markdown(report: dict, drawn: dict) -> str:
-    """report.md from report.json's content and the drawn figures."""
-    parts = ["# seedgrid report\n", f"Created {report['created']}. The same numbers are in "
-             "`report.json`.\n"]
-    for name, r in report["runs"].items():
-        parts.append(_run_markdown(name, r, drawn.get(name, {})))
-    if "across" in report:
-        parts.append(_across_markdown(report["across"], drawn.get("across", {})))
-    return "\n".join(parts)
-
-
-def _image(files: dict, key: str, caption: str) -> str:
-    return f"![{caption}]({files[key]})\n\n*{caption}*\n" if key in files else ""
-
-
-def _run_markdown(name: str, r: dict, files: dict) -> str:
-    m, macro = r["metric"], r["macro"]
-    s = [f"## {name}: {r['task']}, {r['model']}\n",
-         f"{len(r['seeds_wi'])} WI × {len(r['seeds_do'])} DO seeds; config {r['config_hash']}; "
-         f"{r['n_train']} training and {r['n_validation']} validation examples; metric {m} "
-         f"(majority baseline {_fmt(r['majority_baseline'])}). Runs: "
-         + ", ".join(f"{k} {v}" for k, v in r["status"].items()) + ".\n",
-         "### How much is the seed? (Dodge et al. §3–4)\n",
-         _table([m, "runs", "mean", "std", "variance (VAR)", "min", "max"],
-                [[label, x["n"], x["mean"], x["std"], x["var"], x["min"], x["max"]]
-                 for label, x in (("at the end", macro["end"]),
-                                  ("best in training", macro["best"]))]),
-         "\nTable 3 — standard deviation with one seed fixed, averaged over that seed:\n\n",
-         _table(["", "WI fixed (spread over DO)", "DO fixed (spread over WI)", "total"],
-                [[label, d["wi"], d["do"], d["total"]]
-                 for label, d in (("at the end", macro["decoupled_std"]["end"]),
-                                  ("best in training", macro["decoupled_std"]["best"]))]),
-         "\nTable 4 — best vs worst seed (one-way ANOVA), ANOVA's assumptions (App. B: "
-         "Levene's test of equal variances, Shapiro-Wilk on the residuals), and the "
-         "permutation test on the range of seed means (10,000 shuffles), which assumes "
-         "neither:\n\n",
-         _table(["seed", "best", "worst", "ANOVA F", "ANOVA p", "Levene p", "Shapiro-Wilk p",
-                 "range of means", "permutation p"],
-                [[k.removeprefix("seed_").upper(), macro["anova"][k]["best"],
-                  macro["anova"][k]["worst"], macro["anova"][k]["f"], macro["anova"][k]["p"],
-                  macro["anova"][k]["levene_p"], macro["anova"][k]["shapiro_p"],
-                  macro["permutation"][k]["range"], macro["permutation"][k]["p"]]
-                 for k in ("seed_wi", "seed_do")]),
-         *[f"\nANOVA's assumptions fail for {k.removeprefix('seed_').upper()} seeds (p < 0.05 "
-           "in Levene's or the Shapiro-Wilk test): read the permutation test instead.\n"
-           for k in ("seed_wi", "seed_do") if macro["anova"][k]["assumptions_met"] is False],
-         f"\nDiverged (training blew up, or {m} at or below the majority baseline at the end): "
-         f"{macro['diverged']['count']} of {macro['diverged']['runs']} runs "
-         f"({_fmt(macro['diverged']['rate'], 3)})."
-         + (f" {r['status']['diverged']} run(s) diverged in training (a NaN or exploding loss):"
-            " they count in every statistic as failed classifiers, predicting the majority "
-            "label after they diverged." if r["status"]["diverged"] else "") + "\n",
-         "\n### Best found and expected best of n (Table 1, Fig. 1)\n",
-         _regimes_table(r["regimes"]),
-         "\n", _image(files, "fig1_expected_max", "Fig. 1: expected best of n runs ± 1 std"),
-         _image(files, "fig2_grid", "Fig. 2: every run, seeds sorted by mean"),
-         _image(files, "fig3_best_worst", "Fig. 3: best and worst WI (solid) and DO (dashed)"),
-         _image(files, "fig8_std", "Fig. 8: per-seed standard deviations"),
-         "\n### Do runs agree on individual examples? (Bui et al.)\n",
-         "CON: examples on which all runs predict the same label; CCON: examples all runs get "
-         "right; agreement: mean over pairs of runs of the fraction of equal predictions. Each "
-         "needs at least two runs; over fewer it is undefined (n/a).\n\n",
-         _table(["over", "runs", "CON", "CCON", "agreement"],
-                [[label, x["runs"], x["con"], x["ccon"], x["agreement"]] for label, x in
-                 [("whole grid", r["micro"]["grid"])]
-                 + [(f"WI {x['seed_wi']}", x) for x in r["micro"]["per_wi"]]
-                 + [(f"DO {x['seed_do']}", x) for x in r["micro"]["per_do"]]]),
-         "\nRuns with equal accuracy that agree least (Bui Fig. 1):\n\n",
-         _table(["run A (wi, do)", "run B (wi, do)", "accuracy", "agreement", "both correct"],
-                [[f"({p['seed_wi_a']}, {p['seed_do_a']})", f"({p['seed_wi_b']}, {p['seed_do_b']})",
-                  p["accuracy_a"], p["agreement"], p["both_correct"]]
-                 for p in r["micro"]["equal_accuracy_pairs"]]),
-         "\n", _image(files, "consistency", "Agreement between every two runs"),
-         "\n### Training dynamics (Fig. 4, 5, 9)\n",
-         _dynamics_line(r["dynamics"]),
-         _image(files, "fig4_curves", "Fig. 4: training curves"),
-         _image(files, "fig5_spearman", "Fig. 5: Spearman correlation between evaluations"),
-         _image(files, "fig9_pearson", "Fig. 9: Pearson correlation between evaluations"),
-         "\n### Start many, stop early, continue some (§5, Fig. 6, 7)\n"]
-    if "early_stop_run" in r:
-        p = r["early_stop_run"]
-        s.append(f"This run stopped early ({p['source']}): started {p['started']}, stopped at "
-                 f"{p['fraction']:g} of training, continued {len(p['continued_cells'] or [])}: "
-                 f"{_fmt(p['cell_seconds'], 0)} cell-seconds against about "
-                 f"{_fmt(p['all_full_estimate'], 0)} for training all fully; best found by a "
-                 f"continued cell {_fmt(p['realised_best'])}"
-                 + (f" (the simulation expected {_fmt(p['predicted'])})" if p["predicted"]
-                    else "") + ".\n")
-    es = r["early_stopping"]
-    if "skipped" in es:
-        s.append(f"Skipped: {es['skipped']}\n")
-    else:
-        s.append(f"{es['samples']} simulated experiments per configuration (seed {es['seed']}); "
-                 f"budgets in full runs of {es['n_evals']} evaluations.\n\n")
-        s.append(_table(["budget", "no stopping", "best", "started", "stopped after",
-                         "continued", "relative error reduction"],
-                        [[b["budget"], b["baseline"], b["expected"], b["started"],
-                          f"{b['evaluations']} evals", b["continued"],
-                          b["relative_error_reduction"]] for b in es["best_per_budget"]]))
-        s.append("\n" + _image(files, "fig6_early_stopping", "Fig. 6: best configuration per "
-                               "budget"))
-        s.append(_image(files, "fig7_early_stopping_gain", "Fig. 7: gain over no stopping"))
-    return "\n".join(s)
-
-
-def _regimes_table(regimes: dict) -> str:
-    n = min(len(v["expected_max"]) for v in regimes.values())
-    shown = sorted({min(5, n), n} - {0})  # expected best of 5 runs and of all
-    return _table(["evaluating at", "best found", "mean run",
-                   *[f"expected best of {k}" for k in shown]],
-                  [[figures.REGIME_LABELS[k], v["best_found"], v["mean"],
-                    *[v["expected_max"][i - 1] for i in shown]] for k, v in regimes.items()])
-
-
-def _dynamics_line(d: dict) -> str:
-    corr = np.array(d["spearman"], dtype=float)
-    if corr.size < 4:
-        return "Fewer than two evaluations during training: no correlation between them.\n\n"
-    return (f"Spearman correlation (best so far, across runs) between the first evaluation "
-            f"(epoch {d['epochs'][0]:.2f}) and the end: {_fmt(_none(corr[0, -1]))}; halfway "
-            f"(epoch {d['epochs'][len(corr) // 2]:.2f}) and the end: "
-            f"{_fmt(_none(corr[len(corr) // 2, -1]))}.\n\n")
-
-
-def _none(x: float):
-    return None if not np.isfinite(x) else float(x)
-
-
-def _across_markdown(a: dict, files: dict) -> str:
-    s = a["seeds_across_tasks"]
-    tasks = list(s["rank"])
-    rows = [[wi, *[s["rank"][t][i] for t in tasks], s["mean_rank"][i]]
-            for i, wi in enumerate(s["seeds_wi"])]
-    rows.sort(key=lambda row: row[-1])
-    out = ["## Across runs\n", "WI seeds across tasks (Dodge §4.3): rank of each shared WI "
-           "seed (1 = best mean over its DO seeds) per run.\n\n",
-           _table(["seed_wi", *tasks, "mean rank"], rows)]
-    if a["by_training_size"]:
-        out += ["\nVAR, CON and CCON against training-set size (Bui Fig. 2):\n\n",
-                _table(["run task", "training examples", "runs", "VAR", "CON", "CCON"],
-                       [[b["task"], b["n_train"], b["runs"], b["var"], b["con"], b["ccon"]]
-                        for b in a["by_training_size"]]),
-                "\n", _image(files, "bui_fig2", "Bui Fig. 2: VAR, CON, CCON by training size")]
-    return "\n".join(out)

@@ -1,12 +1,21 @@
-"""The run folder ``runs/<name>/``: everything a later shell needs is read from here.
+"""The run folder ``runs/<name>/``: every path in it is formatted and parsed here, and only here.
 
-It holds the frozen ``config.toml`` and ``shards/wi<W>_do<D>.nc`` (one per finished cell); later,
-``jobs.json``, submitit logs, ``checkpoints/``, ``cube.nc`` and ``report/``. A folder belongs to
-one config (by hash): cells of another config are refused, never mixed in.
+    runs/<name>/
+      config.toml                  the frozen config (its hash names what the folder holds)
+      shards/wi<W>_do<D>.nc        one per finished cell (the truth: a cell is done by its shard)
+      checkpoints/wi<W>_do<D>.pt   a cell in training (removed when its shard is written)
+      running/wi<W>_do<D>.json     a cell training under the local executor (pid, host, start)
+      jobs.json                    every submission: array job ids, each task's cells
+      early_stop.json              the --early-stop plan and its decision
+      logs/                        submitit's folder: <job id>_<rank>_log.{out,err}, pickles
+      cube.nc, report/             what collect and report write
+
+A folder belongs to one config (by hash): cells of another config are refused, never mixed in.
 """
 
 from __future__ import annotations
 
+import re
 import tempfile
 from pathlib import Path
 
@@ -15,6 +24,65 @@ from seedgrid.errors import UsageError
 from seedgrid.store import write_text_atomic
 
 CONFIG = "config.toml"
+JOBS = "jobs.json"
+EARLY_STOP = "early_stop.json"
+CUBE = "cube.nc"
+REPORT = "report"
+LOGS = "logs"
+SHARDS = "shards"
+CHECKPOINTS = "checkpoints"
+RUNNING = "running"
+
+Cell = tuple[int, int]
+
+#: a cell's file name stem, and nothing else: ``wi3_do12`` (not ``wi3_do12.bak``)
+_CELL_NAME = re.compile(r"wi(\d+)_do(\d+)")
+
+
+def cell_name(seed_wi: int, seed_do: int) -> str:
+    return f"wi{seed_wi}_do{seed_do}"
+
+
+def cell_of(path: str | Path, suffix: str) -> Cell | None:
+    """The cell a file of the run folder belongs to (``wi3_do12.nc`` -> (3, 12)); None when its
+    name is not exactly a cell's name with ``suffix``."""
+    name = Path(path).name
+    match = _CELL_NAME.fullmatch(name[:-len(suffix)]) if name.endswith(suffix) else None
+    return (int(match[1]), int(match[2])) if match else None
+
+
+def shard_path(run_dir: str | Path, seed_wi: int, seed_do: int) -> Path:
+    return Path(run_dir) / SHARDS / f"{cell_name(seed_wi, seed_do)}.nc"
+
+
+def checkpoint_path(run_dir: str | Path, seed_wi: int, seed_do: int) -> Path:
+    return Path(run_dir) / CHECKPOINTS / f"{cell_name(seed_wi, seed_do)}.pt"
+
+
+def running_marker(run_dir: str | Path, seed_wi: int, seed_do: int) -> Path:
+    return Path(run_dir) / RUNNING / f"{cell_name(seed_wi, seed_do)}.json"
+
+
+def shards_on_disk(run_dir: str | Path) -> dict[Cell, Path]:
+    """The run folder's shard files by cell; other files in ``shards/`` are not shards."""
+    found = {}
+    for path in sorted((Path(run_dir) / SHARDS).glob("wi*_do*.nc")):
+        cell = cell_of(path, ".nc")
+        if cell is not None:
+            found[cell] = path
+    return found
+
+
+def decider_log(run_dir: str | Path) -> Path:
+    """The log of the --early-stop decider job (``continue`` run by SLURM)."""
+    return Path(run_dir) / LOGS / "continue.log"
+
+
+def task_log(run_dir: str | Path, job_id: str) -> Path:
+    """The stderr log of an array task (or any job) of the run, as submitit names it."""
+    from submitit.core.utils import JobPaths
+
+    return JobPaths(Path(run_dir) / LOGS, job_id=job_id, task_id=0).stderr
 
 
 def load_run_config(run_dir: Path) -> Config:

@@ -25,9 +25,9 @@ from pathlib import Path
 
 from seedgrid.config import Config
 from seedgrid.errors import Interrupted
-from seedgrid.dispatch import RUNNING, WAITING, read_jobs, sacct_states, settled, wait_settled
-from seedgrid.rundir import load_run_config
-from seedgrid.store import shard_path, shard_state, shards_on_disk
+from seedgrid.dispatch import WAITING, read_jobs, sacct_states, settled, wait_settled
+from seedgrid.rundir import load_run_config, running_marker, shard_path, shards_on_disk, task_log
+from seedgrid.store import shard_state
 
 SYMBOLS = {"done": "#", "diverged": "!", "stopped": "s", "running": "R", "pending": ".",
            "failed": "x", "damaged": "?", "missing": "-", "unused": " "}
@@ -50,14 +50,14 @@ def run_cells(run_dir: Path, cfg: Config) -> list[tuple[int, int]]:
 
 def run_status(run_dir: Path) -> tuple[Config, dict[tuple[int, int], CellState], str]:
     """The config, each cell's state, and a note when the queue could not be read."""
-    from seedgrid import policy
+    from seedgrid import early_stop_run
 
     cfg = load_run_config(run_dir)
     tasks = _last_task_of_each_cell(run_dir)
     slurm_ids = sorted({t.split("_")[0] for t, executor, _ in tasks.values()
                         if executor == "slurm"})
     states, note = sacct_states(slurm_ids) if slurm_ids else ({}, "")
-    plan = policy.read(run_dir)
+    plan = early_stop_run.read(run_dir)
     phase_one = {tuple(c) for c in plan["phase_one"]} if plan else None
     cells = {}
     for cell in run_cells(run_dir, cfg):
@@ -93,7 +93,7 @@ def _slurm_state(run_dir: Path, slurm_state: str, task: str) -> CellState:
 def _local_state(run_dir: Path, cell: tuple[int, int], task: str) -> CellState:
     """A local task is a process of this machine (its job id is the pid)."""
     if _alive(task):
-        marker = Path(run_dir) / RUNNING / f"wi{cell[0]}_do{cell[1]}.json"
+        marker = running_marker(run_dir, *cell)
         return CellState("running" if marker.exists() else "pending", task)
     return CellState("failed", task, f"the task (process {task}) ended without its shard; "
                                      f"{last_log_line(run_dir, task)}")
@@ -115,7 +115,7 @@ def counts(cells: dict[tuple[int, int], CellState]) -> dict[str, int]:
 
 def status_json(run_dir: Path) -> dict:
     """``status --json``: the counts, every cell's state (and why), and the queue note."""
-    from seedgrid import policy
+    from seedgrid import early_stop_run
 
     cfg, cells, note = run_status(run_dir)
     jobs = read_jobs(run_dir)["submissions"]
@@ -124,7 +124,7 @@ def status_json(run_dir: Path) -> dict:
                        "reason": c.reason} for (wi, do), c in cells.items()],
             "arrays": sorted({a["job_id"] for s in jobs for a in s["arrays"]}),
             "cluster": jobs[-1]["cluster"] if jobs else None,
-            "early_stop": policy.read(run_dir), "note": note or None}
+            "early_stop": early_stop_run.read(run_dir), "note": note or None}
 
 
 def format_status(run_dir: Path, cluster: str = "") -> str:
@@ -147,7 +147,7 @@ def format_status(run_dir: Path, cluster: str = "") -> str:
                                   if s in _ALWAYS or n[s]))
     if note:
         lines.append(f"  note: {note}")
-    lines += _policy_lines(run_dir, cluster, cells)
+    lines += _early_stop_lines(run_dir, cluster, cells)
     explained = [(c, s) for c, s in cells.items() if s.reason]
     for (wi, do), s in explained[:20]:
         lines.append(f"  {s.state} (wi={wi}, do={do}) task {s.task}: {s.reason}")
@@ -164,13 +164,13 @@ def format_status(run_dir: Path, cluster: str = "") -> str:
 _ALWAYS = ("done", "diverged", "running", "pending", "failed", "missing")
 
 
-def _policy_lines(run_dir: Path, cluster: str,
+def _early_stop_lines(run_dir: Path, cluster: str,
                   cells: dict[tuple[int, int], CellState]) -> list[str]:
     """The phases of an --early-stop run: started, stopped, continued, the time spent, and
     what to do when phase two did not follow."""
-    from seedgrid import policy
+    from seedgrid import early_stop_run
 
-    record = policy.read(run_dir)
+    record = early_stop_run.read(run_dir)
     if record is None:
         return []
     lines = [f"  early stop ({record['source']}): started {record['started']}, stop at "
@@ -199,7 +199,7 @@ def _policy_lines(run_dir: Path, cluster: str,
             lines.append(f"  phase two: decider job {record['decider_job']} ended ({state}) "
                          f"without deciding (log {Path(run_dir) / 'logs' / 'continue.log'}): "
                          f"python -m seedgrid continue {run_dir}{option}")
-    spent = policy.accounting(run_dir)
+    spent = early_stop_run.accounting(run_dir)
     if spent["all_full_estimate"]:
         lines.append(f"  time: {spent['cell_seconds']:.0f} cell-seconds spent vs about "
                      f"{spent['all_full_estimate']:.0f} to train all {record['started']} fully "
@@ -230,7 +230,7 @@ _ERROR_LINE = re.compile(r"^(seedgrid: error:|[\w.]*(Error|Exception|Interrupt)\
 def last_log_line(run_dir: Path, task: str) -> str:
     """The line of a task's log that says why it failed: its last error line (the exception
     of a traceback), else its last line."""
-    log = Path(run_dir) / "logs" / f"{task}_0_log.err"  # submitit's: <job id>_<rank>_log.err
+    log = task_log(run_dir, task)
     if not log.exists():
         return "no log"
     lines = [ln.strip() for ln in log.read_text(errors="replace").splitlines() if ln.strip()]
@@ -293,14 +293,14 @@ def wait_and_report(jobs: list, run_dir: Path, cells: list, profile, *,
 def wait_phase_two(run_dir: Path, poll_s: float = 5.0) -> bool:
     """Until the decider has decided and phase two's tasks have ended; True when every
     continued cell is done."""
-    from seedgrid import policy
+    from seedgrid import early_stop_run
 
     while True:
-        rec = policy.read(run_dir)
+        rec = early_stop_run.read_record(run_dir)
         if rec["continued_cells"] is None:
             if settled([rec["decider_job"]]):
                 time.sleep(poll_s)  # it may have written its decision just now
-                if policy.read(run_dir)["continued_cells"] is None:
+                if early_stop_run.read_record(run_dir)["continued_cells"] is None:
                     print(format_status(run_dir))  # says why, and the command to decide
                     return False
         else:
@@ -312,5 +312,5 @@ def wait_phase_two(run_dir: Path, poll_s: float = 5.0) -> bool:
                 break
         time.sleep(poll_s)
     print(format_status(run_dir))
-    rec = policy.read(run_dir)
+    rec = early_stop_run.read_record(run_dir)
     return all(shard_state(shard_path(run_dir, *c)) == "done" for c in rec["continued_cells"])

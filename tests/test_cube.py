@@ -13,8 +13,8 @@ import seedgrid
 from seedgrid.cli import main
 from seedgrid.cube import collect
 from seedgrid.errors import UsageError
-from seedgrid.rundir import write_config
-from seedgrid.store import SCHEMA_VERSION, cell_dataset, read_shard, shard_path, write_atomic
+from seedgrid.rundir import shard_path, write_config
+from seedgrid.store import SCHEMA_VERSION, cell_dataset, read_shard, write_atomic
 
 from conftest import tiny_config
 

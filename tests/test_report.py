@@ -169,7 +169,8 @@ def test_reproduction_programs_print_the_papers_tables(tmp_path):
 def test_report_of_a_1x3_grid_of_constant_predictions(tmp_path):
     # every run predicts class 0 for every example: no spread, MCC-like degenerate statistics
     from seedgrid.rundir import write_config
-    from seedgrid.store import cell_dataset, shard_path, write_atomic
+    from seedgrid.rundir import shard_path
+    from seedgrid.store import cell_dataset, write_atomic
 
     from conftest import tiny_config
 

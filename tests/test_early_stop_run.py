@@ -9,10 +9,11 @@ import numpy as np
 import pytest
 from sklearn.metrics import accuracy_score
 
-from seedgrid import data, early_stopping, policy
+from seedgrid import data, early_stop_run, early_stopping
 from seedgrid.cli import main
 from seedgrid.cube import collect, open_cube
 from seedgrid.errors import UsageError
+from seedgrid.rundir import checkpoint_path, shard_path
 from seedgrid.store import read_shard
 
 from conftest import REPO, run_cli, wait_until
@@ -45,11 +46,11 @@ def test_stop_update_and_the_rule_of_thumb():
     assert data.stop_update(eval_at, 0.5) == 5
     assert data.stop_update(eval_at, 0.01) == 3  # at least one evaluation during training
     # Dodge §5 / Fig. 6 (MRPC, 30 evaluations): budget 20 -> start 41, continue 11, stop at 30%
-    plan = policy.plan_from_budget(20, n_evals=30)
+    plan = early_stop_run.plan_from_budget(20, n_evals=30)
     assert (plan.started, plan.continued, plan.fraction) == (41, 11, 0.3)
     for budget in (1, 2, 3, 5, 7.5, 12.5, 20, 30):
         for n_evals in (4, 10, 30):
-            plan = policy.plan_from_budget(budget, n_evals=n_evals)
+            plan = early_stop_run.plan_from_budget(budget, n_evals=n_evals)
             before = round(plan.fraction * n_evals)  # evaluations before the stop
             assert before == plan.fraction * n_evals and 1 <= before < n_evals
             spent = plan.continued * n_evals + (plan.started - plan.continued) * before
@@ -57,13 +58,13 @@ def test_stop_update_and_the_rule_of_thumb():
             assert plan.continued >= min(budget / 2, plan.started)  # about B/2 trained fully
             if budget >= 3:  # the budget affords stopping: start significantly more
                 assert plan.started >= plan.continued + 2
-    assert policy.plan_from_budget(1) == policy.Plan(1, 0.3, 1, "rule of thumb")
+    assert early_stop_run.plan_from_budget(1) == early_stop_run.Plan(1, 0.3, 1, "rule of thumb")
 
 
 def test_a_plan_from_an_earlier_cube_is_the_simulations_best(tmp_path):
     run, _ = _run(tmp_path, [(wi, do) for wi in (1, 2, 3) for do in (1, 2, 3)])
     collect(run)
-    plan = policy.plan_from_budget(2, cube=str(run))
+    plan = early_stop_run.plan_from_budget(2, cube=str(run))
     table = early_stopping.simulate(open_cube(run).seedgrid.metric(), budgets=[2], samples=5000)
     best = early_stopping.best_per_budget(table).iloc[0]
     if 0 < best.stopped < best.started:
@@ -94,27 +95,27 @@ def test_early_stop_on_slurm_continues_the_best_bitwise(slurm, tmp_path, tiny_to
     assert "done 3  diverged 0  stopped 5" in result.stdout
     record = json.loads((run / "early_stop.json").read_text())
     cells = [tuple(c) for c in record["phase_one"]]
-    shards = {c: read_shard(run / "shards" / f"wi{c[0]}_do{c[1]}.nc").load() for c in cells}
+    shards = {c: read_shard(shard_path(run, *c)).load() for c in cells}
     stop = data.stop_update(shards[cells[0]].step.values, 0.3)
     scores = {c: _stop_score(s, stop) for c, s in shards.items()}
     expected = sorted(cells, key=lambda c: (-scores[c], cells.index(c)))[:3]
     assert [tuple(c) for c in record["continued_cells"]] == expected
     for c, shard in shards.items():
-        twin = read_shard(tmp_path / "full" / "shards" / f"wi{c[0]}_do{c[1]}.nc").load()
+        twin = read_shard(shard_path(tmp_path / "full", *c)).load()
         before = shard.step.values <= stop
         if c in expected:  # continued: the same cell as one never stopped
             assert shard.status.item() == "done"
             np.testing.assert_array_equal(shard.logits.values, twin.logits.values)
             np.testing.assert_array_equal(shard.train_loss.values, twin.train_loss.values)
-            assert not (run / "checkpoints" / f"wi{c[0]}_do{c[1]}.pt").exists()
+            assert not checkpoint_path(run, *c).exists()
         else:  # stopped: the twin's curve up to the stop, nothing after; checkpoint kept
             assert shard.status.item() == "stopped"
             np.testing.assert_array_equal(shard.logits.values[..., before, :],
                                           twin.logits.values[..., before, :])
             assert np.isnan(shard.logits.values[..., ~before, :]).all()
-            assert (run / "checkpoints" / f"wi{c[0]}_do{c[1]}.pt").exists()
+            assert checkpoint_path(run, *c).exists()
     spent = sum(float(s.wall_time_s.item()) for s in shards.values())
-    accounting = policy.accounting(run)
+    accounting = early_stop_run.accounting(run)
     assert accounting["cell_seconds"] == pytest.approx(spent)
     full = np.mean([float(shards[c].wall_time_s.item()) for c in expected])
     assert accounting["all_full_estimate"] == pytest.approx(8 * full)
@@ -167,7 +168,7 @@ def test_early_stop_on_the_local_executor_then_the_report(tmp_path, tiny_toml):
     spent = sum(float(read_shard(p).wall_time_s.item()) for p in (run / "shards").glob("*.nc"))
     assert phases["cell_seconds"] == pytest.approx(spent)
     (wi, do), = phases["continued_cells"]
-    continued = read_shard(run / "shards" / f"wi{wi}_do{do}.nc").load()
+    continued = read_shard(shard_path(run, wi, do)).load()
     assert phases["realised_best"] == pytest.approx(_stop_score(continued, np.inf))
     assert "This run stopped early" in (run / "report" / "report.md").read_text()
 
@@ -190,4 +191,4 @@ def test_budget_flags_pick_the_plan_and_refuse_a_cube_of_another_task(tmp_path, 
         err = capsys.readouterr().err
         assert exit_.value.code == 2 and words in err, err
         assert not (tmp_path / "new").exists()
-    assert policy.parse_plan("budget=5", "mr") == policy.plan_from_budget(5)
+    assert early_stop_run.parse_plan("budget=5", "mr") == early_stop_run.plan_from_budget(5)

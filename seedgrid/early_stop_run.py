@@ -27,9 +27,9 @@ from pathlib import Path
 import numpy as np
 
 from seedgrid.errors import UsageError
-from seedgrid.store import locked, read_json, read_shard, shard_path, write_text_atomic
+from seedgrid.rundir import EARLY_STOP, shard_path
+from seedgrid.store import locked, read_json, read_shard, write_text_atomic
 
-POLICY = "early_stop.json"
 MAX_BUDGET = 1000
 #: Dodge §5: stopping after 20-30% of training did best on three of four tasks; their Fig. 6
 #: example (MRPC, budget 20) stops at 30%
@@ -136,18 +136,27 @@ def rule_of_thumb(budget: float, n_evals: int) -> Plan:
 def read(run_dir: Path) -> dict | None:
     """early_stop.json, or None when the run has none (a damaged one is set aside, with a
     warning: the run then reads as one without --early-stop)."""
-    record = read_json(Path(run_dir) / POLICY, None)
+    record = read_json(Path(run_dir) / EARLY_STOP, None)
     return record if isinstance(record, dict) and "phase_one" in record else None
 
 
+def read_record(run_dir: Path) -> dict:
+    """early_stop.json of a run that has one; UsageError otherwise."""
+    record = read(run_dir)
+    if record is None:
+        raise UsageError(f"{str(run_dir)!r} has no --early-stop plan ({EARLY_STOP} is missing "
+                         "or was damaged): submit it with --early-stop")
+    return record
+
+
 def write(run_dir: Path, record: dict) -> None:
-    write_text_atomic(Path(run_dir) / POLICY, json.dumps(record, indent=1))
+    write_text_atomic(Path(run_dir) / EARLY_STOP, json.dumps(record, indent=1))
 
 
 def update(run_dir: Path, **changes) -> dict:
     """Add ``changes`` to early_stop.json under its lock (the decider job writes it too)."""
-    with locked(Path(run_dir) / POLICY):
-        record = {**read(run_dir), **changes}
+    with locked(Path(run_dir) / EARLY_STOP):
+        record = {**read_record(run_dir), **changes}
         write(run_dir, record)
     return record
 
@@ -178,7 +187,7 @@ def decide(run_dir: Path) -> dict:
     if read(run_dir) is None:
         raise UsageError(f"{str(run_dir)!r} was not submitted with --early-stop: nothing to "
                          "continue")
-    with locked(run_dir / POLICY):
+    with locked(run_dir / EARLY_STOP):
         return _decide(run_dir)
 
 
@@ -219,7 +228,7 @@ def accounting(run_dir: Path) -> dict:
     """Cell-seconds spent by the policy vs the same cells all trained fully, and the best score
     the continued cells found in training (the realised result: what the simulation's
     experiment scores)."""
-    record = read(run_dir)
+    record = read_record(run_dir)
     spent, full, finals = 0.0, [], []
     for wi, do in record["phase_one"]:
         path = shard_path(run_dir, wi, do)

@@ -1,0 +1,226 @@
+"""``ds.seedgrid``: the building blocks of analysis on a cube, vectorised over seeds and steps.
+
+    ds = seedgrid.open_cube("runs/rte")
+    ds.seedgrid.metric()          # (seed_wi, seed_do, step): the task's metric
+    ds.seedgrid.best_so_far()     # best metric up to each evaluation (Dodge et al.)
+    ds.seedgrid.diverged()        # (seed_wi, seed_do): diverged or collapsed to the majority
+    ds.seedgrid.consistency()     # Bui et al.'s CON, CCON, agreement, flip rate
+    ds.seedgrid.expected_max()    # ... and every analysis of seedgrid.analysis as a method
+
+Registered when this module is imported (``import seedgrid`` and ``open_cube`` do).
+"""
+
+from __future__ import annotations
+
+import zlib
+
+import numpy as np
+import pandas as pd
+import xarray as xr
+
+from seedgrid import metrics
+from seedgrid.errors import UsageError
+from seedgrid.store import SEEDS, decode
+
+
+@xr.register_dataset_accessor("seedgrid")
+class SeedgridAccessor:
+    """``ds.seedgrid``: predictions, correctness and the task's metric over a whole cube.
+
+    Everything is computed on whole arrays with labelled dimensions; cells or evaluations
+    without logits (missing, diverged) give NaN, never a made-up value.
+    """
+
+    def __init__(self, ds: xr.Dataset):
+        self._ds = ds
+        # xarray keeps one accessor per Dataset object, and a Dataset can be changed in place
+        # (ds["label"] = ...): what is cached is keyed to a checksum of the data it came from
+        self._cache: dict = {}
+        self._cache_key: tuple | None = None
+
+    def _cached(self, key, compute):
+        """``compute()``, remembered while logits, label and status stay what they were."""
+        data_key = _data_key(self._ds)
+        if data_key != self._cache_key:
+            self._cache, self._cache_key = {}, data_key
+        if data_key is None:  # lazily chunked (dask): nothing is cached
+            return compute()
+        if key not in self._cache:
+            self._cache[key] = compute()
+        return self._cache[key]
+
+    def status(self) -> xr.DataArray:
+        """Each cell's status by name (``"done"``...), also where the file was opened without
+        :func:`seedgrid.open_cube` (schema 2 stores byte flags)."""
+        return decode(self._ds[["status"]])["status"]
+
+    def majority_label(self) -> int:
+        """The most frequent gold label of the validation set (the smallest on ties)."""
+        return metrics.majority_label(self._ds.label.values)
+
+    def majority_baseline(self, name: str | None = None) -> float:
+        """The metric of always predicting the majority label, from this cube's own labels
+        (Dodge et al.'s Table 2 baselines, computed for the validation set actually used)."""
+        return metrics.majority_baseline(self._ds.label.values, name or self._ds.attrs["metric"])
+
+    def predictions(self) -> xr.DataArray:
+        """Predicted class, (seed_wi, seed_do, example, step); NaN where there are no logits.
+
+        A diverged cell is a failed classifier, not a missing one: its evaluations after it
+        diverged (NaN logits) predict the majority label, so it stays in every statistic with
+        the score a collapsed model gets (Dodge et al.'s diverged runs).
+        """
+        def compute():
+            logits = self._ds.logits
+            pred = logits.fillna(-np.inf).argmax("class").astype(np.float64)
+            pred = pred.where(logits.notnull().all("class"))
+            failed = (self.status() == "diverged") & pred.isnull()
+            return pred.where(~failed, float(self.majority_label())).rename("prediction")
+        return self._cached("predictions", compute)
+
+    def correct(self) -> xr.DataArray:
+        """1.0 where the prediction equals the gold label, 0.0 where not, NaN where missing."""
+        pred = self.predictions()
+        return (pred == self._ds.label).astype(np.float64).where(pred.notnull()).rename("correct")
+
+    def metric(self, name: str | None = None) -> xr.DataArray:
+        """The task's metric (or ``name``), (seed_wi, seed_do, step)."""
+        name = name or self._ds.attrs["metric"]
+        if name not in metrics.METRICS:
+            raise UsageError(f"unknown metric {name!r}: choose one of {', '.join(metrics.METRICS)}")
+        return self._cached(("metric", name), lambda: xr.apply_ufunc(
+            metrics.score_predictions, self.predictions(), self._ds.label,
+            input_core_dims=[["example"], ["example"]], kwargs={"metric": name},
+            dask="parallelized", output_dtypes=[np.float64],
+            dask_gufunc_kwargs={"allow_rechunk": True}).rename(name))
+
+    def consistency(self, step: int = -1, over: str | tuple[str, ...] = SEEDS
+                    ) -> xr.Dataset:
+        """Bui et al.'s micro metrics at evaluation ``step`` (position; default the last): see
+        :func:`seedgrid.analysis.consistency`."""
+        from seedgrid.analysis import consistency
+
+        return consistency(self.predictions().isel(step=step), self._ds.label, over)
+
+    def diverged(self, threshold: float | None = None) -> xr.DataArray:
+        """Per cell: 1.0 if it diverged, 0.0 if not, NaN if it has no final evaluation.
+
+        Diverged means marked so in training (a NaN or exploding loss), or a final metric at or
+        below ``threshold`` — by default the majority baseline of this cube's validation
+        labels (:meth:`majority_baseline`), the level Dodge et al.'s
+        diverged runs fall to (predicting the most frequent label).
+        """
+        threshold = self.majority_baseline() if threshold is None else threshold
+        final = self.metric().isel(step=-1)
+        flag = (final <= threshold).astype(np.float64).where(final.notnull())
+        return flag.where(self.status() != "diverged", 1.0).drop_vars("step").rename("diverged")
+
+    def table(self, name: str | None = None) -> pd.DataFrame:
+        """One row per (seed_wi, seed_do, step): update, epoch, metric, best so far, status."""
+        m = self.metric(name)
+        frame = xr.Dataset({m.name: m, f"best_{m.name}": self.best_so_far(name),
+                            "status": self.status(), "wall_time_s": self._ds.wall_time_s,
+                            "epoch": self._ds.epoch})
+        table = frame.to_dataframe().reset_index()
+        table.insert(2, "update", table.pop("step"))  # the step coordinate holds update counts
+        return table[["seed_wi", "seed_do", "update", "epoch", m.name, f"best_{m.name}",
+                      "status", "wall_time_s"]]
+
+    def best_so_far(self, name: str | None = None) -> xr.DataArray:
+        """Best metric over the evaluations during training up to each step (Dodge et al.).
+
+        The evaluation before training (update 0) is not a trained model and never counts: the
+        best so far is NaN there. NaN evaluations are skipped.
+        """
+        m = self.metric(name)
+        t = m.transpose(..., "step")
+        during = np.where(t["step"].values > 0, t.values, np.nan)
+        return t.copy(data=np.fmax.accumulate(during, axis=-1)).transpose(*m.dims)
+
+    # -- analyses (seedgrid.analysis, seedgrid.early_stopping) on this cube ------------------
+
+    def final(self, name: str | None = None, best: bool = False) -> xr.DataArray:
+        """(seed_wi, seed_do): the metric at the last evaluation, or the best found in training."""
+        m = self.best_so_far(name) if best else self.metric(name)
+        return m.isel(step=-1, drop=True)
+
+    def regimes(self, name: str | None = None) -> xr.DataArray:
+        """(regime, seed_wi, seed_do): each run's pick when evaluating at every evaluation, at
+        epoch ends or at the end; see :func:`seedgrid.analysis.regimes`."""
+        from seedgrid.analysis import regimes
+
+        return regimes(self.metric(name), self._ds.epoch)
+
+    def expected_max(self, name: str | None = None, replace: bool = True) -> xr.Dataset:
+        """Expected best of n runs (n = 1..N) with its std, per evaluation regime (Fig. 1), the
+        observed extremes, and the band the figure shades: mean ± std clipped to the observed
+        minimum and maximum (Dodge et al.'s footnote 5; allentune clips at the maximum)."""
+        from seedgrid.analysis import expected_max
+
+        picks = self.regimes(name)
+        out = [expected_max(picks.sel(regime=r).values, replace=replace)
+               for r in picks["regime"].values]
+        n = min(len(mean) for mean, _ in out)
+        curves = xr.Dataset({"mean": (("regime", "n"), np.stack([m[:n] for m, _ in out])),
+                             "std": (("regime", "n"), np.stack([s[:n] for _, s in out])),
+                             "observed_min": picks.min(SEEDS),
+                             "observed_max": picks.max(SEEDS)},
+                            coords={"regime": picks["regime"].values, "n": np.arange(1, n + 1)})
+        curves["lower"] = np.maximum(curves["mean"] - curves["std"], curves["observed_min"])
+        curves["upper"] = np.minimum(curves["mean"] + curves["std"], curves["observed_max"])
+        return curves
+
+    def decoupled_std(self, name: str | None = None, best: bool = False) -> dict[str, float]:
+        """Table 3 on the final (or best-found) metric; :func:`seedgrid.analysis.decoupled_std`."""
+        from seedgrid.analysis import decoupled_std
+
+        return decoupled_std(self.final(name, best))
+
+    def anova(self, name: str | None = None, best: bool = False) -> dict[str, dict]:
+        """Table 4; :func:`seedgrid.analysis.best_vs_worst_anova`."""
+        from seedgrid.analysis import best_vs_worst_anova
+
+        return best_vs_worst_anova(self.final(name, best))
+
+    def permutation_test(self, name: str | None = None, best: bool = False,
+                         n_resamples: int = 10_000, seed: int = 0) -> dict[str, dict]:
+        """Row / column-mean range test; :func:`seedgrid.analysis.seed_permutation_test`."""
+        from seedgrid.analysis import seed_permutation_test
+
+        return seed_permutation_test(self.final(name, best), n_resamples, seed)
+
+    def step_correlation(self, name: str | None = None, method: str = "spearman",
+                         best: bool = True) -> xr.DataArray:
+        """Fig. 5 (Spearman) / Fig. 9 (Pearson) between evaluations during training, on the
+        best so far as the paper does (``best=False``: the metric at each evaluation)."""
+        from seedgrid.analysis import step_correlation
+
+        m = self.best_so_far(name) if best else self.metric(name)
+        return step_correlation(m.sel(step=m["step"] > 0), method)
+
+    def run_pairs(self, step: int = -1, tolerance: float = 0.0, top: int = 10):
+        """Bui Fig. 1: equal-accuracy pairs of runs that agree least; see
+        :func:`seedgrid.analysis.run_pairs`."""
+        from seedgrid.analysis import run_pairs
+
+        return run_pairs(self.predictions().isel(step=step), self._ds.label, tolerance, top)
+
+    def early_stopping(self, name: str | None = None, **kwargs):
+        """Dodge §5's simulation on this cube; :func:`seedgrid.early_stopping.simulate`."""
+        from seedgrid.early_stopping import simulate
+
+        return simulate(self.metric(name), **kwargs)
+
+
+def _data_key(ds: xr.Dataset) -> tuple | None:
+    """A checksum of what the accessor's results depend on; None for dask-backed data."""
+    key = []
+    for name in ("logits", "label", "status"):
+        variable = ds.variables[name]
+        if variable.chunks is not None:
+            return None
+        values = np.ascontiguousarray(variable.values)
+        digest = hash(tuple(values.ravel().tolist())) if values.dtype == object \
+            else zlib.crc32(values.view(np.uint8).tobytes())
+        key.append((values.dtype.str, values.shape, digest))
+    return tuple(key)

@@ -1,0 +1,206 @@
+"""The ``run``, ``submit`` and ``continue`` commands: which cells to train, in how many tasks,
+and (``--early-stop``) how phase two follows phase one. Each prints what it did.
+
+The pieces live with their owners: the queue and the task layout in :mod:`seedgrid.dispatch`,
+the early-stop plan and its decision in :mod:`seedgrid.early_stop_run`, waiting in
+:mod:`seedgrid.status`. Each function returns whether every cell it waited for is ``done``.
+"""
+
+from __future__ import annotations
+
+import math
+import shutil
+from pathlib import Path
+
+from seedgrid import cluster, config, dispatch, early_stop_run, rundir, status
+from seedgrid.errors import UsageError
+
+
+def run_one(config_name: str, seed_wi: int, seed_do: int, out: str | None) -> bool:
+    """Train one cell here (or in each process of torchrun) and write its shard."""
+    import numpy as np
+
+    from seedgrid import metrics, store
+    from seedgrid.checkpoint import Checkpointer, saved_on_terminate
+
+    cfg = config.load_config(config_name)
+    config.check_seeds("seed_wi", [seed_wi])
+    config.check_seeds("seed_do", [seed_do])
+    run_dir = Path(out or f"runs/{Path(cfg.source).stem}")
+    rundir.check_writable(run_dir)
+    rundir.check_config(run_dir, cfg)
+    dispatch.check_precision(cfg, cluster.Profile())
+    path = rundir.shard_path(run_dir, seed_wi, seed_do)
+    state = store.shard_state(path)
+    if state in dispatch.FINISHED:
+        print(f"{path} exists: cell (wi={seed_wi}, do={seed_do}) is {state}; delete it to train "
+              "again")
+        return True
+    dispatch.set_threads()
+    checkpointer = Checkpointer(rundir.checkpoint_path(run_dir, seed_wi, seed_do))
+    with saved_on_terminate(checkpointer):
+        shard = dispatch.train_and_store(cfg, run_dir, seed_wi, seed_do, checkpointer)
+    dispatch.end_distributed()
+    if shard is None:  # not the main process
+        return True
+    curve = metrics.score(shard.logits.values[0, 0].transpose(1, 0, 2),
+                          shard.label.values, shard.attrs["metric"])
+    best = float(np.nanmax(curve)) if np.isfinite(curve).any() else float("nan")
+    cell_status = shard.status.values[0, 0]
+    print(f"wrote {path}: {cell_status}, {shard.attrs['metric']} at the end {curve[-1]:.4f}, "
+          f"best {best:.4f} (before training {curve[0]:.4f}; majority baseline "
+          f"{shard.attrs['majority_baseline']:.4f}), "
+          f"{float(shard.wall_time_s.values.item()):.0f} s")
+    return cell_status == "done"  # a diverged cell is a result, not a success
+
+
+def submit_grid(*, config_name: str | None, resume: str | None, cluster_name: str,
+                array: int | None, parallel: int | None, out: str | None, wait: bool,
+                early_stop: str | None, budget: float | None, from_cube: str | None) -> bool:
+    """Submit the cells of a grid that still have to train (``--resume``: of a run folder)."""
+    cfg, run_dir = _config_and_folder(config_name, resume, out, array)
+    profile = cluster.load_profile(cluster_name)
+    dispatch.check_executor(profile)
+    dispatch.check_precision(cfg, profile)
+    total = len(cfg.grid.cells())
+    plan = _early_stop_plan(cfg, run_dir, early_stop, budget, from_cube, resumed=bool(resume))
+    record = early_stop_run.read(run_dir) if resume else None
+    if plan is not None:  # phase one: the first `started` cells of the grid
+        started = cfg.grid.cells()[:plan.started]
+        cells = [c for c in started if dispatch.needs_training(run_dir, c)]
+    elif record is not None:  # an --early-stop run: only what its phase still needs
+        cells = dispatch.cells_to_resume(run_dir, record)
+    else:
+        cells = dispatch.missing_cells(cfg, run_dir)
+    if not cells:
+        print(f"{run_dir}: all {total} cells have shards; nothing to submit"
+              if record is None else f"{run_dir}: nothing of its early-stop phase "
+              f"{record['phase']} is left to train")
+        return True
+    if array is not None and array > len(cells):
+        raise UsageError(f"--array {array} must be between 1 and the {len(cells)} cells to "
+                         f"run (of {total}): one array task trains one cell or more")
+    dispatch.check_inputs(cfg)
+    n_tasks, parallel = dispatch.task_layout(profile, len(cells), array, parallel)
+    new_folder = not run_dir.exists()
+    rundir.write_config(run_dir, cfg)  # before the tasks start: they read it
+    if plan is not None:
+        early_stop_run.start(run_dir, plan, started)
+    try:
+        submitted, jobs = dispatch.submit(cfg, profile, run_dir, cells, n_tasks, parallel)
+    except UsageError:
+        if new_folder and not (run_dir / rundir.JOBS).exists():
+            shutil.rmtree(run_dir)  # nothing was submitted: leave nothing behind
+        raise
+    ids = ", ".join(a["job_id"] for a in submitted["submissions"][-1]["arrays"])
+    print(f"submitted {len(cells)} of {total} cells of {run_dir} (config {cfg.hash}) to "
+          f"{profile.name!r} ({profile.executor}): job {ids}, {n_tasks} task(s) of up to "
+          f"{-(-len(cells) // n_tasks)} cell(s), at most {parallel} at once")
+    print(f"watch it: python -m seedgrid status {run_dir} --cluster {profile.name}")
+    if plan is not None or (record is not None and record["continued_cells"] is None):
+        return _after_phase_one(profile, cluster_name, run_dir, submitted, jobs, parallel, wait)
+    return not wait or status.wait_and_report(jobs, run_dir, cells, profile)
+
+
+def _config_and_folder(config_name, resume, out, array):
+    """The run's config and folder: a new run (--config) or an existing one (--resume)."""
+    if resume:
+        run_dir = Path(resume)
+        cfg = rundir.load_run_config(run_dir)
+        if config_name:
+            rundir.check_config(run_dir, config.load_config(config_name))
+    elif config_name:
+        cfg = config.load_config(config_name)
+        run_dir = Path(out or f"runs/{Path(cfg.source).stem}")
+        rundir.check_writable(run_dir)
+        rundir.check_config(run_dir, cfg)
+    else:
+        raise UsageError("submit needs --config (a new run) or --resume RUN_FOLDER")
+    if not cfg.grid.seeds_wi:  # no [grid]: --array N*N means seeds 1..N x 1..N (Dodge et al.)
+        n = math.isqrt(array or 0)
+        if not array or n * n != array:
+            raise UsageError(f"config {cfg.source!r} has no [grid] and --array {array} is not "
+                             "a square: add [grid] n_wi/n_do, or give --array N*N (e.g. 625 for "
+                             "seeds 1..25 x 1..25)")
+        cfg = config.with_seeds(cfg, list(range(1, n + 1)), list(range(1, n + 1)))
+    return cfg, run_dir
+
+
+def _early_stop_plan(cfg, run_dir: Path, spec: str | None, budget: float | None,
+                     from_cube: str | None, resumed: bool):
+    """The --early-stop plan, checked against the grid before anything is written."""
+    if budget is None and from_cube:
+        raise UsageError("--from-cube goes with --budget B: the cube the simulation runs on")
+    if not spec and budget is None:
+        return None
+    if spec and budget is not None:
+        raise UsageError("give --early-stop or --budget, not both")
+    if resumed or (run_dir / rundir.EARLY_STOP).exists():
+        raise UsageError(f"--early-stop starts a new run: {run_dir} has one already; use "
+                         f"python -m seedgrid continue {run_dir} for its second phase")
+    n_evals = cfg.train.epochs * cfg.train.evals_per_epoch  # evaluations during training
+    if budget is not None:
+        plan = early_stop_run.plan_from_budget(budget, from_cube, cfg.task.name, n_evals)
+    else:
+        plan = early_stop_run.parse_plan(spec or "", cfg.task.name, n_evals)
+    grid = len(cfg.grid.cells())
+    if plan.started > grid:
+        raise UsageError(f"--early-stop started={plan.started} is more than the {grid} cells of "
+                         "the grid: enlarge [grid] or start fewer")
+    print(f"early stop ({plan.source}): start {plan.started} cells, stop at {plan.fraction:g} of "
+          f"training, continue the best {plan.continued}")
+    return plan
+
+
+def _after_phase_one(profile, cluster_name: str, run_dir: Path, submitted: dict, jobs: list,
+                     parallel: int | None, wait: bool) -> bool:
+    """Phase two follows by itself: a decider job after the arrays (SLURM), or right here."""
+    arrays = [a["job_id"] for a in submitted["submissions"][-1]["arrays"]]
+    started = [tuple(c) for a in submitted["submissions"][-1]["arrays"] for t in a["tasks"]
+               for c in t]
+    continued = early_stop_run.read_record(run_dir)["continued"]
+    if profile.executor == "slurm":
+        decider = dispatch.submit_decider(run_dir, profile, arrays, cluster_name)
+        print(f"phase two: job {decider} picks the {continued} best and continues them "
+              f"once phase one has ended (afterany:{':'.join(arrays)})")
+        if not wait:
+            return True
+        status.wait_for(jobs, run_dir, started)
+        return status.wait_phase_two(run_dir)
+    if not wait:
+        print(f"after phase one: python -m seedgrid continue {run_dir} --cluster {profile.name}")
+        return True
+    status.wait_for(jobs, run_dir, started)
+    return continue_grid(str(run_dir), profile.name, parallel, wait=True)
+
+
+def continue_grid(run: str, cluster_name: str, parallel: int | None, wait: bool) -> bool:
+    """Phase two of --early-stop: decide (once) and continue the chosen cells."""
+    run_dir = Path(run)
+    cfg = rundir.load_run_config(run_dir)
+    profile = cluster.load_profile(cluster_name)
+    dispatch.check_executor(profile)
+    rec = early_stop_run.decide(run_dir)
+    print(f"{run_dir}: decided on {rec['decided_on']} of {len(rec['phase_one'])} phase-one cells"
+          + (f" ({len(rec['missing'])} without a shard: {_cells(rec['missing'])})"
+             if rec["missing"] else "")
+          + f"; continuing {len(rec['continued_cells'])}: "
+          + (_cells(rec["continued_cells"]) or "none"))
+    todo = dispatch.cells_to_resume(run_dir, rec)
+    if not todo:
+        print("nothing left to continue")
+        return True
+    n_tasks, parallel = dispatch.task_layout(profile, len(todo), len(todo), parallel)
+    record, jobs = dispatch.submit(cfg, profile, run_dir, todo, n_tasks, parallel)
+    ids = ", ".join(a["job_id"] for a in record["submissions"][-1]["arrays"])
+    early_stop_run.update(run_dir, phase_two_jobs=ids)
+    gone = [c for c in todo if not rundir.checkpoint_path(run_dir, *c).exists()]
+    print(f"phase two: job {ids} continues {len(todo)} cell(s) "
+          + ("from their checkpoints" if not gone else
+             f"({len(todo) - len(gone)} from their checkpoints; {len(gone)} from the beginning, "
+             f"their checkpoints are gone: {_cells(gone)})"))
+    return not wait or status.wait_and_report(jobs, run_dir, todo, profile, stopped_counts=False)
+
+
+def _cells(cells) -> str:
+    return " ".join(f"({wi},{do})" for wi, do in cells)

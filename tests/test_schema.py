@@ -1,0 +1,138 @@
+"""The cube and shard files as other tools read them (schema 2): CF metadata, status as a flag
+variable, per-cell provenance, lazy (dask) reading, and schema 1 files still opening."""
+
+import netCDF4
+import numpy as np
+import pytest
+import xarray as xr
+
+import seedgrid
+from seedgrid.cube import collect
+from seedgrid.rundir import shard_path, write_config
+from seedgrid.store import STATUS, VARIABLES, write_atomic
+
+from conftest import tiny_config
+from test_cube import _run, _shard
+
+CELLS = [(wi, do) for wi in (1, 2, 3) for do in (1, 2, 3)]
+#: one diverged cell, so that lazy and eager reading must agree on status too
+DIVERGED = {(2, 3): {"status": "diverged"}}
+
+
+def test_the_cube_follows_the_cf_conventions(tmp_path):
+    run, _ = _run(tmp_path, CELLS, shard_args=DIVERGED)
+    path = collect(run).path
+    with netCDF4.Dataset(path) as nc:
+        assert nc.getncattr("Conventions").startswith("CF-")
+        assert nc.getncattr("schema_version") == 2
+        for name, var in nc.variables.items():
+            assert var.getncattr("long_name"), name  # every variable and coordinate
+        assert nc["wall_time_s"].units == "s" and nc["train_loss"].units == "1"
+        status = nc["status"]
+        assert status.dtype == np.int8  # a byte flag variable, not a string
+        assert list(status.flag_values) == list(range(len(STATUS)))
+        assert status.flag_meanings.split() == list(STATUS)
+        codes = status[:]
+        assert codes[1, 2] == STATUS.index("diverged")
+        assert (np.delete(codes.ravel(), 5) == STATUS.index("done")).all()
+    raw = xr.open_dataset(path)  # plain xarray, not open_cube
+    assert "epoch" in raw.coords and "epoch" not in raw.data_vars
+    np.testing.assert_allclose(raw.epoch, [0, 1, 2])
+    raw.close()
+
+
+def test_status_is_by_name_in_memory_and_by_code_on_disk(tmp_path):
+    run, _ = _run(tmp_path, CELLS[:4], shard_args={(1, 2): {"status": "diverged"}})
+    with netCDF4.Dataset(shard_path(run, 1, 2)) as nc:
+        assert nc["status"][0, 0] == STATUS.index("diverged")
+    collect(run)
+    ds = seedgrid.open_cube(run)
+    expected = [["done", "diverged", "done"], ["done", "missing", "missing"],
+                ["missing"] * 3]
+    assert ds.status.values.tolist() == expected
+    assert (ds.status == "missing").sum() == 5
+
+
+def test_label_names_are_flag_meanings_of_label(tmp_path):
+    cfg = tiny_config()
+    ds = _shard(cfg, 1, 1, np.random.default_rng(0))
+    named = ds.assign(label=ds.label.assign_attrs(flag_values=np.array([0, 1]),
+                                                  flag_meanings="negative positive"))
+    run = tmp_path / "run"
+    write_config(run, cfg)
+    write_atomic(named, shard_path(run, 1, 1))
+    with netCDF4.Dataset(collect(run).path) as nc:
+        assert nc["label"].flag_meanings == "negative positive"
+        assert list(nc["label"].flag_values) == [0, 1]
+
+
+def test_every_cell_keeps_where_and_with_what_it_trained(tmp_path):
+    hosts = {cell: f"node{cell[0]}{cell[1]}" for cell in CELLS[:3]}
+    cfg = tiny_config(grid={"n_wi": 3, "n_do": 3})
+    run = tmp_path / "run"
+    write_config(run, cfg)
+    rng = np.random.default_rng(0)
+    for (wi, do), host in hosts.items():
+        ds = _shard(cfg, wi, do, rng)
+        ds.attrs.update(host=host, device="NVIDIA H100" if do == 2 else "cpu",
+                        torch_version=f"2.{do}", torch_threads=do)
+        write_atomic(ds, shard_path(run, wi, do))
+    cube = seedgrid.open_cube(collect(run).path)
+    for (wi, do), host in hosts.items():
+        cell = cube.sel(seed_wi=wi, seed_do=do)
+        assert cell.host.item() == host
+        assert cell.device.item() == ("NVIDIA H100" if do == 2 else "cpu")
+        assert cell.versions.item() == f"torch 2.{do}"
+        assert cell.torch_threads.item() == do
+    missing = cube.sel(seed_wi=3, seed_do=3)
+    assert missing.host.item() == "" and np.isnan(missing.torch_threads.item())  # fill value
+    assert not any(k in cube.attrs for k in ("host", "device", "torch_version"))
+
+
+@pytest.mark.parametrize("metric", ["accuracy", "mcc"])
+def test_a_lazily_opened_cube_gives_the_eager_numbers(tmp_path, metric):
+    run, _ = _run(tmp_path, CELLS[:7], shard_args=DIVERGED | {(1, 1): {"metric": metric}})
+    path = collect(run).path
+    eager = seedgrid.open_cube(path)
+    for lazy in (xr.open_dataset(path, chunks={}), seedgrid.open_cube(path, chunks={})):
+        assert lazy.logits.chunks is not None  # dask-backed
+        for best in (False, True):
+            xr.testing.assert_allclose(lazy.seedgrid.final(best=best).compute(),
+                                       eager.seedgrid.final(best=best))
+        xr.testing.assert_equal(lazy.seedgrid.status(), eager.status)
+        xr.testing.assert_allclose(lazy.seedgrid.consistency().compute(),
+                                   eager.seedgrid.consistency())
+        lazy.load()  # nothing lazy was cached: loading afterwards works
+        xr.testing.assert_allclose(lazy.seedgrid.final(), eager.seedgrid.final())
+
+
+def test_shards_open_together_with_open_mfdataset(tmp_path):
+    run, _ = _run(tmp_path, CELLS, shard_args=DIVERGED)
+    eager = seedgrid.open_cube(collect(run).path)
+    shards = xr.open_mfdataset(str(run / "shards" / "*.nc"), data_vars="minimal")
+    xr.testing.assert_allclose(shards.seedgrid.final().compute(), eager.seedgrid.final())
+
+
+def test_a_schema_1_cube_and_shards_still_open_and_collect(tmp_path):
+    cfg = tiny_config(grid={"n_wi": 2, "n_do": 1})
+    run = tmp_path / "run"
+    write_config(run, cfg)
+    rng = np.random.default_rng(0)
+    for wi, status in ((1, "done"), (2, "diverged")):  # as seedgrid 0.1 wrote them
+        old = _shard(cfg, wi, 1, rng, status=status)
+        old.attrs["schema_version"] = 1
+        path = shard_path(run, wi, 1)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        old.to_netcdf(path, engine="netcdf4")
+    with netCDF4.Dataset(shard_path(run, 2, 1)) as nc:
+        assert nc["status"].dtype is str  # really the old string form
+    done = collect(run)
+    assert done.counts["done"] == 1 and done.counts["diverged"] == 1
+    old_cube = xr.open_dataset(done.path).load()  # a schema 1 cube: strings, version 1
+    old_cube = old_cube.assign(status=seedgrid.open_cube(done.path).status)
+    old_cube.attrs["schema_version"] = 1
+    old_cube.to_netcdf(tmp_path / "v1.nc", engine="netcdf4")
+    v1 = seedgrid.open_cube(tmp_path / "v1.nc")
+    assert v1.status.values.tolist() == [["done"], ["diverged"]]
+    assert set(VARIABLES) <= set(v1.variables)
+    xr.testing.assert_allclose(v1.seedgrid.final(), seedgrid.open_cube(done.path).seedgrid.final())
