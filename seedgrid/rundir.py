@@ -21,7 +21,7 @@ from pathlib import Path
 
 from seedgrid.config import Config, load_config, with_seeds
 from seedgrid.errors import UsageError
-from seedgrid.store import write_text_atomic
+from seedgrid.store import read_json, write_text_atomic
 
 CONFIG = "config.toml"
 JOBS = "jobs.json"
@@ -71,6 +71,23 @@ def shards_on_disk(run_dir: str | Path) -> dict[Cell, Path]:
         if cell is not None:
             found[cell] = path
     return found
+
+
+def read_jobs(run_dir: str | Path) -> dict:
+    """jobs.json: every submission of the run (none when it is missing or damaged)."""
+    record = read_json(Path(run_dir) / JOBS, None)
+    if not isinstance(record, dict) or not isinstance(record.get("submissions"), list):
+        return {"submissions": []}
+    return record
+
+
+def resubmit_command(run_dir: str | Path, cluster: str = "") -> str:
+    """The command that trains the run's unfinished cells, on ``cluster`` or else the profile
+    they were last submitted to (never the login node by omission)."""
+    jobs = read_jobs(run_dir)["submissions"]
+    cluster = cluster or (jobs[-1].get("cluster", "") if jobs else "")
+    return (f"python -m seedgrid submit --resume {run_dir}"
+            + (f" --cluster {cluster}" if cluster else ""))
 
 
 def decider_log(run_dir: str | Path) -> Path:

