@@ -225,7 +225,7 @@ def _collect_args(p: argparse.ArgumentParser) -> None:
 def _export_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("cube", help="a cube file or a run folder")
     p.add_argument("--to", required=True, help="output file: .csv or .parquet")
-    p.add_argument("--metric", help="a metric other than the task's (accuracy, f1, mcc, acc_f1)")
+    p.add_argument("--metric", help="a metric other than the task's (accuracy, f1, mcc, acc_f1, macro_f1)")
 
 
 def _report_args(p: argparse.ArgumentParser) -> None:
@@ -242,7 +242,7 @@ def _report_args(p: argparse.ArgumentParser) -> None:
 def _compare_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("a", help="run folder or cube of configuration A (the reference)")
     p.add_argument("b", help="run folder or cube of configuration B")
-    p.add_argument("--metric", help="a metric other than the task's (accuracy, f1, mcc, acc_f1)")
+    p.add_argument("--metric", help="a metric other than the task's (accuracy, f1, mcc, acc_f1, macro_f1)")
     p.add_argument("--step", default="end", help="end: the last evaluation (default); best: "
                    "each run's best evaluation in training")
     p.add_argument("--alpha", type=number(0, 1, open_ends=True), default=0.05,
@@ -262,7 +262,7 @@ def _compare_args(p: argparse.ArgumentParser) -> None:
 def _regress_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--baseline", required=True, help="run folder or cube of the baseline")
     p.add_argument("--candidate", required=True, help="run folder or cube of tonight's run")
-    p.add_argument("--metric", help="a metric other than the task's (accuracy, f1, mcc, acc_f1)")
+    p.add_argument("--metric", help="a metric other than the task's (accuracy, f1, mcc, acc_f1, macro_f1)")
     p.add_argument("--max-drop", type=number(0, 1), default=0.005,
                    help="tolerated drop of the mean metric (0.005)")
     p.add_argument("--max-con-drop", type=number(0, 1), default=0.02,

@@ -138,7 +138,8 @@ def bootstrap(pred_a: np.ndarray, pred_b: np.ndarray, labels: np.ndarray, metric
         w_ex, w_a, w_b = draws
 
     def mean_metric(pred, w_runs):
-        per_run = metrics.from_counts(metric, *metrics.weighted_counts(pred, labels, w_ex))
+        per_run = metrics.from_class_counts(metric, *metrics.weighted_class_counts(
+            pred, labels, w_ex))
         return (per_run * w_runs).sum(axis=1) / w_runs.sum(axis=1)  # (draw,)
 
     diffs = mean_metric(pred_b, w_b) - mean_metric(pred_a, w_a)

@@ -82,6 +82,17 @@ class TrainConfig:
 
 
 @dataclass(frozen=True)
+class LoraConfig:
+    """LoRA (peft) instead of full fine-tuning, when ``rank`` > 0: only the adapters and the
+    classification head train. Hashed with the model (it changes what a cell is)."""
+    rank: int = 0
+    alpha: int = 16
+    dropout: float = 0.0
+    #: the modules to adapt (peft's target_modules), e.g. ["q_proj", "v_proj"] for Llama
+    target_modules: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
 class RuntimeConfig:
     #: micro-batches per global batch (per process); does not change the global batches
     gradient_accumulation: int = 1
@@ -91,6 +102,8 @@ class RuntimeConfig:
     #: also checkpoint after every N-th evaluation (0: only when SLURM signals preemption or
     #: the time limit); a crash or plain requeue then loses at most N evaluations of work
     checkpoint_every_evals: int = 0
+    #: recompute activations in the backward pass (less memory, ~30% more time; same numbers)
+    gradient_checkpointing: bool = False
 
 
 @dataclass(frozen=True)
@@ -111,18 +124,27 @@ class Config:
     train: TrainConfig = TrainConfig()
     runtime: RuntimeConfig = RuntimeConfig()
     grid: GridConfig = GridConfig()
+    lora: LoraConfig = LoraConfig()
     #: where the config came from (a preset name or a path); not hashed
     source: str = ""
 
     @property
     def hash(self) -> str:
-        """12 hex digits over model, task and train: equal hashes may be merged into one cube."""
-        semantic = {k: dataclasses.asdict(getattr(self, k)) for k in ("model", "task", "train")}
+        """12 hex digits over model, task, train (and lora, when on): equal hashes may be merged
+        into one cube."""
+        semantic = {k: dataclasses.asdict(getattr(self, k)) for k in self.hashed_sections()}
         text = json.dumps(semantic, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(text.encode()).hexdigest()[:12]
 
+    def hashed_sections(self) -> tuple[str, ...]:
+        """What a cell is: [model], [task], [train], and [lora] when LoRA is on (without it the
+        hashes of full fine-tuning configs are what they always were)."""
+        return ("model", "task", "train") + (("lora",) if self.lora.rank else ())
+
     def to_dict(self) -> dict[str, Any]:
         d = {k: dataclasses.asdict(getattr(self, k)) for k in ("model", "task", "train", "runtime")}
+        if self.lora.rank:
+            d["lora"] = dataclasses.asdict(self.lora)
         if self.grid.seeds_wi:
             d["grid"] = {k: list(v) for k, v in dataclasses.asdict(self.grid).items()}
         return d
@@ -170,7 +192,7 @@ def load_config(spec: str | Path) -> Config:
 def config_from_dict(raw: dict[str, Any], source: str = "") -> Config:
     """Validate a nested dict (as read from TOML) into a Config; one UsageError per bad value."""
     sections = {"model": ModelConfig, "task": TaskConfig, "train": TrainConfig,
-                "runtime": RuntimeConfig, "grid": None}
+                "runtime": RuntimeConfig, "lora": LoraConfig, "grid": None}
     _check_keys("config", raw, sections)
     for required in ("model", "task"):
         if required not in raw:
@@ -307,6 +329,11 @@ def _validate(cfg: Config) -> None:
         (m.max_length <= 100_000, f"[model] max_length = {m.max_length} must be at most 100000"),
         (cfg.task.train_size >= 0 and cfg.task.validation_size >= 0,
          "[task] train_size and validation_size must be >= 0 (0 = the whole split)"),
+        (0 <= cfg.lora.rank <= 4096, f"[lora] rank = {cfg.lora.rank} must be from 0 (off) to 4096"),
+        (cfg.lora.alpha > 0, f"[lora] alpha = {cfg.lora.alpha} must be positive"),
+        (0 <= cfg.lora.dropout < 1, f"[lora] dropout = {cfg.lora.dropout} must be in [0, 1)"),
+        (not cfg.lora.rank or cfg.lora.target_modules, "[lora] rank > 0 needs target_modules: "
+         "the modules to adapt, e.g. [\"q_proj\", \"v_proj\"] (Llama) or [\"query\", \"value\"] (BERT)"),
     ]
     for ok, message in checks:
         if not ok:

@@ -105,6 +105,8 @@ def check_inputs(cfg: Config) -> None:
     from seedgrid import data, model, tasks
 
     model.resolve(cfg.model.name)
+    if cfg.lora.rank:
+        model.check_lora(cfg.model, cfg.lora)
     train, _ = tasks.load_splits(cfg.task)
     data.evaluation_updates(data.updates_per_epoch(len(train), cfg.train.batch_size),
                             cfg.train.epochs, cfg.train.evals_per_epoch)
@@ -325,12 +327,16 @@ def _leave_job_environment() -> None:
 
 
 def check_executor(profile: Profile) -> None:
-    """Refuse a SLURM profile where SLURM cannot be reached (before anything is written); warn
-    when the local executor is about to train where SLURM is at hand (a login node, most
-    likely) outside any SLURM job."""
+    """Refuse a SLURM profile where SLURM cannot be reached (before anything is written)."""
     if profile.executor == "slurm" and shutil.which("sbatch") is None:
         raise UsageError(f"cluster profile {profile.name!r} needs SLURM but sbatch is not on "
                          "PATH: use --cluster local, or run where SLURM is installed")
+
+
+def warn_if_login_node(profile: Profile) -> None:
+    """Warn (stderr) when the local executor is about to train where SLURM is at hand — a
+    login node, most likely — outside any SLURM job. Called once the input has proved good:
+    bad input stays one line."""
     if (profile.executor == "local" and shutil.which("sbatch") is not None
             and "SLURM_JOB_ID" not in os.environ):
         print("seedgrid: warning: training on this machine (--cluster local), where SLURM is "

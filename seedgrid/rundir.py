@@ -161,9 +161,11 @@ def check_config(run_dir: Path, cfg: Config) -> None:
 def config_difference(old: Config, new: Config) -> str:
     """The hashed settings that differ, e.g. "[train] learning_rate 0.001 -> 0.5"."""
     a, b = old.to_dict(), new.to_dict()
-    changes = [f"[{section}] {key} {a[section][key]!r} -> {b[section][key]!r}"
-               for section in ("model", "task", "train") for key in a[section]
-               if a[section][key] != b[section][key]]
+    changes = [f"[{section}] {key} {a.get(section, {}).get(key)!r} -> "
+               f"{b.get(section, {}).get(key)!r}"
+               for section in dict.fromkeys(old.hashed_sections() + new.hashed_sections())
+               for key in {**a.get(section, {}), **b.get(section, {})}
+               if a.get(section, {}).get(key) != b.get(section, {}).get(key)]
     return "; ".join(changes[:3]) + (f"; and {len(changes) - 3} more" if len(changes) > 3 else "")
 
 

@@ -4,7 +4,7 @@ A cell of the grid is a pair (seed_wi, seed_do):
 
 - ``seed_wi`` (weight initialisation) drives every freshly initialised parameter and nothing
   else: the classification head is drawn from :func:`wi_generator` after the pretrained
-  weights are loaded.
+  weights are loaded, and (with ``[lora]``) every LoRA A matrix from its ``lora`` stream.
 - ``seed_do`` (data order) drives the order of training examples: epoch ``e`` uses
   :func:`epoch_permutation` ``(seed_do, e)``. By default dropout follows ``seed_do`` too (as in
   Dodge et al. 2020's code, where the data-order seed was set after the model was built); the
@@ -20,7 +20,7 @@ from __future__ import annotations
 import numpy as np
 
 # Stream identifiers: part of the reproducibility contract, never renumber them.
-_STREAMS = {"wi": 0, "do": 1, "dropout": 2}
+_STREAMS = {"wi": 0, "do": 1, "dropout": 2, "lora": 3}
 
 # What torch's global RNG (dropout) may follow; the index is part of the derived seed.
 DROPOUT_SOURCES = ("seed_do", "seed_wi", "fixed")
@@ -32,11 +32,13 @@ def derive(stream: str, *keys: int) -> int:
     return int(seq.generate_state(1, np.uint64)[0] >> np.uint64(1))
 
 
-def wi_generator(seed_wi: int):
-    """The CPU ``torch.Generator`` that draws every freshly initialised parameter of a cell."""
+def wi_generator(seed_wi: int, stream: str = "wi"):
+    """The CPU ``torch.Generator`` that draws every freshly initialised parameter of a cell:
+    the head (``wi``), the LoRA adapters (``lora``, so that the head is the same with or
+    without them)."""
     import torch  # here, not at import: the CLI's config checks need no torch
 
-    return torch.Generator().manual_seed(derive("wi", seed_wi))
+    return torch.Generator().manual_seed(derive(stream, seed_wi))
 
 
 def epoch_permutation(seed_do: int, epoch: int, n: int) -> np.ndarray:

@@ -86,6 +86,7 @@ def submit_grid(*, config_name: str | None, resume: str | None, cluster_name: st
     rundir.write_config(run_dir, cfg)  # before the tasks start: they read it
     if plan is not None:
         early_stop_run.start(run_dir, plan, started)
+    dispatch.warn_if_login_node(profile)
     try:
         submitted, jobs = dispatch.submit(cfg, profile, run_dir, cells, n_tasks, parallel)
     except UsageError:
@@ -191,6 +192,7 @@ def continue_grid(run: str, cluster_name: str, parallel: int | None, wait: bool)
         print("nothing left to continue")
         return True
     n_tasks, parallel = dispatch.task_layout(profile, len(todo), len(todo), parallel)
+    dispatch.warn_if_login_node(profile)
     record, jobs = dispatch.submit(cfg, profile, run_dir, todo, n_tasks, parallel)
     ids = ", ".join(a["job_id"] for a in record["submissions"][-1]["arrays"])
     early_stop_run.update(run_dir, phase_two_jobs=ids)

@@ -36,15 +36,17 @@ class Task:
     num_labels: int
     #: a key of seedgrid.metrics.METRICS
     metric: str
-    #: Dodge et al.'s Table 2 majority baseline on the full validation set, for reference only:
-    #: seedgrid computes a cell's baseline from the validation labels it used
-    #: (seedgrid.metrics.majority_baseline), which differ after validation_size subsets them
-    paper_majority_baseline: float
+    #: Dodge et al.'s Table 2 majority baseline on the full validation set, for reference only
+    #: (None where the paper gives none): seedgrid computes a cell's baseline from the
+    #: validation labels it used (seedgrid.metrics.majority_baseline)
+    paper_majority_baseline: float | None
     #: (path, name) for datasets.load_dataset, or None when the task has its own source
     hub: tuple[str, str] | None = None
     description: str = ""
     #: the name of each label, in label order (the hub's ClassLabel names)
     label_names: tuple[str, ...] = ()
+    #: the hub split used for validation (MNLI: validation_matched / validation_mismatched)
+    validation_split: str = "validation"
 
 
 TASKS: dict[str, Task] = {t.name: t for t in [
@@ -60,6 +62,29 @@ TASKS: dict[str, Task] = {t.name: t for t in [
     # label = mean human rating > 0. Validation = ids divisible by 5 (2,111), train = the rest.
     Task("mr", ("text",), 2, "accuracy", 0.502, None,
          "offline movie-review sentence polarity (the source of SST)", ("negative", "positive")),
+    # The rest of GLUE (Bui et al. 2025), and the SuperGLUE tasks that are classification over
+    # text fields; local files use the hub's column names.
+    Task("mnli", ("premise", "hypothesis"), 3, "accuracy", None, ("nyu-mll/glue", "mnli"),
+         "GLUE MNLI, matched validation", ("entailment", "neutral", "contradiction"),
+         "validation_matched"),
+    Task("mnli-mm", ("premise", "hypothesis"), 3, "accuracy", None, ("nyu-mll/glue", "mnli"),
+         "GLUE MNLI, mismatched validation", ("entailment", "neutral", "contradiction"),
+         "validation_mismatched"),
+    Task("qnli", ("question", "sentence"), 2, "accuracy", None, ("nyu-mll/glue", "qnli"),
+         "GLUE QNLI question answering as entailment", ("entailment", "not_entailment")),
+    Task("qqp", ("question1", "question2"), 2, "acc_f1", None, ("nyu-mll/glue", "qqp"),
+         "GLUE QQP duplicate questions; (accuracy + F1) / 2", ("not_duplicate", "duplicate")),
+    Task("wnli", ("sentence1", "sentence2"), 2, "accuracy", None, ("nyu-mll/glue", "wnli"),
+         "GLUE WNLI", ("not_entailment", "entailment")),
+    Task("boolq", ("question", "passage"), 2, "accuracy", None, ("aps/super_glue", "boolq"),
+         "SuperGLUE BoolQ yes/no questions", ("False", "True")),
+    Task("cb", ("premise", "hypothesis"), 3, "macro_f1", None, ("aps/super_glue", "cb"),
+         "SuperGLUE CommitmentBank; macro-F1", ("entailment", "contradiction", "neutral")),
+    Task("wic", ("word", "sentence1", "sentence2"), 2, "accuracy", None,
+         ("aps/super_glue", "wic"), "SuperGLUE WiC: 'word: sentence1' paired with sentence2",
+         ("False", "True")),
+    Task("superglue-rte", ("premise", "hypothesis"), 2, "accuracy", None,
+         ("aps/super_glue", "rte"), "SuperGLUE RTE", ("entailment", "not_entailment")),
 ]}
 
 
@@ -121,6 +146,8 @@ def _split(df: pd.DataFrame, task: Task, which: str) -> Split:
         raise UsageError(f"the {which} split of task {task.name!r} repeats an example id in its "
                          f"{id_column!r} column: give each example its own id (or drop the column)")
     texts = tuple(df[c].fillna("").astype(str).tolist() for c in task.text_fields)
+    if len(texts) == 3:  # WiC: the word leads the first sentence ("bank: He sat on the bank.")
+        texts = ([f"{w}: {s}" for w, s in zip(texts[0], texts[1])], texts[2])
     return Split(texts, labels.astype(np.int64), ids)
 
 
@@ -180,4 +207,5 @@ def _read_hub(task: Task) -> dict[str, pd.DataFrame]:
         raise UsageError(f"cannot load {'/'.join(hub)} from the hub ({type(e).__name__}): "
                          "without internet set [task] data_files = {train = ..., validation = ...}"
                          ) from None
-    return {s: ds[s].to_pandas() for s in ("train", "validation")}
+    return {"train": ds["train"].to_pandas(),
+            "validation": ds[task.validation_split].to_pandas()}

@@ -177,7 +177,9 @@ def _setup(cfg: Config, seed_wi: int, seed_do: int) -> _Cell:
     per_epoch = data.updates_per_epoch(len(train), cfg.train.batch_size)
     total_updates = per_epoch * cfg.train.epochs
     eval_at = data.evaluation_updates(per_epoch, cfg.train.epochs, cfg.train.evals_per_epoch)
-    model = load_model(cfg.model, task.num_labels, cfg.train.dropout, seed_wi)
+    model = load_model(cfg.model, task.num_labels, cfg.train.dropout, seed_wi, cfg.lora)
+    if cfg.runtime.gradient_checkpointing:
+        model.activation_checkpointing_enable({"use_reentrant": False})
     # Fused AdamW: one kernel for all parameters (transformers.Trainer's default too).
     optimizer = torch.optim.AdamW(optimizer_groups(model, cfg.train.weight_decay),
                                   lr=cfg.train.learning_rate, fused=True)

@@ -85,10 +85,12 @@ def test_the_local_executor_warns_where_slurm_is_installed(tmp_path, monkeypatch
 
     err = io.StringIO()
     with contextlib.redirect_stderr(err):
-        dispatch.check_executor(cluster.Profile())
+        dispatch.check_executor(cluster.Profile())  # bad input stays one line: no warning here
+        assert err.getvalue() == ""
+        dispatch.warn_if_login_node(cluster.Profile())
     assert "warning: training on this machine (--cluster local)" in err.getvalue()
     monkeypatch.setenv("SLURM_JOB_ID", "12")  # inside an allocation: the local executor is right
     err = io.StringIO()
     with contextlib.redirect_stderr(err):
-        dispatch.check_executor(cluster.Profile())
+        dispatch.warn_if_login_node(cluster.Profile())
     assert err.getvalue() == ""

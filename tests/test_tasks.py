@@ -72,3 +72,101 @@ def test_bad_data_is_a_usage_error(tmp_path, frame, message):
 def test_hub_task_without_network_says_to_use_local_files():
     with pytest.raises(UsageError, match=r"cannot load nyu-mll/glue/rte from the hub .*data_files"):
         load_splits(TaskConfig(name="rte"))
+
+
+GLUE_AND_SUPERGLUE = ["mnli", "mnli-mm", "qnli", "qqp", "wnli", "boolq", "cb", "wic",
+                      "superglue-rte"]
+
+
+def _hub_like(task, n, rng):
+    """Rows in the hub's column names of ``task``: its text fields, label, idx (synthetic)."""
+    words = np.array(["red", "blue", "cat", "dog", "runs", "sleeps", "big", "small"])
+    return pd.DataFrame({**{f: [" ".join(rng.choice(words, 3)) for _ in range(n)]
+                            for f in task.text_fields},
+                         "label": np.arange(n) % task.num_labels, "idx": 500 + np.arange(n)})
+
+
+@pytest.mark.parametrize("name", GLUE_AND_SUPERGLUE)
+def test_every_glue_and_superglue_task_loads_local_files_in_the_hubs_columns(tmp_path, name):
+    task = TASKS[name]
+    rng = np.random.default_rng(0)
+    files = {}
+    for split, n in (("train", 12), ("validation", 9)):
+        frame = _hub_like(task, n, rng)
+        files[split] = str(tmp_path / f"{split}.jsonl")
+        frame.to_json(files[split], orient="records", lines=True)
+    train, val = load_splits(TaskConfig(name=name, data_files=files))
+    expected = pd.read_json(files["validation"], lines=True)
+    np.testing.assert_array_equal(val.labels, expected["label"])
+    np.testing.assert_array_equal(val.ids, expected["idx"])
+    assert len(train) == 12 and set(val.labels) == set(range(task.num_labels))
+    assert len(task.label_names) == task.num_labels
+    if name == "wic":  # the word leads the first sentence
+        assert val.texts[0][0] == f"{expected['word'][0]}: {expected['sentence1'][0]}"
+        assert val.texts[1] == expected["sentence2"].tolist()
+    else:
+        assert val.texts == tuple(expected[f].tolist() for f in task.text_fields)
+    assert task.metric in metrics.METRICS and task.paper_majority_baseline is None
+
+
+def test_macro_f1_and_three_class_accuracy_against_scikit_learn():
+    from sklearn.metrics import accuracy_score, f1_score
+
+    rng = np.random.default_rng(1)
+    labels = rng.integers(0, 3, 40)
+    pred = rng.integers(0, 3, (6, 40))
+    pred[1] = 2  # constant predictions
+    pred[2] = labels  # perfect
+    pred[3] = np.where(labels == 0, 1, labels)  # never predicts a class that occurs
+    for row, p in enumerate(pred):
+        assert metrics.macro_f1(p, labels) == pytest.approx(f1_score(labels, p, average="macro"))
+        assert metrics.accuracy(p, labels) == pytest.approx(accuracy_score(labels, p))
+    np.testing.assert_allclose(metrics.macro_f1(pred, labels),
+                               [f1_score(labels, p, average="macro") for p in pred])
+    two = np.array([0, 1, 1, 0])  # only two of the three classes occur: sklearn averages two
+    assert metrics.macro_f1(np.array([0, 1, 0, 0]), two) == pytest.approx(
+        f1_score(two, [0, 1, 0, 0], average="macro"))
+    assert metrics.majority_baseline(labels, "macro_f1") == pytest.approx(
+        f1_score(labels, np.full(40, np.bincount(labels).argmax()), average="macro"))
+
+
+def test_a_three_class_cell_trains_collects_reports_and_compares(tmp_path):
+    """CB (3 labels, macro-F1) end to end with the tiny model: shard, cube, report, compare."""
+    from sklearn.metrics import f1_score
+
+    import seedgrid
+    from conftest import run_cli, tiny_raw, write_toml
+
+    rng = np.random.default_rng(2)
+    files = {}
+    for split, n in (("train", 30), ("validation", 18)):
+        files[split] = str(tmp_path / f"cb-{split}.csv")
+        _hub_like(TASKS["cb"], n, rng).to_csv(files[split], index=False)
+    config = write_toml(tmp_path / "cb.toml", tiny_raw(
+        task={"name": "cb", "data_files": files, "train_size": 0, "validation_size": 0},
+        grid={"n_wi": 2, "n_do": 2}))
+    for name in ("a", "b"):
+        out = tmp_path / name
+        submitted = run_cli("submit", "--config", str(config), "--out", str(out), "--parallel",
+                            "2", "--wait")
+        assert submitted.returncode == 0, submitted.stdout + submitted.stderr
+        assert run_cli("collect", str(out)).returncode == 0
+    ds = seedgrid.open_cube(tmp_path / "a")
+    assert ds.sizes["class"] == 3 and ds.attrs["metric"] == "macro_f1"
+    pred = ds.seedgrid.predictions().isel(step=-1)
+    final = ds.seedgrid.final()
+    for wi in (1, 2):
+        for do in (1, 2):
+            p = pred.sel(seed_wi=wi, seed_do=do).values.astype(int)
+            assert final.sel(seed_wi=wi, seed_do=do) == pytest.approx(
+                f1_score(ds.label.values, p, average="macro"))
+    report = run_cli("report", str(tmp_path / "a"), "--no-figures", "--samples", "50")
+    assert report.returncode == 0, report.stderr
+    compared = run_cli("compare", str(tmp_path / "a"), str(tmp_path / "b"), "--json", "-",
+                       "--boot", "200")
+    assert compared.returncode in (0, 1), compared.stderr
+    import json
+
+    result = json.loads(compared.stdout)
+    assert result["difference"] == pytest.approx(0.0, abs=1e-12)  # the same cells, twice
+    assert result["bootstrap"]["ci"][0] <= 0 <= result["bootstrap"]["ci"][1]
