@@ -6,8 +6,11 @@ Prints, per cube (sorted by training-set size, as Bui's Fig. 2): the variance of
 runs (VAR), consistency CON (examples on which every run predicts the same label), CCON
 (examples every run gets right), the mean pairwise agreement, and CON within a WI row and within
 a DO column (averaged over the rows / columns with at least two runs: over fewer, CON is
-undefined); then, per cube, the pair of runs with equal accuracy
-that agrees least (Fig. 1). Definitions: seedgrid.analysis.consistency.
+undefined); the correlation of VAR, CON and CCON with log10(training size) per model family
+(Figs. 2 and 4, e.g. RoBERTa-large and Llama-3.2-3B cubes given together); accuracy and F1
+(macro-F1 beyond two labels) per cube; normalised ζ of each seed on each cube (Fig. 3); then,
+per cube, the pair of runs with equal accuracy that agrees least (Fig. 1). Definitions:
+seedgrid.analysis (consistency, training_size_correlation, zeta).
 """
 
 from __future__ import annotations
@@ -37,6 +40,19 @@ def main() -> None:
                               for n in table.run]
     print("Fig. 2. Variance and consistency against training-set size (last evaluation)")
     print(table.to_string(index=False, float_format=lambda x: f"{x:.4f}"))
+    print("\nFigs. 2 and 4. Correlation with log10(training size), per model family")
+    print(analysis.training_size_correlation(table).to_string(
+        index=False, float_format=lambda x: f"{x:.4f}"))
+    print("\nMacro: accuracy and F1 at the last evaluation (mean, VAR over runs)")
+    for name, ds in cubes.items():
+        other = "f1" if ds.sizes["class"] == 2 else "macro_f1"
+        parts = [f"{m} {s['mean']:.4f} (VAR {s['var']:.6f})" for m, s in
+                 ((m, analysis.summary(ds.seedgrid.final(m))) for m in ("accuracy", other))]
+        print(f"  {name}: " + ", ".join(parts) + f" over {int(ds.seedgrid.final().count())} runs")
+    zeta = analysis.zeta({n: ds.seedgrid.final("accuracy") for n, ds in cubes.items()},
+                         {n: bool(ds.attrs.get("coupled", 0)) for n, ds in cubes.items()})
+    print("\nFig. 3. Normalised zeta (0 = the task's worst seed, 1 = its best), run x seed")
+    print(zeta.to_pandas().to_string(float_format=lambda x: f"{x:.2f}"))
     print("\nFig. 1. Equal accuracy, different predictions: the least agreeing pair per run")
     for name, ds in cubes.items():
         pairs = ds.seedgrid.run_pairs(tolerance=args.tolerance, top=1)

@@ -291,13 +291,57 @@ def by_training_size(cubes: list[xr.Dataset], step: int = -1) -> pd.DataFrame:
     for ds in cubes:
         m = ds.seedgrid.metric().isel(step=step)
         micro = ds.seedgrid.consistency(step=step)
-        rows.append({"task": ds.attrs["task"], "n_train": int(ds.attrs["n_train"]),
+        rows.append({"task": ds.attrs["task"], "model": ds.attrs["model"],
+                     "n_train": int(ds.attrs["n_train"]),
                      "metric": m.name, "runs": int(m.notnull().sum()),
                      "var": summary(m)["var"], "con": float(micro.con),
                      "ccon": float(micro.ccon)})
-    columns = ["task", "n_train", "metric", "runs", "var", "con", "ccon"]
+    columns = ["task", "model", "n_train", "metric", "runs", "var", "con", "ccon"]
     return pd.DataFrame(rows, columns=columns).sort_values("n_train", kind="stable") \
         .reset_index(drop=True)
+
+
+def training_size_correlation(table: pd.DataFrame) -> pd.DataFrame:
+    """The coefficients of Bui et al.'s Figs. 2 and 4: per model family, Pearson and Spearman
+    correlation of log10(training size) with VAR, CON and CCON over its cubes (NaN with fewer
+    than three cubes or a constant column). One row per (model, quantity)."""
+    rows = []
+    for model, group in table.groupby("model", sort=True):
+        size = np.log10(group["n_train"].to_numpy(dtype=np.float64))
+        for quantity in ("var", "con", "ccon"):
+            values = group[quantity].to_numpy(dtype=np.float64)
+            cells = np.column_stack([size, values])
+            enough = len(group) >= 3 and np.ptp(size) > 0 and np.ptp(values) > 0
+            rows.append({"model": model, "quantity": quantity, "cubes": len(group),
+                         "pearson": float(_correlation(cells, "pearson")[0, 1]) if enough
+                         else float("nan"),
+                         "spearman": float(_correlation(cells, "spearman")[0, 1]) if enough
+                         else float("nan")})
+    return pd.DataFrame(rows, columns=["model", "quantity", "cubes", "pearson", "spearman"])
+
+
+def zeta(metrics: dict[str, xr.DataArray], coupled: dict[str, bool]) -> xr.DataArray:
+    """Bui et al.'s Fig. 3: normalised ζ of each seed on each task, (task, seed).
+
+    A seed's score on a task is its run's metric (a coupled grid: run k is the cell (k, k)) or,
+    in a WI × DO grid, the mean over the DO seeds of its WI seed. ζ rescales the scores of a
+    task to [0, 1]: (score − the task's worst) / (best − worst), so 1 is the task's best seed
+    and 0 its worst (NaN where a task's seeds all score alike). On the seeds all tasks share.
+    """
+    scores = []
+    for task, m in metrics.items():
+        m = m.drop_vars("step", errors="ignore")
+        if coupled[task]:
+            diagonal = np.intersect1d(m["seed_wi"].values, m["seed_do"].values)
+            s = xr.DataArray(np.diagonal(m.sel(seed_wi=diagonal, seed_do=diagonal).values),
+                             dims="seed", coords={"seed": diagonal})
+        else:
+            s = m.mean("seed_do").rename(seed_wi="seed")
+        scores.append(s)
+    table = xr.concat(scores, dim="task", join="inner").assign_coords(task=list(metrics))
+    low, high = table.min("seed"), table.max("seed")
+    span = (high - low).where(high > low)
+    return ((table - low) / span).rename("zeta")
 
 
 def seeds_across_tasks(metrics: dict[str, xr.DataArray]) -> xr.Dataset:

@@ -164,7 +164,8 @@ def _presets(args: argparse.Namespace) -> None:
     for name in config.preset_names():
         cfg = config.load_config(name)
         g = cfg.grid
-        grid = f"{len(g.seeds_wi)}x{len(g.seeds_do)} seeds" if g.seeds_wi else "no grid"
+        grid = (f"{len(g.cells())} coupled runs" if g.coupled else
+                f"{len(g.seeds_wi)}x{len(g.seeds_do)} seeds") if g.seeds_wi else "no grid"
         print(f"{name:16s} {cfg.model.name:24s} task {cfg.task.name:5s} {grid}, "
               f"{cfg.train.epochs} epoch(s), hash {cfg.hash}")
     print("\ntasks: " + ", ".join(f"{t.name} ({t.metric})" for t in TASKS.values()))

@@ -111,9 +111,14 @@ class GridConfig:
     #: empty when the config gives no [grid]: ``submit --array N*N`` then means seeds 1..N x 1..N
     seeds_wi: tuple[int, ...] = ()
     seeds_do: tuple[int, ...] = ()
+    #: Bui et al.'s runs: run k uses seed k for everything, the cells (k, k) only
+    coupled: bool = False
 
     def cells(self) -> list[tuple[int, int]]:
-        """Every cell (seed_wi, seed_do), WI-major (row by row of the WI × DO map)."""
+        """Every cell (seed_wi, seed_do), WI-major (row by row of the WI × DO map); of a
+        coupled grid, the diagonal."""
+        if self.coupled:
+            return [(k, k) for k in self.seeds_wi]
         return [(wi, do) for wi in self.seeds_wi for do in self.seeds_do]
 
 
@@ -146,7 +151,10 @@ class Config:
         if self.lora.rank:
             d["lora"] = dataclasses.asdict(self.lora)
         if self.grid.seeds_wi:
-            d["grid"] = {k: list(v) for k, v in dataclasses.asdict(self.grid).items()}
+            d["grid"] = {"seeds_wi": list(self.grid.seeds_wi),
+                         "seeds_do": list(self.grid.seeds_do)}
+            if self.grid.coupled:
+                d["grid"]["coupled"] = True
         return d
 
     def to_toml(self) -> str:
@@ -208,7 +216,8 @@ def config_from_dict(raw: dict[str, Any], source: str = "") -> Config:
 def with_seeds(cfg: Config, seeds_wi: list[int], seeds_do: list[int]) -> Config:
     """The same config with another grid (validated like one read from a file)."""
     raw = cfg.to_dict()
-    raw["grid"] = {"seeds_wi": list(seeds_wi), "seeds_do": list(seeds_do)}
+    raw["grid"] = {"seeds_wi": list(seeds_wi), "seeds_do": list(seeds_do),
+                   "coupled": cfg.grid.coupled}
     return config_from_dict(raw, source=cfg.source)
 
 
@@ -259,7 +268,7 @@ def table(cls, raw: dict[str, Any], where: str):
 
 
 def _grid(raw: dict[str, Any]) -> GridConfig:
-    _check_keys("[grid]", raw, ("seeds_wi", "seeds_do", "n_wi", "n_do"))
+    _check_keys("[grid]", raw, ("seeds_wi", "seeds_do", "n_wi", "n_do", "coupled"))
     seeds = {}
     for kind in ("wi", "do"):
         explicit, n = raw.get(f"seeds_{kind}"), raw.get(f"n_{kind}")
@@ -278,7 +287,15 @@ def _grid(raw: dict[str, Any]) -> GridConfig:
         given, missing = ("wi", "do") if seeds["wi"] else ("do", "wi")
         raise UsageError(f"[grid] gives seed_{given} but not seed_{missing}: give both "
                          f"(seeds_{missing} = [...] or n_{missing} = N)")
-    return GridConfig(seeds_wi=seeds["wi"], seeds_do=seeds["do"])
+    coupled = raw.get("coupled", False)
+    if not isinstance(coupled, bool):
+        raise UsageError(f"[grid] coupled = {coupled!r} should be true or false")
+    if coupled and seeds["wi"] != seeds["do"]:
+        raise UsageError(f"[grid] coupled = true runs seed k for everything (the cells (k, k)), "
+                         f"but it gives {len(seeds['wi'])} WI and {len(seeds['do'])} DO seeds"
+                         f"{'' if len(seeds['wi']) != len(seeds['do']) else ' that differ'}: "
+                         "give the same seeds to both (n_wi = n_do = N)")
+    return GridConfig(seeds_wi=seeds["wi"], seeds_do=seeds["do"], coupled=coupled)
 
 
 def check_seeds(name: str, seeds) -> list[int]:

@@ -116,8 +116,18 @@ def collect(run_dir: str | Path, *, compress: bool = False) -> Collected:
                 for name, value in cell_attrs(shard["attrs"]).items():
                     variables[name][i, j] = value
                 counts[shard["status"]] += 1
+            if cfg.grid.coupled:
+                counts["unused"] = _mark_unused(variables["status"], seeds_wi, seeds_do)
     counts["missing"] = len(seeds_wi) * len(seeds_do) - sum(counts.values())
     return Collected(final, counts, sorted(damaged, key=lambda d: d[:2]))
+
+
+def _mark_unused(status, seeds_wi: list[int], seeds_do: list[int]) -> int:
+    """A coupled grid's cells off the diagonal, never trained: ``unused``, not missing."""
+    codes = status[:]
+    off = ~np.equal.outer(seeds_wi, seeds_do) & (codes == STATUS.index("missing"))
+    status[:] = np.where(off, STATUS.index("unused"), codes)
+    return int(off.sum())
 
 
 def open_cube(path: str | Path, chunks: dict | str | None = None) -> xr.Dataset:
@@ -213,6 +223,7 @@ def _create(nc, template: dict, seeds_wi: list[int], seeds_do: list[int], cfg,
         nc[name].setncatts(cf)
     nc["logits"].setncattr("coordinates", "epoch")  # epoch: a coordinate along step
     attrs = grid_attrs(template["attrs"])
+    attrs["coupled"] = int(cfg.grid.coupled)  # Bui's runs: cell (k, k) is run k
     attrs["Conventions"] = CONVENTIONS
     attrs["schema_version"] = SCHEMA_VERSION  # what this file is, whatever the shards were
     attrs["created"] = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")

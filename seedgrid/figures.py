@@ -170,6 +170,18 @@ def agreement_heatmap(agreement: xr.DataArray, accuracy: np.ndarray, path: Path)
     return _save(fig, path)
 
 
+def zeta_heatmap(zeta: pd.DataFrame, path: Path) -> Path:
+    """Bui et al.'s Fig. 3: normalised ζ, tasks (rows) × seeds (columns), darker = better."""
+    fig, ax = plt.subplots(figsize=(max(4.5, 1.5 + 0.4 * zeta.shape[1]),
+                                    max(2.5, 1.0 + 0.35 * zeta.shape[0])))
+    image = ax.imshow(zeta.to_numpy(dtype=float), cmap="Blues", vmin=0, vmax=1, aspect="auto")
+    ax.set_xticks(range(zeta.shape[1]), zeta.columns, fontsize=7)
+    ax.set_yticks(range(zeta.shape[0]), zeta.index, fontsize=7)
+    ax.set_xlabel("seed")
+    fig.colorbar(image, ax=ax, label="normalised ζ")
+    return _save(fig, path)
+
+
 def by_training_size(table: pd.DataFrame, path: Path) -> Path:
     """Bui et al.'s Fig. 2: VAR, CON and CCON of several cubes against training-set size."""
     fig, (left, right) = plt.subplots(1, 2, figsize=(8, 3.2))

@@ -84,10 +84,8 @@ def load_model(cfg: ModelConfig, num_labels: int, dropout: float, seed_wi: int,
                lora: LoraConfig | None = None):
     """The model with pretrained weights and a head drawn from ``seed_wi``; on the CPU.
     With ``lora`` (rank > 0), wrapped by peft with adapters drawn from ``seed_wi`` too."""
-    if cfg.name == TINY:
-        model, new = _tiny_bert(num_labels, dropout)
-    elif cfg.name == TINY_LLAMA:
-        model, new = _tiny_llama(num_labels, dropout)
+    if cfg.name in (TINY, TINY_LLAMA):
+        model, new = _tiny(cfg.name, num_labels, dropout)
     else:
         source = resolve(cfg.name)
         transformers = _transformers()
@@ -133,7 +131,7 @@ def check_lora(cfg: ModelConfig, lora: LoraConfig) -> None:
     """Before any cell trains: do the target modules exist in this model? The architecture is
     built without its weights (on the meta device) — cheap even for a 3B model."""
     if cfg.name in (TINY, TINY_LLAMA):
-        model = (_tiny_bert if cfg.name == TINY else _tiny_llama)(2, 0.0)[0]
+        model = _tiny(cfg.name, 2, 0.0)[0]
     else:
         from accelerate import init_empty_weights
 
@@ -190,35 +188,31 @@ def init_new_parameters(model: "torch.nn.Module", names: list[str], seed_wi: int
                 p.fill_(1.0)
 
 
-def _tiny_bert(num_labels: int, dropout: float):
+def _tiny(name: str, num_labels: int, dropout: float):
+    """``tiny-random-bert`` or ``tiny-random-llama``: 2 layers, hidden 32, MiniLM's vocabulary,
+    the body fixed by seed 0 (the "pretrained" weights, the same for every cell); returns the
+    model and the names of its head's parameters (drawn from seed_wi later)."""
     import torch
 
     transformers = _transformers()
-    tokenizer = transformers.AutoTokenizer.from_pretrained(resolve(TINY))
-    config = transformers.BertConfig(
-        vocab_size=tokenizer.vocab_size, hidden_size=32, num_hidden_layers=2,
-        num_attention_heads=2, intermediate_size=64, max_position_embeddings=512,
-        hidden_dropout_prob=dropout, attention_probs_dropout_prob=dropout, num_labels=num_labels)
+    tokenizer = transformers.AutoTokenizer.from_pretrained(resolve(name))
+    shape = {"vocab_size": tokenizer.vocab_size, "hidden_size": 32, "num_hidden_layers": 2,
+             "num_attention_heads": 2, "intermediate_size": 64, "max_position_embeddings": 512,
+             "num_labels": num_labels}
+    if name == TINY:
+        config = transformers.BertConfig(**shape, hidden_dropout_prob=dropout,
+                                         attention_probs_dropout_prob=dropout)
+        cls, head = transformers.BertForSequenceClassification, ["classifier.bias",
+                                                                 "classifier.weight"]
+    else:
+        config = transformers.LlamaConfig(**shape, num_key_value_heads=1,
+                                          attention_dropout=dropout,
+                                          pad_token_id=tokenizer.pad_token_id)
+        cls, head = transformers.LlamaForSequenceClassification, ["score.weight"]
     with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(0)  # the "pretrained" body: the same for every cell
-        model = transformers.BertForSequenceClassification(config)
-    return model, ["classifier.bias", "classifier.weight"]
-
-
-def _tiny_llama(num_labels: int, dropout: float):
-    import torch
-
-    transformers = _transformers()
-    tokenizer = transformers.AutoTokenizer.from_pretrained(resolve(TINY_LLAMA))
-    config = transformers.LlamaConfig(
-        vocab_size=tokenizer.vocab_size, hidden_size=32, num_hidden_layers=2,
-        num_attention_heads=2, num_key_value_heads=1, intermediate_size=64,
-        max_position_embeddings=512, attention_dropout=dropout, num_labels=num_labels,
-        pad_token_id=tokenizer.pad_token_id)
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(0)  # the "pretrained" body: the same for every cell
-        model = transformers.LlamaForSequenceClassification(config)
-    return model, ["score.weight"]
+        torch.manual_seed(0)
+        model = cls(config)
+    return model, head
 
 
 def _load_error(name: str, error: OSError) -> UsageError:

@@ -41,18 +41,23 @@ def analyse(ds: xr.Dataset, samples: int = 5_000, seed: int = 0) -> dict:
     curves = acc.expected_max()
     micro = acc.consistency()
     spearman, pearson = acc.step_correlation(), acc.step_correlation(method="pearson")
+    coupled = bool(ds.attrs.get("coupled", 0))  # run k = seed k for everything: no WI/DO split
     out = {
         "task": ds.attrs["task"], "metric": metric.name, "model": ds.attrs["model"],
         "config_hash": ds.attrs["config_hash"], "n_train": ds.attrs.get("n_train"),
         "n_validation": ds.sizes["example"], "majority_baseline": acc.majority_baseline(),
         "seeds_wi": ds["seed_wi"].values.tolist(), "seeds_do": ds["seed_do"].values.tolist(),
+        "coupled": coupled,
         "status": {s: int((ds.status == s).sum()) for s in STATUS},
         "macro": {
             "end": analysis.summary(final), "best": analysis.summary(best),
-            "decoupled_std": {"end": analysis.decoupled_std(final),
-                              "best": analysis.decoupled_std(best)},
-            "anova": analysis.best_vs_worst_anova(final),
-            "permutation": analysis.seed_permutation_test(final, seed=seed),
+            # Bui et al.: accuracy and F1 (macro-F1 beyond two labels), mean and VAR at the end
+            "by_metric": {m: analysis.summary(acc.final(m)) for m in
+                          ("accuracy", "f1" if ds.sizes["class"] == 2 else "macro_f1")},
+            "decoupled_std": None if coupled else {"end": analysis.decoupled_std(final),
+                                                   "best": analysis.decoupled_std(best)},
+            "anova": None if coupled else analysis.best_vs_worst_anova(final),
+            "permutation": None if coupled else analysis.seed_permutation_test(final, seed=seed),
             "diverged": {"count": int(diverged.sum()), "runs": int(diverged.count()),
                          "rate": float(diverged.mean()),
                          "threshold": acc.majority_baseline()},
@@ -68,8 +73,8 @@ def analyse(ds: xr.Dataset, samples: int = 5_000, seed: int = 0) -> dict:
         "micro": {
             "grid": {"runs": int(micro["runs"]),
                      **{k: float(micro[k]) for k in ("con", "ccon", "agreement")}},
-            "per_wi": _per_seed(acc.consistency(over="seed_do"), "seed_wi"),
-            "per_do": _per_seed(acc.consistency(over="seed_wi"), "seed_do"),
+            "per_wi": [] if coupled else _per_seed(acc.consistency(over="seed_do"), "seed_wi"),
+            "per_do": [] if coupled else _per_seed(acc.consistency(over="seed_wi"), "seed_do"),
             "equal_accuracy_pairs": acc.run_pairs(top=5).to_dict("records"),
         },
         "dynamics": {"epochs": ds.epoch.sel(step=spearman["step"]).values.tolist(),
@@ -95,9 +100,14 @@ def _per_seed(micro: xr.Dataset, kind: str) -> list[dict]:
 
 
 def across(cubes: dict[str, xr.Dataset]) -> dict:
-    """Cross-run numbers: WI seeds across tasks (Dodge §4.3), Bui Fig. 2 by training size."""
+    """Cross-run numbers: WI seeds across tasks (Dodge §4.3), Bui Figs. 2/4 by training size
+    (with the coefficients, per model family) and Fig. 3 (normalised ζ of each seed on each
+    task, on accuracy)."""
     shared = analysis.seeds_across_tasks({name: ds.seedgrid.final() for name, ds in
                                           cubes.items()})
+    sizes = analysis.by_training_size([ds for ds in cubes.values() if "n_train" in ds.attrs])
+    zeta = analysis.zeta({n: ds.seedgrid.final("accuracy") for n, ds in cubes.items()},
+                         {n: bool(ds.attrs.get("coupled", 0)) for n, ds in cubes.items()})
     return json_ready({
         "seeds_across_tasks": {
             "seeds_wi": shared["seed_wi"].values.tolist(),
@@ -105,8 +115,11 @@ def across(cubes: dict[str, xr.Dataset]) -> dict:
             "rank": {t: shared["rank"].sel(task=t).values.tolist() for t in cubes},
             "mean_rank": shared["mean_rank"].values.tolist(),
             "spearman": shared["correlation"].values.tolist()},
-        "by_training_size": analysis.by_training_size(
-            [ds for ds in cubes.values() if "n_train" in ds.attrs]).to_dict("records"),
+        "by_training_size": sizes.to_dict("records"),
+        "training_size_correlation": analysis.training_size_correlation(sizes).to_dict(
+            "records"),
+        "zeta": {"seeds": zeta["seed"].values.tolist(),
+                 "values": {t: zeta.sel(task=t).values.tolist() for t in cubes}},
     })
 
 
@@ -162,11 +175,13 @@ def summary(report: dict) -> str:
     lines = []
     f = lambda x: "n/a" if x is None else f"{x:.4f}"  # noqa: E731
     for name, r in report["runs"].items():
-        end, d, micro = r["macro"]["end"], r["macro"]["decoupled_std"]["end"], r["micro"]["grid"]
+        end, micro = r["macro"]["end"], r["micro"]["grid"]
+        d = (r["macro"]["decoupled_std"] or {}).get("end")
         lines.append(f"{name}: {r['metric']} at the end {f(end['mean'])} ± {f(end['std'])} "
                      f"(std, ddof 0) over {end['n']} runs (min {f(end['min'])}, max "
-                     f"{f(end['max'])}); std with WI fixed {f(d['wi'])}, with DO fixed "
-                     f"{f(d['do'])}")
+                     f"{f(end['max'])}); " + (f"std with WI fixed {f(d['wi'])}, with DO fixed "
+                                              f"{f(d['do'])}" if d else
+                                              "coupled runs (seed k for everything)"))
         lines.append(f"  all runs agree on {f(micro['con'])} of the examples (CON), all correct "
                      f"on {f(micro['ccon'])} (CCON); two runs agree on "
                      f"{f(micro['agreement'])} on average")
@@ -241,14 +256,15 @@ def _figures(cubes, results, cross, out: Path) -> dict[str, dict[str, str]]:
             "fig1_expected_max": figures.expected_max_curves(acc.expected_max(), final.name,
                                                              folder / "fig1_expected_max.png"),
             "fig2_grid": figures.grid_heatmap(final, folder / "fig2_grid.png"),
-            "fig3_best_worst": figures.best_worst_density(final, r["macro"]["anova"],
-                                                          folder / "fig3_best_worst.png"),
+            **({} if r["coupled"] else {"fig3_best_worst": figures.best_worst_density(
+                final, r["macro"]["anova"], folder / "fig3_best_worst.png")}),
             "fig4_curves": figures.training_curves(acc.metric().sel(step=during), epoch,
                                                    folder / "fig4_curves.png"),
             "fig5_spearman": figures.correlation_heatmap(acc.step_correlation(), epoch,
                                                          folder / "fig5_spearman.png",
                                                          "Spearman, best so far"),
-            "fig8_std": figures.std_distribution(final, folder / "fig8_std.png"),
+            **({} if r["coupled"] else {"fig8_std": figures.std_distribution(
+                final, folder / "fig8_std.png")}),
             "fig9_pearson": figures.correlation_heatmap(acc.step_correlation(method="pearson"),
                                                         epoch, folder / "fig9_pearson.png",
                                                         "Pearson, best so far"),
@@ -272,4 +288,9 @@ def _figures(cubes, results, cross, out: Path) -> dict[str, dict[str, str]]:
         path = figures.by_training_size(pd.DataFrame(cross["by_training_size"]),
                                         out / "bui_fig2_training_size.png")
         drawn["across"] = {"bui_fig2": path.name}
+    if cross and cross["zeta"]["seeds"]:
+        z = cross["zeta"]
+        path = figures.zeta_heatmap(pd.DataFrame(z["values"], index=z["seeds"]).T.astype(float),
+                                    out / "bui_fig3_zeta.png")
+        drawn.setdefault("across", {})["bui_fig3"] = path.name
     return drawn

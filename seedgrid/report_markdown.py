@@ -53,26 +53,11 @@ def _macro_section(name: str, r: dict, files: dict) -> list[str]:
          _table([m, "runs", "mean", "std", "variance (VAR)", "min", "max"],
                 [[label, x["n"], x["mean"], x["std"], x["var"], x["min"], x["max"]]
                  for label, x in (("at the end", macro["end"]),
-                                  ("best in training", macro["best"]))]),
-         "\nTable 3 — standard deviation with one seed fixed, averaged over that seed:\n\n",
-         _table(["", "WI fixed (spread over DO)", "DO fixed (spread over WI)", "total"],
-                [[label, d["wi"], d["do"], d["total"]]
-                 for label, d in (("at the end", macro["decoupled_std"]["end"]),
-                                  ("best in training", macro["decoupled_std"]["best"]))]),
-         "\nTable 4 — best vs worst seed (one-way ANOVA), ANOVA's assumptions (App. B: "
-         "Levene's test of equal variances, Shapiro-Wilk on the residuals), and the "
-         "permutation test on the range of seed means (10,000 shuffles), which assumes "
-         "neither:\n\n",
-         _table(["seed", "best", "worst", "ANOVA F", "ANOVA p", "Levene p", "Shapiro-Wilk p",
-                 "range of means", "permutation p"],
-                [[k.removeprefix("seed_").upper(), macro["anova"][k]["best"],
-                  macro["anova"][k]["worst"], macro["anova"][k]["f"], macro["anova"][k]["p"],
-                  macro["anova"][k]["levene_p"], macro["anova"][k]["shapiro_p"],
-                  macro["permutation"][k]["range"], macro["permutation"][k]["p"]]
-                 for k in ("seed_wi", "seed_do")]),
-         *[f"\nANOVA's assumptions fail for {k.removeprefix('seed_').upper()} seeds (p < 0.05 "
-           "in Levene's or the Shapiro-Wilk test): read the permutation test instead.\n"
-           for k in ("seed_wi", "seed_do") if macro["anova"][k]["assumptions_met"] is False],
+                                  ("best in training", macro["best"]),
+                                  *((f"{k} at the end", v)
+                                    for k, v in macro.get("by_metric", {}).items()
+                                    if k != m))]),
+         *(_coupled_note(r) if r.get("coupled") else _wi_do_tables(macro)),
          f"\nDiverged (training blew up, or {m} at or below the majority baseline at the end): "
          f"{macro['diverged']['count']} of {macro['diverged']['runs']} runs "
          f"({_fmt(macro['diverged']['rate'], 3)})."
@@ -85,6 +70,37 @@ def _macro_section(name: str, r: dict, files: dict) -> list[str]:
          _image(files, "fig2_grid", "Fig. 2: every run, seeds sorted by mean"),
          _image(files, "fig3_best_worst", "Fig. 3: best and worst WI (solid) and DO (dashed)"),
          _image(files, "fig8_std", "Fig. 8: per-seed standard deviations")]
+
+
+def _coupled_note(r: dict) -> list[str]:
+    return [f"\nA coupled grid (Bui et al.): run k used seed k for everything, "
+            f"{r['status']['done'] + r['status']['diverged']} runs. Weight initialisation and "
+            "data order are not varied apart, so Tables 3-4 (the WI/DO split) do not apply.\n"]
+
+
+def _wi_do_tables(macro: dict) -> list[str]:
+    """Dodge et al.'s Tables 3-4: the spread with one seed fixed, best vs worst seed."""
+    return [
+        "\nTable 3 — standard deviation with one seed fixed, averaged over that seed:\n\n",
+        _table(["", "WI fixed (spread over DO)", "DO fixed (spread over WI)", "total"],
+               [[label, d["wi"], d["do"], d["total"]]
+                for label, d in (("at the end", macro["decoupled_std"]["end"]),
+                                 ("best in training", macro["decoupled_std"]["best"]))]),
+        "\nTable 4 — best vs worst seed (one-way ANOVA), ANOVA's assumptions (App. B: "
+        "Levene's test of equal variances, Shapiro-Wilk on the residuals), and the "
+        "permutation test on the range of seed means (10,000 shuffles), which assumes "
+        "neither:\n\n",
+        _table(["seed", "best", "worst", "ANOVA F", "ANOVA p", "Levene p", "Shapiro-Wilk p",
+                "range of means", "permutation p"],
+               [[k.removeprefix("seed_").upper(), macro["anova"][k]["best"],
+                 macro["anova"][k]["worst"], macro["anova"][k]["f"], macro["anova"][k]["p"],
+                 macro["anova"][k]["levene_p"], macro["anova"][k]["shapiro_p"],
+                 macro["permutation"][k]["range"], macro["permutation"][k]["p"]]
+                for k in ("seed_wi", "seed_do")]),
+        *[f"\nANOVA's assumptions fail for {k.removeprefix('seed_').upper()} seeds (p < 0.05 "
+          "in Levene's or the Shapiro-Wilk test): read the permutation test instead.\n"
+          for k in ("seed_wi", "seed_do") if macro["anova"][k]["assumptions_met"] is False]
+    ]
 
 
 def _micro_section(r: dict, files: dict) -> list[str]:
@@ -177,5 +193,18 @@ def _across_markdown(a: dict, files: dict) -> str:
                 _table(["run task", "training examples", "runs", "VAR", "CON", "CCON"],
                        [[b["task"], b["n_train"], b["runs"], b["var"], b["con"], b["ccon"]]
                         for b in a["by_training_size"]]),
-                "\n", _image(files, "bui_fig2", "Bui Fig. 2: VAR, CON, CCON by training size")]
+                "\n", _image(files, "bui_fig2", "Bui Fig. 2: VAR, CON, CCON by training size"),
+                "\nTheir correlation with log10(training size), per model family (Bui Figs. "
+                "2 and 4; n/a with fewer than three runs of a family):\n\n",
+                _table(["model", "with", "runs", "Pearson", "Spearman"],
+                       [[c["model"], c["quantity"].upper(), c["cubes"], c["pearson"],
+                         c["spearman"]] for c in a["training_size_correlation"]])]
+    z = a["zeta"]
+    if z["seeds"]:
+        out += ["\nNormalised ζ (Bui Fig. 3): each seed's accuracy on a run's task, rescaled "
+                "to 0 (the task's worst seed) .. 1 (its best); a coupled grid's seed k is its "
+                "run k, a WI × DO grid's is the WI seed's mean over DO seeds.\n\n",
+                _table(["run", *[str(s) for s in z["seeds"]]],
+                       [[t, *v] for t, v in z["values"].items()]),
+                "\n", _image(files, "bui_fig3", "Bui Fig. 3: normalised ζ, darker = better")]
     return "\n".join(out)

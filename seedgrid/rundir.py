@@ -156,6 +156,10 @@ def check_config(run_dir: Path, cfg: Config) -> None:
         if old.hash != cfg.hash:
             raise UsageError(f"{str(run_dir)!r} holds cells of config {old.hash}, not {cfg.hash} "
                              f"({config_difference(old, cfg)}): use another --out")
+        if cfg.grid.seeds_wi and old.grid.coupled != cfg.grid.coupled:
+            kind = "a coupled" if old.grid.coupled else "a WI x DO"
+            raise UsageError(f"{str(run_dir)!r} holds {kind} grid and this config's [grid] is "
+                             "not: use another --out")
 
 
 def config_difference(old: Config, new: Config) -> str:

@@ -61,6 +61,7 @@ def run_status(run_dir: Path) -> tuple[Config, dict[tuple[int, int], CellState],
     plan = early_stop_run.read(run_dir)
     phase_one = {tuple(c) for c in plan["phase_one"]} if plan else None
     cells = {}
+    design = set(cfg.grid.cells())
     for cell in run_cells(run_dir, cfg):
         state = shard_state(shard_path(run_dir, *cell))
         task, executor, host = tasks.get(cell, ("", "", ""))
@@ -73,7 +74,8 @@ def run_status(run_dir: Path) -> tuple[Config, dict[tuple[int, int], CellState],
             cells[cell] = _local_state(run_dir, cell, task)
         elif task in states:
             cells[cell] = _slurm_state(run_dir, states[task], task)
-        elif phase_one is not None and cell not in phase_one and not task:
+        elif not task and (phase_one is not None and cell not in phase_one
+                           or cfg.grid.coupled and cell not in design):
             cells[cell] = CellState("unused", task)
         elif task and states:
             cells[cell] = CellState("missing", task, "unknown to sacct: cancelled before it "

@@ -55,7 +55,8 @@ READABLE = (1, 2)
 CONVENTIONS = "CF-1.10"
 #: the two seed dimensions of every cell: weight initialisation, data order
 SEEDS = ("seed_wi", "seed_do")
-STATUS = ("done", "failed", "diverged", "stopped", "missing")
+#: unused: a cell outside the design (off the diagonal of a coupled grid), never trained
+STATUS = ("done", "failed", "diverged", "stopped", "missing", "unused")
 #: every variable of a cube (and a shard) and its dimensions, in order
 VARIABLES = {
     "logits": ("seed_wi", "seed_do", "example", "step", "class"),

@@ -69,7 +69,8 @@ def test_a_full_grid_collects_into_a_cube_equal_to_its_shards(tmp_path):
 def test_a_partial_grid_keeps_missing_cells_as_nan(tmp_path):
     run, _ = _run(tmp_path, [(1, 1), (2, 3)], shard_args={(2, 3): {"status": "diverged"}})
     done = collect(run)
-    assert done.counts == {"done": 1, "failed": 0, "diverged": 1, "stopped": 0, "missing": 7}
+    assert done.counts == {"done": 1, "failed": 0, "diverged": 1, "stopped": 0, "missing": 7,
+                           "unused": 0}
     ds = seedgrid.open_cube(run)
     assert ds.status.sel(seed_wi=3, seed_do=3).item() == "missing"
     assert ds.logits.sel(seed_wi=3, seed_do=3).isnull().all()

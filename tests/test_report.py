@@ -35,7 +35,8 @@ def test_report_numbers_against_independent_computations(tmp_path, capsys):
     for wi, do in cells:
         grid[wi - 1, do - 1] = accuracy_score(label, logits[wi - 1, do - 1, :, -1].argmax(-1))
     present = grid[~np.isnan(grid)]
-    assert r["status"] == {"done": 8, "failed": 0, "diverged": 0, "stopped": 0, "missing": 1}
+    assert r["status"] == {"done": 8, "failed": 0, "diverged": 0, "stopped": 0, "missing": 1,
+                           "unused": 0}
     assert r["macro"]["end"]["n"] == 8
     assert r["macro"]["end"]["mean"] == pytest.approx(present.mean())
     assert r["macro"]["end"]["var"] == pytest.approx(present.var())
@@ -164,6 +165,8 @@ def test_reproduction_programs_print_the_papers_tables(tmp_path):
     assert bui.returncode == 0, bui.stderr
     con = seedgrid.open_cube(runs[0]).seedgrid.consistency().con.item()
     assert f"{con:.4f}" in bui.stdout and "Fig. 2." in bui.stdout
+    for heading in ("Figs. 2 and 4.", "Macro: accuracy and F1", "Fig. 3. Normalised zeta"):
+        assert heading in bui.stdout, heading
 
 
 def test_report_of_a_1x3_grid_of_constant_predictions(tmp_path):

@@ -1,0 +1,76 @@
+"""Bui et al.'s tables across runs: the training-size coefficients per model family (Figs. 2
+and 4), normalised ζ (Fig. 3), and accuracy with F1 in the macro view, against scipy and loops."""
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+import scipy.stats
+import xarray as xr
+
+from seedgrid import analysis
+from seedgrid.report import write
+
+from test_compare import _cube
+
+
+def test_training_size_coefficients_per_family_against_scipy():
+    rng = np.random.default_rng(0)
+    rows = [{"task": f"t{i}", "model": model, "n_train": n, "metric": "accuracy", "runs": 10,
+             "var": rng.random(), "con": rng.random(), "ccon": rng.random()}
+            for model in ("llama", "roberta") for i, n in enumerate((100, 2_500, 8_000, 400_000))]
+    rows += [{"task": "a", "model": "solo", "n_train": 10, "metric": "accuracy", "runs": 3,
+              "var": 0.1, "con": 0.5, "ccon": 0.4},
+             {"task": "b", "model": "solo", "n_train": 20, "metric": "accuracy", "runs": 3,
+              "var": 0.2, "con": 0.6, "ccon": 0.3}]
+    table = pd.DataFrame(rows)
+    got = analysis.training_size_correlation(table).set_index(["model", "quantity"])
+    for model in ("llama", "roberta"):
+        group = table[table.model == model]
+        for q in ("var", "con", "ccon"):
+            x = np.log10(group.n_train.to_numpy(float))
+            assert got.loc[(model, q), "pearson"] == pytest.approx(
+                scipy.stats.pearsonr(x, group[q]).statistic)
+            assert got.loc[(model, q), "spearman"] == pytest.approx(
+                scipy.stats.spearmanr(x, group[q]).statistic)
+            assert got.loc[(model, q), "cubes"] == 4
+    assert got.loc[("solo", "var")].isna()[["pearson", "spearman"]].all()  # two cubes: n/a
+
+
+def _metric(values, wi, do):
+    return xr.DataArray(np.asarray(values, float), dims=("seed_wi", "seed_do"),
+                        coords={"seed_wi": wi, "seed_do": do}, name="accuracy")
+
+
+def test_zeta_against_a_loop_for_coupled_and_crossed_grids():
+    rng = np.random.default_rng(1)
+    coupled = _metric(np.where(np.eye(4), rng.random((4, 4)), np.nan), [1, 2, 3, 4], [1, 2, 3, 4])
+    crossed = _metric(rng.random((4, 3)), [1, 2, 3, 4], [7, 8, 9])
+    flat = _metric(np.where(np.eye(4), 0.5, np.nan), [1, 2, 3, 4], [1, 2, 3, 4])
+    z = analysis.zeta({"rte": coupled, "cola": crossed, "flat": flat},
+                      {"rte": True, "cola": False, "flat": True})
+    assert z.dims == ("task", "seed") and z["seed"].values.tolist() == [1, 2, 3, 4]
+    for task, scores in (("rte", [coupled.sel(seed_wi=k, seed_do=k).item() for k in range(1, 5)]),
+                         ("cola", [crossed.sel(seed_wi=k).mean().item() for k in range(1, 5)])):
+        lo, hi = min(scores), max(scores)
+        for k, s in zip(range(1, 5), scores):
+            assert z.sel(task=task, seed=k).item() == pytest.approx((s - lo) / (hi - lo))
+    assert z.sel(task="rte").max() == 1 and z.sel(task="rte").min() == 0
+    assert z.sel(task="flat").isnull().all()  # every seed alike: ζ undefined
+
+
+def test_the_report_gives_accuracy_and_f1_and_fig3_across_runs(tmp_path):
+    runs = [_cube(tmp_path / name, rate, seed=i) for i, (name, rate) in
+            enumerate((("small", 0.6), ("medium", 0.7), ("large", 0.8)))]
+    out = write(runs, tmp_path / "report", samples=50)
+    report = json.loads((out / "report.json").read_text())
+    small = report["runs"]["small"]["macro"]["by_metric"]
+    assert set(small) == {"accuracy", "f1"}
+    assert small["accuracy"]["mean"] == pytest.approx(report["runs"]["small"]["macro"]["end"]["mean"])
+    z = report["across"]["zeta"]
+    assert z["seeds"] == [1, 2, 3, 4] and set(z["values"]) == {"small", "medium", "large"}
+    assert all(0 <= v <= 1 for vs in z["values"].values() for v in vs if v is not None)
+    assert (out / "bui_fig3_zeta.png").stat().st_size > 0
+    text = (out / "report.md").read_text()
+    assert "Normalised ζ (Bui Fig. 3)" in text and "f1 at the end" in text
