@@ -30,6 +30,17 @@ def integer(lo: int, hi: int):
     return parse
 
 
+def sizes(text: str) -> list[int]:
+    """An argparse type: distinct positive integers, comma-separated (``100,1000,10000``)."""
+    try:
+        values = [int(v) for v in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a list of integers") from None
+    if any(v < 1 for v in values) or len(set(values)) < len(values):
+        raise argparse.ArgumentTypeError(f"{text} must be distinct positive sizes")
+    return values
+
+
 def number(lo: float, hi: float, open_ends: bool = False):
     """An argparse type: a finite number in [lo, hi] (or (lo, hi)); nan and inf are refused."""
     def parse(text: str) -> float:
@@ -67,7 +78,8 @@ def _submit(args: argparse.Namespace) -> None:
 
     if not submit_grid(config_name=args.config, resume=args.resume, cluster_name=args.cluster,
                        array=args.array, parallel=args.parallel, out=args.out, wait=args.wait,
-                       early_stop=args.early_stop, budget=args.budget, from_cube=args.from_cube):
+                       early_stop=args.early_stop, budget=args.budget, from_cube=args.from_cube,
+                       train_sizes=args.train_sizes):
         sys.exit(1)  # --wait: diverged, failed, missing: not done
 
 
@@ -158,22 +170,13 @@ def _regress(args: argparse.Namespace) -> None:
 
 
 def _presets(args: argparse.Namespace) -> None:
-    from seedgrid import config
-    from seedgrid.tasks import TASKS
+    from seedgrid.config import presets_table
 
-    for name in config.preset_names():
-        cfg = config.load_config(name)
-        g = cfg.grid
-        grid = (f"{len(g.cells())} coupled runs" if g.coupled else
-                f"{len(g.seeds_wi)}x{len(g.seeds_do)} seeds") if g.seeds_wi else "no grid"
-        print(f"{name:16s} {cfg.model.name:24s} task {cfg.task.name:5s} {grid}, "
-              f"{cfg.train.epochs} epoch(s), hash {cfg.hash}")
-    print("\ntasks: " + ", ".join(f"{t.name} ({t.metric})" for t in TASKS.values()))
+    print(presets_table())
 
 
 def _default_cluster() -> str:
-    """The profile when --cluster is not given: SEEDGRID_CLUSTER (a site or user default, so
-    that a pasted command does not train on a login node), else local."""
+    """SEEDGRID_CLUSTER (so that a pasted command does not train on a login node), else local."""
     return os.environ.get("SEEDGRID_CLUSTER") or "local"
 
 
@@ -207,6 +210,8 @@ def _submit_args(p: argparse.ArgumentParser) -> None:
                         "the rest stopped at 30%%)")
     p.add_argument("--from-cube", metavar="CUBE",
                    help="an earlier cube (or run folder) of the same task, for --budget")
+    p.add_argument("--train-sizes", metavar="N,N,...", type=sizes, help="a training-size sweep "
+                   "(Bui Figs. 2, 4): the grid once per [task] train_size, in <out>/n<N>")
 
 
 def _continue_args(p: argparse.ArgumentParser) -> None:

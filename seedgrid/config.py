@@ -176,6 +176,22 @@ def preset_names() -> list[str]:
     return sorted(p.name.removesuffix(".toml") for p in folder.iterdir() if p.name.endswith(".toml"))
 
 
+def presets_table() -> str:
+    """What ``seedgrid presets`` prints: each preset's model, task, grid and hash; the tasks."""
+    lines = []
+    for name in preset_names():
+        cfg = load_config(name)
+        g = cfg.grid
+        grid = (f"{len(g.cells())} coupled runs" if g.coupled else
+                f"{len(g.seeds_wi)}x{len(g.seeds_do)} seeds") if g.seeds_wi else "no grid"
+        lines.append(f"{name:16s} {cfg.model.name:24s} task {cfg.task.name:5s} {grid}, "
+                     f"{cfg.train.epochs} epoch(s), hash {cfg.hash}")
+    from seedgrid.tasks import TASKS
+
+    return "\n".join(lines) + "\n\ntasks: " + ", ".join(f"{t.name} ({t.metric})"
+                                                       for t in TASKS.values())
+
+
 def load_config(spec: str | Path) -> Config:
     """A Config from a preset name (``demo``) or a TOML file path."""
     spec = str(spec)
@@ -218,6 +234,13 @@ def with_seeds(cfg: Config, seeds_wi: list[int], seeds_do: list[int]) -> Config:
     raw = cfg.to_dict()
     raw["grid"] = {"seeds_wi": list(seeds_wi), "seeds_do": list(seeds_do),
                    "coupled": cfg.grid.coupled}
+    return config_from_dict(raw, source=cfg.source)
+
+
+def with_train_size(cfg: Config, train_size: int) -> Config:
+    """The same config with another [task] train_size (validated like one read from a file)."""
+    raw = cfg.to_dict()
+    raw["task"]["train_size"] = train_size
     return config_from_dict(raw, source=cfg.source)
 
 

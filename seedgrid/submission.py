@@ -56,9 +56,15 @@ def run_one(config_name: str, seed_wi: int, seed_do: int, out: str | None) -> bo
 
 def submit_grid(*, config_name: str | None, resume: str | None, cluster_name: str,
                 array: int | None, parallel: int | None, out: str | None, wait: bool,
-                early_stop: str | None, budget: float | None, from_cube: str | None) -> bool:
-    """Submit the cells of a grid that still have to train (``--resume``: of a run folder)."""
-    cfg, run_dir = _config_and_folder(config_name, resume, out, array)
+                early_stop: str | None, budget: float | None, from_cube: str | None,
+                train_sizes: list[int] | None = None, train_size: int | None = None) -> bool:
+    """Submit the cells of a grid that still have to train (``--resume``: of a run folder);
+    with ``train_sizes``, the grid once per training-set size, each in its own run folder."""
+    if train_sizes:
+        return _sweep(train_sizes, config_name=config_name, resume=resume,
+                      cluster_name=cluster_name, array=array, parallel=parallel, out=out,
+                      wait=wait, early_stop=early_stop, budget=budget, from_cube=from_cube)
+    cfg, run_dir = _config_and_folder(config_name, resume, out, array, train_size)
     profile = cluster.load_profile(cluster_name)
     dispatch.check_executor(profile)
     dispatch.check_precision(cfg, profile)
@@ -103,8 +109,25 @@ def submit_grid(*, config_name: str | None, resume: str | None, cluster_name: st
     return not wait or status.wait_and_report(jobs, run_dir, cells, profile)
 
 
-def _config_and_folder(config_name, resume, out, array):
-    """The run's config and folder: a new run (--config) or an existing one (--resume)."""
+def _sweep(sizes: list[int], *, config_name, resume, out, **options) -> bool:
+    """Bui et al.'s training-size axis: one run folder per size, ``<out>/n<size>``."""
+    if resume or not config_name:
+        raise UsageError("--train-sizes starts new runs: give --config (resume each size's "
+                         "folder on its own)")
+    if options["early_stop"] or options["budget"] is not None:
+        raise UsageError("--train-sizes and --early-stop go separately: sweep, or stop early")
+    base = Path(out or f"runs/{Path(config.load_config(config_name).source).stem}")
+    folders = [base / f"n{n}" for n in sizes]
+    ok = [submit_grid(config_name=config_name, resume=None, out=str(folder), train_size=n,
+                      **options) for n, folder in zip(sizes, folders)]
+    print(f"training sizes {', '.join(map(str, sizes))}: once they are collected, report them "
+          f"together: python -m seedgrid report {' '.join(map(str, folders))}")
+    return all(ok)
+
+
+def _config_and_folder(config_name, resume, out, array, train_size=None):
+    """The run's config and folder: a new run (--config; ``train_size``: one size of a sweep,
+    another config hash) or an existing one (--resume)."""
     if resume:
         run_dir = Path(resume)
         cfg = rundir.load_run_config(run_dir)
@@ -112,6 +135,8 @@ def _config_and_folder(config_name, resume, out, array):
             rundir.check_config(run_dir, config.load_config(config_name))
     elif config_name:
         cfg = config.load_config(config_name)
+        if train_size is not None:
+            cfg = config.with_train_size(cfg, train_size)
         run_dir = Path(out or f"runs/{Path(cfg.source).stem}")
         rundir.check_writable(run_dir)
         rundir.check_config(run_dir, cfg)

@@ -74,3 +74,33 @@ def test_the_report_gives_accuracy_and_f1_and_fig3_across_runs(tmp_path):
     assert (out / "bui_fig3_zeta.png").stat().st_size > 0
     text = (out / "report.md").read_text()
     assert "Normalised ζ (Bui Fig. 3)" in text and "f1 at the end" in text
+
+
+def test_a_training_size_sweep_is_one_run_folder_per_size_reported_together(tmp_path):
+    from conftest import run_cli, tiny_raw, write_toml
+
+    config = write_toml(tmp_path / "sweep.toml", tiny_raw(grid={"n_wi": 2, "n_do": 1}))
+    out = tmp_path / "sweep"
+    result = run_cli("submit", "--config", str(config), "--out", str(out), "--train-sizes",
+                     "16,40", "--parallel", "2", "--wait")
+    assert result.returncode == 0, result.stdout + result.stderr
+    folders = [out / "n16", out / "n40"]
+    assert f"report them together: python -m seedgrid report {folders[0]} {folders[1]}" \
+        in result.stdout
+    from seedgrid.rundir import load_run_config
+
+    hashes = set()
+    for folder, size in zip(folders, (16, 40)):
+        cfg = load_run_config(folder)
+        assert cfg.task.train_size == size and len(list((folder / "shards").glob("*.nc"))) == 2
+        hashes.add(cfg.hash)
+        assert run_cli("collect", str(folder)).returncode == 0
+    assert len(hashes) == 2  # each size is its own config
+    report = write(folders, tmp_path / "report", figures_too=False, samples=20)
+    sizes = json.loads((report / "report.json").read_text())["across"]["by_training_size"]
+    assert [s["n_train"] for s in sizes] == [16, 40]
+    again = run_cli("submit", "--config", str(config), "--out", str(out), "--train-sizes",
+                    "16,40")
+    assert again.returncode == 0 and again.stdout.count("nothing to submit") == 2
+    bad = run_cli("submit", "--config", str(config), "--train-sizes", "16,16")
+    assert bad.returncode == 2 and "must be distinct positive sizes" in bad.stderr

@@ -94,3 +94,33 @@ def test_the_local_executor_warns_where_slurm_is_installed(tmp_path, monkeypatch
     with contextlib.redirect_stderr(err):
         dispatch.warn_if_login_node(cluster.Profile())
     assert err.getvalue() == ""
+
+
+def test_wait_progress_is_live_on_a_terminal_and_sparse_in_a_log(tmp_path):
+    import io
+
+    from seedgrid.status import Progress
+
+    log = io.StringIO()
+    progress = Progress(625, 40, tmp_path, every_s=3600, stream=log)
+    assert progress.line(25, 1, 2, 100.0).startswith(
+        "  [ 100 s] 25/625 cells have shards (1 diverged), 2/40 tasks ended, about 40 min left")
+    assert "left" not in progress.line(0, 0, 0, 5.0) and "left" not in progress.line(
+        625, 0, 40, 5.0)
+    for done in range(10):  # counts change every poll: a log file gets the first line only
+        progress.show(done, 0, 0)
+    progress.show(625, 0, 40, final=True)
+    lines = log.getvalue().splitlines()
+    assert len(lines) == 2 and "0/625" in lines[0] and "625/625" in lines[1]
+
+    class Terminal(io.StringIO):
+        def isatty(self):
+            return True
+
+    term = Terminal()
+    live = Progress(4, 1, tmp_path, stream=term)
+    for done in range(4):
+        live.show(done, 0, 0)
+    live.show(4, 0, 1, final=True)
+    assert term.getvalue().count("\r") == 5 and term.getvalue().endswith("\n")
+    assert term.getvalue().count("\n") == 1  # one line, rewritten in place
