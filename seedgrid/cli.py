@@ -175,11 +175,6 @@ def _presets(args: argparse.Namespace) -> None:
     print(presets_table())
 
 
-def _default_cluster() -> str:
-    """SEEDGRID_CLUSTER (so that a pasted command does not train on a login node), else local."""
-    return os.environ.get("SEEDGRID_CLUSTER") or "local"
-
-
 def _run_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", required=True, help="a preset name (see `presets`) or a TOML file")
     p.add_argument("--wi", type=integer(0, 2**63 - 1), required=True,
@@ -191,7 +186,7 @@ def _run_args(p: argparse.ArgumentParser) -> None:
 def _submit_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", help="a preset name or a TOML file (a new run)")
     p.add_argument("--resume", metavar="RUN", help="submit the cells of RUN that have no shard")
-    p.add_argument("--cluster", default=_default_cluster(),
+    p.add_argument("--cluster",
                    help="cluster profile: a name (./cluster/NAME.toml, else seedgrid's own) or a TOML "
                         "file (default: $SEEDGRID_CLUSTER, else local)")
     p.add_argument("--array", type=integer(1, 10**6), help="number of array tasks (default: one per cell on "
@@ -216,8 +211,7 @@ def _submit_args(p: argparse.ArgumentParser) -> None:
 
 def _continue_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("run", help="a run folder submitted with --early-stop")
-    p.add_argument("--cluster", default=_default_cluster(),
-                   help="cluster profile (default: $SEEDGRID_CLUSTER, else local)")
+    p.add_argument("--cluster", help="cluster profile (default: $SEEDGRID_CLUSTER, else local)")
     p.add_argument("--parallel", type=integer(1, 10**6), help="most tasks running at once")
     p.add_argument("--wait", action="store_true", help="wait for phase two and print the status")
 

@@ -9,6 +9,7 @@ the early-stop plan and its decision in :mod:`seedgrid.early_stop_run`, waiting 
 from __future__ import annotations
 
 import math
+import os
 import shutil
 from pathlib import Path
 
@@ -54,7 +55,23 @@ def run_one(config_name: str, seed_wi: int, seed_do: int, out: str | None) -> bo
     return cell_status == "done"  # a diverged cell is a result, not a success
 
 
-def submit_grid(*, config_name: str | None, resume: str | None, cluster_name: str,
+def profile_named(cluster_name: str | None) -> tuple[cluster.Profile, str]:
+    """The profile of --cluster, else of SEEDGRID_CLUSTER (a site's or user's default, so that
+    a pasted command does not train on a login node), else local — with the name as given.
+    Checked against the machine; where the local executor only runs by default (no --cluster,
+    no SEEDGRID_CLUSTER) and SLURM is installed, a warning follows before submitting."""
+    name = cluster_name or os.environ.get("SEEDGRID_CLUSTER") or "local"
+    profile = cluster.load_profile(name)
+    dispatch.check_executor(profile)
+    return profile, name
+
+
+def _warn_by_default(cluster_name: str | None, profile) -> None:
+    if cluster_name is None and not os.environ.get("SEEDGRID_CLUSTER"):
+        dispatch.warn_if_login_node(profile)
+
+
+def submit_grid(*, config_name: str | None, resume: str | None, cluster_name: str | None,
                 array: int | None, parallel: int | None, out: str | None, wait: bool,
                 early_stop: str | None, budget: float | None, from_cube: str | None,
                 train_sizes: list[int] | None = None, train_size: int | None = None) -> bool:
@@ -65,8 +82,7 @@ def submit_grid(*, config_name: str | None, resume: str | None, cluster_name: st
                       cluster_name=cluster_name, array=array, parallel=parallel, out=out,
                       wait=wait, early_stop=early_stop, budget=budget, from_cube=from_cube)
     cfg, run_dir = _config_and_folder(config_name, resume, out, array, train_size)
-    profile = cluster.load_profile(cluster_name)
-    dispatch.check_executor(profile)
+    profile, name = profile_named(cluster_name)
     dispatch.check_precision(cfg, profile)
     total = len(cfg.grid.cells())
     plan = _early_stop_plan(cfg, run_dir, early_stop, budget, from_cube, resumed=bool(resume))
@@ -92,7 +108,7 @@ def submit_grid(*, config_name: str | None, resume: str | None, cluster_name: st
     rundir.write_config(run_dir, cfg)  # before the tasks start: they read it
     if plan is not None:
         early_stop_run.start(run_dir, plan, started)
-    dispatch.warn_if_login_node(profile)
+    _warn_by_default(cluster_name, profile)
     try:
         submitted, jobs = dispatch.submit(cfg, profile, run_dir, cells, n_tasks, parallel)
     except UsageError:
@@ -105,7 +121,7 @@ def submit_grid(*, config_name: str | None, resume: str | None, cluster_name: st
           f"{-(-len(cells) // n_tasks)} cell(s), at most {parallel} at once")
     print(f"watch it: python -m seedgrid status {run_dir} --cluster {profile.name}")
     if plan is not None or (record is not None and record["continued_cells"] is None):
-        return _after_phase_one(profile, cluster_name, run_dir, submitted, jobs, parallel, wait)
+        return _after_phase_one(profile, name, run_dir, submitted, jobs, parallel, wait)
     return not wait or status.wait_and_report(jobs, run_dir, cells, profile)
 
 
@@ -200,12 +216,11 @@ def _after_phase_one(profile, cluster_name: str, run_dir: Path, submitted: dict,
     return continue_grid(str(run_dir), profile.name, parallel, wait=True)
 
 
-def continue_grid(run: str, cluster_name: str, parallel: int | None, wait: bool) -> bool:
+def continue_grid(run: str, cluster_name: str | None, parallel: int | None, wait: bool) -> bool:
     """Phase two of --early-stop: decide (once) and continue the chosen cells."""
     run_dir = Path(run)
     cfg = rundir.load_run_config(run_dir)
-    profile = cluster.load_profile(cluster_name)
-    dispatch.check_executor(profile)
+    profile, _ = profile_named(cluster_name)
     rec = early_stop_run.decide(run_dir)
     print(f"{run_dir}: decided on {rec['decided_on']} of {len(rec['phase_one'])} phase-one cells"
           + (f" ({len(rec['missing'])} without a shard: {_cells(rec['missing'])})"
@@ -217,7 +232,7 @@ def continue_grid(run: str, cluster_name: str, parallel: int | None, wait: bool)
         print("nothing left to continue")
         return True
     n_tasks, parallel = dispatch.task_layout(profile, len(todo), len(todo), parallel)
-    dispatch.warn_if_login_node(profile)
+    _warn_by_default(cluster_name, profile)
     record, jobs = dispatch.submit(cfg, profile, run_dir, todo, n_tasks, parallel)
     ids = ", ".join(a["job_id"] for a in record["submissions"][-1]["arrays"])
     early_stop_run.update(run_dir, phase_two_jobs=ids)

@@ -55,13 +55,15 @@ def test_the_usage_line_names_the_program_as_invoked(tmp_path):
 
 
 def test_seedgrid_cluster_sets_the_default_profile(tmp_path, monkeypatch):
-    from seedgrid.cli import build_parser
+    from seedgrid.submission import profile_named
 
-    monkeypatch.setenv("SEEDGRID_CLUSTER", "mysite")
-    assert build_parser().parse_args(["submit", "--config", "demo"]).cluster == "mysite"
-    assert build_parser().parse_args(["continue", "runs/x"]).cluster == "mysite"
+    site = tmp_path / "mysite.toml"
+    site.write_text('executor = "local"\ncpus_per_task = 3\n')
+    monkeypatch.setenv("SEEDGRID_CLUSTER", str(site))
+    assert profile_named(None)[1] == str(site) and profile_named(None)[0].cpus_per_task == 3
+    assert profile_named("local")[1] == "local"  # --cluster wins
     monkeypatch.delenv("SEEDGRID_CLUSTER")
-    assert build_parser().parse_args(["submit", "--config", "demo"]).cluster == "local"
+    assert profile_named(None)[1] == "local"
     monkeypatch.setenv("SEEDGRID_CLUSTER", str(tmp_path / "none.toml"))
     result = run_cli("submit", "--config", "demo", "--out", str(tmp_path / "run"))
     assert result.returncode == 2  # the named profile is used, and it does not exist
@@ -89,11 +91,21 @@ def test_the_local_executor_warns_where_slurm_is_installed(tmp_path, monkeypatch
         assert err.getvalue() == ""
         dispatch.warn_if_login_node(cluster.Profile())
     assert "warning: training on this machine (--cluster local)" in err.getvalue()
-    monkeypatch.setenv("SLURM_JOB_ID", "12")  # inside an allocation: the local executor is right
+    from seedgrid.submission import _warn_by_default
+
     err = io.StringIO()
     with contextlib.redirect_stderr(err):
+        _warn_by_default("local", cluster.Profile())  # chosen with --cluster local: no warning
+        monkeypatch.setenv("SEEDGRID_CLUSTER", "local")
+        _warn_by_default(None, cluster.Profile())  # chosen by the user's default: no warning
+        monkeypatch.delenv("SEEDGRID_CLUSTER")
+        monkeypatch.setenv("SLURM_JOB_ID", "12")  # inside an allocation: local is right
         dispatch.warn_if_login_node(cluster.Profile())
     assert err.getvalue() == ""
+    monkeypatch.delenv("SLURM_JOB_ID")
+    with contextlib.redirect_stderr(err):
+        _warn_by_default(None, cluster.Profile())  # local only because nothing was chosen
+    assert "warning: training on this machine" in err.getvalue()
 
 
 def test_wait_progress_is_live_on_a_terminal_and_sparse_in_a_log(tmp_path):
