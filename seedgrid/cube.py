@@ -145,10 +145,13 @@ def open_cube(path: str | Path, chunks: dict | str | None = None) -> xr.Dataset:
         raise UsageError(f"{str(path)!r} is not a readable netCDF4 file ({e}): give a cube "
                          "written by seedgrid collect") from None
     problem = schema_problem(ds)
-    if problem:
-        ds.close()
-        raise UsageError(f"{str(path)!r} is not a seedgrid cube: {problem}")
-    return decode(ds)
+    if not problem:
+        try:
+            return decode(ds)
+        except ValueError as e:  # a status code outside its flags
+            problem = str(e)
+    ds.close()
+    raise UsageError(f"{str(path)!r} is not a seedgrid cube: {problem}")
 
 
 class _Damaged(Exception):

@@ -126,7 +126,10 @@ def encode(ds: xr.Dataset) -> xr.Dataset:
     """``ds`` as it is written (schema 2): status as byte flags, CF attributes everywhere."""
     ds = ds.copy()
     names = ds["status"].values.astype(str)
-    codes = (names[..., None] == np.array(STATUS)).argmax(-1).astype(np.int8)
+    known = names[..., None] == np.array(STATUS)
+    if not known.any(-1).all():
+        raise ValueError(f"status {str(names[~known.any(-1)].ravel()[0])!r} is not one of {STATUS}")
+    codes = known.argmax(-1).astype(np.int8)
     ds["status"] = ds["status"].copy(data=codes)
     for name, attrs in CF_ATTRS.items():
         if name in ds.variables:
@@ -142,8 +145,12 @@ def decode(ds: xr.Dataset) -> xr.Dataset:
     if status.dtype.kind not in "iu":
         return ds
     meanings = np.array(status.attrs.get("flag_meanings", " ".join(STATUS)).split(), dtype=object)
+    codes = np.asarray(status.values)
+    bad = (codes < 0) | (codes >= len(meanings))
+    if bad.any():
+        raise ValueError(f"status code {codes[bad].ravel()[0]} is not one of its flag_values")
     attrs = {k: v for k, v in status.attrs.items() if not k.startswith("flag_")}
-    return ds.assign(status=(status.dims, meanings[status.values], attrs))
+    return ds.assign(status=(status.dims, meanings[codes], attrs))
 
 
 def status_name(value) -> str:

@@ -136,3 +136,19 @@ def test_a_schema_1_cube_and_shards_still_open_and_collect(tmp_path):
     assert v1.status.values.tolist() == [["done"], ["diverged"]]
     assert set(VARIABLES) <= set(v1.variables)
     xr.testing.assert_allclose(v1.seedgrid.final(), seedgrid.open_cube(done.path).seedgrid.final())
+
+
+def test_a_status_outside_the_flags_is_refused_not_misread(tmp_path):
+    from seedgrid.errors import UsageError
+
+    run, cfg = _run(tmp_path, CELLS[:1])
+    bad = _shard(cfg, 1, 2, np.random.default_rng(0))
+    bad["status"] = bad["status"].copy(data=np.array([["finished"]], dtype=object))
+    with pytest.raises(ValueError, match="status 'finished' is not one of"):
+        write_atomic(bad, tmp_path / "never.nc")  # never written as "done" (code 0)
+    assert not (tmp_path / "never.nc").exists()
+    path = collect(run).path
+    with netCDF4.Dataset(path, "a") as nc:
+        nc["status"][0, 0] = 9  # a code no flag names
+    with pytest.raises(UsageError, match="status code 9 is not one of its flag_values"):
+        seedgrid.open_cube(path)
