@@ -23,6 +23,7 @@ import xarray as xr
 
 from seedgrid import accessor  # noqa: F401  (registers ds.seedgrid)
 from seedgrid.errors import UsageError
+from seedgrid.progress import Ticker
 from seedgrid.rundir import CUBE, load_run_config, resubmit_command, shards_on_disk
 from seedgrid.store import (CF_ATTRS, CONVENTIONS, PER_CELL_INT, PER_CELL_TEXT, SCHEMA_VERSION, SEEDS,
                             STATUS, VARIABLES, atomic_path, cell_attrs, decode, grid_attrs,
@@ -100,7 +101,9 @@ def collect(run_dir: str | Path, *, compress: bool = False) -> Collected:
         with netCDF4.Dataset(tmp, "w", format="NETCDF4") as nc:
             variables = _create(nc, template, seeds_wi, seeds_do, cfg, compress)
             unreadable = {(wi, do) for wi, do, *_ in damaged}  # found before the writing
-            for cell, path in found.items():
+            ticker = Ticker("collect: shards read", len(found))
+            for k, (cell, path) in enumerate(found.items()):
+                ticker.tick(k)
                 if cell in unreadable:
                     continue
                 try:

@@ -27,6 +27,7 @@ from seedgrid import analysis, early_stopping, figures
 from seedgrid.cube import open_cube
 from seedgrid.report_markdown import markdown
 from seedgrid.errors import UsageError
+from seedgrid.progress import Ticker
 from seedgrid.rundir import REPORT, check_output
 from seedgrid.store import STATUS, json_ready, raise_if_disk_full
 
@@ -148,7 +149,10 @@ def write(run_dirs: list[str | Path], out: str | Path | None = None, figures_too
         with warnings.catch_warnings():
             # degenerate grids (one seed, constant scores) give NaN statistics, reported as such
             warnings.simplefilter("ignore")
-            results = {name: analyse(ds, samples, seed) for name, ds in cubes.items()}
+            ticker, results = Ticker("report: runs analysed", len(cubes), every_s=10), {}
+            for k, (name, ds) in enumerate(cubes.items()):
+                ticker.tick(k, f"(next: {name})")
+                results[name] = analyse(ds, samples, seed)
             cross = across(cubes) if len(cubes) > 1 else None
             drawn = _figures(cubes, results, cross, tmp) if figures_too else {}
         report = {"seedgrid_report": 1,

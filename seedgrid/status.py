@@ -19,13 +19,13 @@ import os
 import re
 import signal
 import socket
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 from seedgrid.config import Config
 from seedgrid.errors import Interrupted
+from seedgrid.progress import Progress
 from seedgrid.dispatch import WAITING, sacct_states, settled, wait_settled
 from seedgrid.rundir import (load_run_config, read_jobs, resubmit_command, running_marker,
                              shard_path, shards_on_disk, task_log)
@@ -239,52 +239,6 @@ def last_log_line(run_dir: Path, task: str) -> str:
     lines = [ln.strip() for ln in log.read_text(errors="replace").splitlines() if ln.strip()]
     errors = [ln for ln in lines if _ERROR_LINE.search(ln)]
     return f"log: {(errors or lines)[-1][:200]}" if lines else "empty log"
-
-
-class Progress:
-    """What --wait shows on stderr while a grid trains: on a terminal, one line rewritten in
-    place; in a log file, a line when the counts change, at most every ``every_s`` seconds, and
-    the last one. With the cells that have shards (and how many diverged), the array tasks that
-    ended, and an estimate of the time left from the rate so far."""
-
-    def __init__(self, cells: int, tasks: int, run_dir: Path, every_s: float = 30.0,
-                 stream=None):
-        self.cells, self.tasks, self.run_dir, self.every_s = cells, tasks, run_dir, every_s
-        self.stream = stream or sys.stderr
-        self.live = self.stream.isatty()
-        self.started = time.time()
-        self.last_time = -every_s
-        self.counts: tuple | None = None
-
-    def line(self, done: int, diverged: int, ended: int, elapsed: float) -> str:
-        parts = [f"{done}/{self.cells} cells have shards"
-                 + (f" ({diverged} diverged)" if diverged else ""),
-                 f"{ended}/{self.tasks} tasks ended"]
-        if 0 < done < self.cells:
-            parts.append(f"about {_duration(elapsed / done * (self.cells - done))} left")
-        return f"  [{elapsed:4.0f} s] " + ", ".join(parts) + f" (logs: {self.run_dir / 'logs'})"
-
-    def show(self, done: int, diverged: int, ended: int, final: bool = False) -> None:
-        now = time.time()
-        changed = (done, diverged, ended) != self.counts
-        self.counts = (done, diverged, ended)
-        line = self.line(done, diverged, ended, now - self.started)
-        if self.live:
-            self.stream.write("\r\033[K" + line + ("\n" if final else ""))
-        elif final or (changed and now - self.last_time >= self.every_s):
-            self.stream.write(line + "\n")
-            self.last_time = now
-        else:
-            return
-        self.stream.flush()
-
-
-def _duration(seconds: float) -> str:
-    if seconds < 90:
-        return f"{seconds:.0f} s"
-    if seconds < 5400:
-        return f"{seconds / 60:.0f} min"
-    return f"{seconds / 3600:.1f} h"
 
 
 def wait_for(jobs: list, run_dir: Path, cells: list, stopped_counts: bool = True) -> None:

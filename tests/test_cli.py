@@ -111,7 +111,7 @@ def test_the_local_executor_warns_where_slurm_is_installed(tmp_path, monkeypatch
 def test_wait_progress_is_live_on_a_terminal_and_sparse_in_a_log(tmp_path):
     import io
 
-    from seedgrid.status import Progress
+    from seedgrid.progress import Progress
 
     log = io.StringIO()
     progress = Progress(625, 40, tmp_path, every_s=3600, stream=log)
@@ -136,3 +136,20 @@ def test_wait_progress_is_live_on_a_terminal_and_sparse_in_a_log(tmp_path):
     live.show(4, 0, 1, final=True)
     assert term.getvalue().count("\r") == 5 and term.getvalue().endswith("\n")
     assert term.getvalue().count("\n") == 1  # one line, rewritten in place
+
+
+def test_long_collects_and_reports_say_how_far_they_are():
+    import io
+
+    from seedgrid.progress import Ticker
+
+    quiet, chatty = io.StringIO(), io.StringIO()
+    slow, fast = Ticker("collect: shards read", 625, every_s=0, stream=chatty), \
+        Ticker("collect: shards read", 625, every_s=3600, stream=quiet)
+    for k in (0, 125, 500):
+        slow.tick(k)
+        fast.tick(k)
+    assert quiet.getvalue() == ""  # work that ends sooner than every_s says nothing
+    lines = chatty.getvalue().splitlines()
+    assert lines[0].startswith("collect: shards read: 0/625 after ") and "left" not in lines[0]
+    assert lines[1].startswith("collect: shards read: 125/625 after ") and "left" in lines[1]
