@@ -178,14 +178,17 @@ def preset_names() -> list[str]:
 
 def presets_table() -> str:
     """What ``seedgrid presets`` prints: each preset's model, task, grid and hash; the tasks."""
-    lines = []
-    for name in preset_names():
+    lines, names = [], preset_names()
+    width = max(len(n) for n in names)
+    for name in names:
         cfg = load_config(name)
         g = cfg.grid
         grid = (f"{len(g.cells())} coupled runs" if g.coupled else
                 f"{len(g.seeds_wi)}x{len(g.seeds_do)} seeds") if g.seeds_wi else "no grid"
-        lines.append(f"{name:16s} {cfg.model.name:24s} task {cfg.task.name:5s} {grid}, "
-                     f"{cfg.train.epochs} epoch(s), hash {cfg.hash}")
+        lines.append(f"{name:{width}s} {cfg.model.name:24s} task {cfg.task.name:13s} {grid}, "
+                     f"{cfg.train.epochs} epoch(s), "
+                     f"{'LoRA r' + str(cfg.lora.rank) + ', ' if cfg.lora.rank else ''}"
+                     f"hash {cfg.hash}")
     from seedgrid.tasks import TASKS
 
     return "\n".join(lines) + "\n\ntasks: " + ", ".join(f"{t.name} ({t.metric})"

@@ -74,3 +74,22 @@ def test_seeds_default_to_one_to_n(tmp_path):
     raw["grid"] = {"n_wi": 3, "seeds_do": [10, 20]}
     cfg = load_config(write_toml(tmp_path / "c.toml", raw))
     assert cfg.grid.seeds_wi == (1, 2, 3) and cfg.grid.seeds_do == (10, 20)
+
+
+def test_bui_presets_are_ten_coupled_runs_per_task_and_family():
+    from seedgrid.model import check_lora
+    from seedgrid.tasks import TASKS
+
+    tasks = [n.removeprefix("bui2025-") for n in preset_names()
+             if n.startswith("bui2025-") and not n.endswith("-llama")]
+    assert len(tasks) >= 12 and set(tasks) <= set(TASKS)
+    for task in tasks:
+        roberta, llama = load_config(f"bui2025-{task}"), load_config(f"bui2025-{task}-llama")
+        for cfg in (roberta, llama):
+            assert cfg.task.name == task and cfg.grid.coupled
+            assert cfg.grid.cells() == [(k, k) for k in range(1, 11)]
+        assert roberta.model.name == "roberta-large" and roberta.lora.rank == 0
+        assert llama.model.name == "meta-llama/Llama-3.2-3B" and llama.lora.rank == 8
+        assert llama.train.mixed_precision == "bf16"
+        # the adapters' targets exist in a Llama classifier (the tiny one: same module names)
+        check_lora(llama.model.__class__(name="tiny-random-llama"), llama.lora)
