@@ -224,7 +224,8 @@ def _collect_args(p: argparse.ArgumentParser) -> None:
 
 def _export_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("cube", help="a cube file or a run folder")
-    p.add_argument("--to", required=True, help="output file: .csv or .parquet")
+    p.add_argument("--to", "--out", dest="to", required=True,
+                   help="output file: .csv or .parquet (--out, as the other commands)")
     p.add_argument("--metric", help="a metric other than the task's (accuracy, f1, mcc, acc_f1, macro_f1)")
 
 

@@ -207,6 +207,8 @@ def test_export_writes_one_row_per_cell_and_evaluation(tmp_path, capsys):
     with pytest.raises(SystemExit) as exit_:
         main(["export", str(run), "--to", str(tmp_path / "t.xlsx")])
     assert exit_.value.code == 2
+    main(["export", str(run), "--out", str(tmp_path / "same.csv")])  # --out, as elsewhere
+    assert (tmp_path / "same.csv").read_text() == (tmp_path / "t.csv").read_text()
 
 
 def test_divergence_flags_against_a_loop(tmp_path):
