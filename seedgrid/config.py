@@ -37,6 +37,7 @@ from seedgrid.seeds import DROPOUT_SOURCES
 from seedgrid.tasks import get_task
 
 MIXED_PRECISION = ("no", "bf16", "fp16")
+DTYPES = ("float32", "bfloat16")
 #: the largest seed: seeds are stored as int64 coordinates
 MAX_SEED = 2**63 - 1
 #: most seeds of one kind in a grid (Dodge et al.: 25); a grid holds at most MAX_CELLS cells
@@ -52,6 +53,9 @@ class ModelConfig:
     max_length: int = 128
     #: std of the freshly initialised head; 0 means the model config's own (0.02 for BERT).
     initializer_range: float = 0.0
+    #: the weights' dtype: "float32", or "bfloat16" (half the memory: a 3B decoder on a GPU;
+    #: LoRA adapters stay float32, as peft keeps them)
+    dtype: str = "float32"
 
 
 @dataclass(frozen=True)
@@ -138,6 +142,8 @@ class Config:
         """12 hex digits over model, task, train (and lora, when on): equal hashes may be merged
         into one cube."""
         semantic = {k: dataclasses.asdict(getattr(self, k)) for k in self.hashed_sections()}
+        if self.model.dtype == "float32":  # added later: hashed only when set, as [lora]
+            del semantic["model"]["dtype"]
         text = json.dumps(semantic, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(text.encode()).hexdigest()[:12]
 
@@ -370,6 +376,7 @@ def _validate(cfg: Config) -> None:
         (m.initializer_range >= 0, f"[model] initializer_range = {m.initializer_range} must be "
                                    ">= 0 (0 = the model's own)"),
         (m.max_length <= 100_000, f"[model] max_length = {m.max_length} must be at most 100000"),
+        (m.dtype in DTYPES, f"[model] dtype = {m.dtype!r} must be one of {', '.join(DTYPES)}"),
         (cfg.task.train_size >= 0 and cfg.task.validation_size >= 0,
          "[task] train_size and validation_size must be >= 0 (0 = the whole split)"),
         (0 <= cfg.lora.rank <= 4096, f"[lora] rank = {cfg.lora.rank} must be from 0 (off) to 4096"),

@@ -95,10 +95,14 @@ def load_model(cfg: ModelConfig, num_labels: int, dropout: float, seed_wi: int,
                 if hasattr(config, attr):
                     setattr(config, attr, dropout)
             model, info = transformers.AutoModelForSequenceClassification.from_pretrained(
-                source, config=config, output_loading_info=True)
+                source, config=config, output_loading_info=True, dtype=cfg.dtype)
         except OSError as e:
             raise _load_error(cfg.name, e) from None
         new = sorted(info["missing_keys"])
+    if cfg.name in (TINY, TINY_LLAMA):  # (a hub model loads in its dtype)
+        import torch
+
+        model = model.to(getattr(torch, cfg.dtype))
     if model.config.pad_token_id is None:  # decoders: the token the tokenizer pads with
         eos = model.config.eos_token_id
         model.config.pad_token_id = eos[0] if isinstance(eos, list) else eos

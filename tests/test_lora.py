@@ -119,3 +119,20 @@ def test_bad_lora_is_one_line_exit_2_and_nothing_written(tmp_path, lora, message
     (line,) = [ln for ln in result.stderr.splitlines() if ln.startswith("seedgrid: error:")]
     assert message in line
     assert not out.exists()
+
+
+def test_bfloat16_weights_train_with_float32_adapters_and_join_the_hash(tmp_path):
+    cfg = _cfg(model={**LLAMA, "dtype": "bfloat16"})
+    assert cfg.hash != _cfg().hash
+    assert tiny_config(model={"dtype": "float32"}).hash == tiny_config().hash  # older hashes hold
+    model = load_model(cfg.model, 2, 0.1, 1, cfg.lora)
+    dtypes = {n: p.dtype for n, p in model.named_parameters()}
+    assert all(d == torch.float32 for n, d in dtypes.items() if ".lora_" in n)
+    assert all(d == torch.bfloat16 for n, d in dtypes.items() if ".lora_" not in n
+               and "score" not in n)
+    shard = train_cell(cfg, 1, 2, log=lambda _: None)
+    assert shard.status.item() == "done" and np.isfinite(shard.train_loss.values).all()
+    assert "dtype = \"bfloat16\"" in shard.attrs["config"]
+    config = write_toml(tmp_path / "bad.toml", tiny_raw(model={**LLAMA, "dtype": "float16"}))
+    result = run_cli("submit", "--config", str(config), "--out", str(tmp_path / "run"))
+    assert result.returncode == 2 and "[model] dtype = 'float16' must be one of" in result.stderr
