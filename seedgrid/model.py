@@ -85,7 +85,7 @@ def load_model(cfg: ModelConfig, num_labels: int, dropout: float, seed_wi: int,
     """The model with pretrained weights and a head drawn from ``seed_wi``; on the CPU.
     With ``lora`` (rank > 0), wrapped by peft with adapters drawn from ``seed_wi`` too."""
     if cfg.name in (TINY, TINY_LLAMA):
-        model, new = _tiny(cfg.name, num_labels, dropout)
+        model, new = _tiny(cfg.name, num_labels, dropout, cfg.dtype)
     else:
         source = resolve(cfg.name)
         transformers = _transformers()
@@ -99,10 +99,6 @@ def load_model(cfg: ModelConfig, num_labels: int, dropout: float, seed_wi: int,
         except OSError as e:
             raise _load_error(cfg.name, e) from None
         new = sorted(info["missing_keys"])
-    if cfg.name in (TINY, TINY_LLAMA):  # (a hub model loads in its dtype)
-        import torch
-
-        model = model.to(getattr(torch, cfg.dtype))
     if model.config.pad_token_id is None:  # decoders: the token the tokenizer pads with
         eos = model.config.eos_token_id
         model.config.pad_token_id = eos[0] if isinstance(eos, list) else eos
@@ -192,10 +188,10 @@ def init_new_parameters(model: "torch.nn.Module", names: list[str], seed_wi: int
                 p.fill_(1.0)
 
 
-def _tiny(name: str, num_labels: int, dropout: float):
+def _tiny(name: str, num_labels: int, dropout: float, dtype: str = "float32"):
     """``tiny-random-bert`` or ``tiny-random-llama``: 2 layers, hidden 32, MiniLM's vocabulary,
-    the body fixed by seed 0 (the "pretrained" weights, the same for every cell); returns the
-    model and the names of its head's parameters (drawn from seed_wi later)."""
+    the body fixed by seed 0 (the "pretrained" weights, the same for every cell), in ``dtype``;
+    returns the model and the names of its head's parameters (drawn from seed_wi later)."""
     import torch
 
     transformers = _transformers()
@@ -216,7 +212,7 @@ def _tiny(name: str, num_labels: int, dropout: float):
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(0)
         model = cls(config)
-    return model, head
+    return model.to(getattr(torch, dtype)), head  # (a hub model loads in its own dtype)
 
 
 def _load_error(name: str, error: OSError) -> UsageError:

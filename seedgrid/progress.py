@@ -8,6 +8,8 @@ import sys
 import time
 from pathlib import Path
 
+from seedgrid.rundir import LOGS
+
 
 class Progress:
     """What --wait shows on stderr while a grid trains: on a terminal, one line rewritten in
@@ -30,7 +32,7 @@ class Progress:
                  f"{ended}/{self.tasks} tasks ended"]
         if 0 < done < self.cells:
             parts.append(f"about {_duration(elapsed / done * (self.cells - done))} left")
-        return f"  [{elapsed:4.0f} s] " + ", ".join(parts) + f" (logs: {self.run_dir / 'logs'})"
+        return f"  [{elapsed:4.0f} s] " + ", ".join(parts) + f" (logs: {self.run_dir / LOGS})"
 
     def show(self, done: int, diverged: int, ended: int, final: bool = False) -> None:
         now = time.time()

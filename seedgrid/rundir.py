@@ -81,11 +81,16 @@ def read_jobs(run_dir: str | Path) -> dict:
     return record
 
 
+def recorded_cluster(jobs: dict) -> str:
+    """The profile a run's cells were last submitted to ("" before any), from its jobs.json."""
+    submissions = jobs["submissions"]
+    return str(submissions[-1].get("cluster", "")) if submissions else ""
+
+
 def resubmit_command(run_dir: str | Path, cluster: str = "") -> str:
     """The command that trains the run's unfinished cells, on ``cluster`` or else the profile
     they were last submitted to (never the login node by omission)."""
-    jobs = read_jobs(run_dir)["submissions"]
-    cluster = cluster or (jobs[-1].get("cluster", "") if jobs else "")
+    cluster = cluster or recorded_cluster(read_jobs(run_dir))
     return (f"python -m seedgrid submit --resume {run_dir}"
             + (f" --cluster {cluster}" if cluster else ""))
 

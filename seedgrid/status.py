@@ -27,8 +27,9 @@ from seedgrid.config import Config
 from seedgrid.errors import Interrupted
 from seedgrid.progress import Progress
 from seedgrid.dispatch import WAITING, sacct_states, settled, wait_settled
-from seedgrid.rundir import (load_run_config, read_jobs, resubmit_command, running_marker,
-                             shard_path, shards_on_disk, task_log)
+from seedgrid.rundir import (decider_log, load_run_config, read_jobs, recorded_cluster,
+                             resubmit_command, running_marker, shard_path, shards_on_disk,
+                             task_log)
 from seedgrid.store import shard_state
 
 SYMBOLS = {"done": "#", "diverged": "!", "stopped": "s", "running": "R", "pending": ".",
@@ -122,21 +123,21 @@ def status_json(run_dir: Path) -> dict:
     from seedgrid import early_stop_run
 
     cfg, cells, note = run_status(run_dir)
-    jobs = read_jobs(run_dir)["submissions"]
+    jobs = read_jobs(run_dir)
     return {"run": str(run_dir), "config_hash": cfg.hash, "counts": counts(cells),
             "cells": [{"seed_wi": wi, "seed_do": do, "state": c.state, "task": c.task,
                        "reason": c.reason} for (wi, do), c in cells.items()],
-            "arrays": sorted({a["job_id"] for s in jobs for a in s["arrays"]}),
-            "cluster": jobs[-1]["cluster"] if jobs else None,
+            "arrays": sorted({a["job_id"] for s in jobs["submissions"] for a in s["arrays"]}),
+            "cluster": recorded_cluster(jobs) or None,
             "early_stop": early_stop_run.read(run_dir), "note": note or None}
 
 
 def format_status(run_dir: Path, cluster: str = "") -> str:
     cfg, cells, note = run_status(run_dir)
     n = counts(cells)
-    jobs = read_jobs(run_dir)["submissions"]
-    ids = sorted({a["job_id"] for s in jobs for a in s["arrays"]})
-    cluster = cluster or (jobs[-1]["cluster"] if jobs else "")
+    jobs = read_jobs(run_dir)
+    ids = sorted({a["job_id"] for s in jobs["submissions"] for a in s["arrays"]})
+    cluster = cluster or recorded_cluster(jobs)
     seeds_wi = sorted({wi for wi, _ in cells})
     seeds_do = sorted({do for _, do in cells})
     lines = [f"{run_dir}: config {cfg.hash}, {len(seeds_wi)} x {len(seeds_do)} "
@@ -200,7 +201,7 @@ def _early_stop_lines(run_dir: Path, cluster: str,
                          "decides once phase one has ended")
         else:
             lines.append(f"  phase two: decider job {record['decider_job']} ended ({state}) "
-                         f"without deciding (log {Path(run_dir) / 'logs' / 'continue.log'}): "
+                         f"without deciding (log {decider_log(run_dir)}): "
                          f"python -m seedgrid continue {run_dir}{option}")
     spent = early_stop_run.accounting(run_dir)
     if spent["all_full_estimate"]:
