@@ -4,7 +4,6 @@
     ds = seedgrid.open_cube("runs/dodge2020-rte")     # also registers ds.seedgrid
 """
 
-import os
 from importlib import metadata
 
 try:
@@ -12,11 +11,8 @@ try:
 except metadata.PackageNotFoundError:  # a source tree that was never installed
     __version__ = "0+unknown"
 
-# seedgrid never has two writers on one file (temporary name, then rename), so HDF5's file locks
-# add nothing but failures on shared filesystems (NFS, Lustre: "unable to lock file"). Set
-# before netCDF4 loads HDF5; a value the user set wins.
-os.environ.setdefault("HDF5_USE_FILE_LOCKING", "FALSE")
-
+# Importing seedgrid changes nothing outside it: its side effects are in seedgrid.log, for its
+# own processes only.
 from seedgrid.cube import open_cube  # noqa: E402  (registers the ds.seedgrid accessor)
 
 __all__ = ["open_cube", "__version__"]

@@ -54,9 +54,20 @@ class SeedgridAccessor:
         :func:`seedgrid.open_cube` (schema 2 stores byte flags)."""
         return decode(self._ds[["status"]])["status"]
 
+    @property
+    def regression(self) -> bool:
+        """A regression cube: one output per example (``class`` of length 1), real labels."""
+        return self._ds.sizes["class"] == 1
+
     def majority_label(self) -> int:
         """The most frequent gold label of the validation set (the smallest on ties)."""
+        self._classification_only("a majority label")
         return metrics.majority_label(self._ds.label.values)
+
+    def _classification_only(self, what: str) -> None:
+        if self.regression:
+            raise UsageError(f"{what} is undefined for task {self._ds.attrs['task']!r}, a "
+                             "regression task (one real output per example, no classes)")
 
     def majority_baseline(self, name: str | None = None) -> float:
         """The metric of always predicting the majority label, from this cube's own labels
@@ -65,29 +76,36 @@ class SeedgridAccessor:
 
     def predictions(self) -> xr.DataArray:
         """Predicted class, (seed_wi, seed_do, example, step); NaN where there are no logits.
+        For a regression task, the output itself.
 
         A diverged cell is a failed classifier, not a missing one: its evaluations after it
-        diverged (NaN logits) predict the majority label, so it stays in every statistic with
-        the score a collapsed model gets (Dodge et al.'s diverged runs).
+        diverged (NaN logits) predict the majority label (regression: the mean gold score, a
+        constant), so it stays in every statistic with the score a collapsed model gets (Dodge
+        et al.'s diverged runs).
         """
         def compute():
             logits = self._ds.logits
-            pred = logits.fillna(-np.inf).argmax("class").astype(np.float64)
-            pred = pred.where(logits.notnull().all("class"))
+            if self.regression:
+                pred, collapsed = logits.isel({"class": 0}, drop=True).astype(np.float64), \
+                    float(self._ds.label.mean())
+            else:
+                pred = logits.fillna(-np.inf).argmax("class").astype(np.float64)
+                pred, collapsed = pred.where(logits.notnull().all("class")), \
+                    float(self.majority_label())
             failed = (self.status() == "diverged") & pred.isnull()
-            return pred.where(~failed, float(self.majority_label())).rename("prediction")
+            return pred.where(~failed, collapsed).rename("prediction")
         return self._cached("predictions", compute)
 
     def correct(self) -> xr.DataArray:
         """1.0 where the prediction equals the gold label, 0.0 where not, NaN where missing."""
+        self._classification_only("correct()")
         pred = self.predictions()
         return (pred == self._ds.label).astype(np.float64).where(pred.notnull()).rename("correct")
 
     def metric(self, name: str | None = None) -> xr.DataArray:
         """The task's metric (or ``name``), (seed_wi, seed_do, step)."""
         name = name or self._ds.attrs["metric"]
-        if name not in metrics.METRICS:
-            raise UsageError(f"unknown metric {name!r}: choose one of {', '.join(metrics.METRICS)}")
+        metrics.check_metric(name, self.regression, option="metric")
         return self._cached(("metric", name), lambda: xr.apply_ufunc(
             metrics.score_predictions, self.predictions(), self._ds.label,
             input_core_dims=[["example"], ["example"]], kwargs={"metric": name},
@@ -100,6 +118,7 @@ class SeedgridAccessor:
         :func:`seedgrid.analysis.consistency`."""
         from seedgrid.analysis import consistency
 
+        self._classification_only("consistency (CON, CCON, agreement)")
         return consistency(self.predictions().isel(step=step), self._ds.label, over)
 
     def diverged(self, threshold: float | None = None) -> xr.DataArray:
@@ -203,6 +222,7 @@ class SeedgridAccessor:
         :func:`seedgrid.analysis.run_pairs`."""
         from seedgrid.analysis import run_pairs
 
+        self._classification_only("run_pairs (agreement of runs)")
         return run_pairs(self.predictions().isel(step=step), self._ds.label, tolerance, top)
 
     def early_stopping(self, name: str | None = None, **kwargs):

@@ -290,12 +290,13 @@ def by_training_size(cubes: list[xr.Dataset], step: int = -1) -> pd.DataFrame:
     rows = []
     for ds in cubes:
         m = ds.seedgrid.metric().isel(step=step)
-        micro = ds.seedgrid.consistency(step=step)
+        micro = None if ds.seedgrid.regression else ds.seedgrid.consistency(step=step)
         rows.append({"task": ds.attrs["task"], "model": ds.attrs["model"],
                      "n_train": int(ds.attrs["n_train"]),
                      "metric": m.name, "runs": int(m.notnull().sum()),
-                     "var": summary(m)["var"], "con": float(micro.con),
-                     "ccon": float(micro.ccon)})
+                     "var": summary(m)["var"],  # CON, CCON: NaN for a regression task
+                     "con": np.nan if micro is None else float(micro.con),
+                     "ccon": np.nan if micro is None else float(micro.ccon)})
     columns = ["task", "model", "n_train", "metric", "runs", "var", "con", "ccon"]
     return pd.DataFrame(rows, columns=columns).sort_values("n_train", kind="stable") \
         .reset_index(drop=True)

@@ -27,6 +27,7 @@ from typing import Callable
 import numpy as np
 import torch
 
+from seedgrid.log import logger
 from seedgrid.store import atomic_path, remove_stale_temporaries, set_aside
 
 #: submitit's preemption/timeout signal, and the termination signal SLURM sends before a kill
@@ -145,8 +146,8 @@ def saved_on_terminate(checkpointer: Checkpointer | None):
 
     def on_term(signum, frame):
         saved = checkpointer.save_if_possible()
-        print(f"SIGTERM: {'saved ' + str(checkpointer.path) if saved else 'nothing to save'}; "
-              "ending", flush=True)
+        said = f"saved {checkpointer.path}" if saved else "nothing to save"
+        logger.warning(f"SIGTERM: {said}; ending")
         raise SystemExit(128 + signum)
 
     previous = signal.signal(signal.SIGTERM, on_term)

@@ -6,7 +6,6 @@ Bad input (a UsageError) prints one line, ``seedgrid: error: ...``, and exits wi
 from __future__ import annotations
 
 import argparse
-import math
 import os
 import re
 import sys
@@ -14,46 +13,12 @@ import textwrap
 import traceback
 from pathlib import Path
 
+from seedgrid.argtypes import integer, number, sizes
 from seedgrid.errors import Interrupted, UsageError
 
 
-def integer(lo: int, hi: int):
-    """An argparse type: an integer from ``lo`` to ``hi``."""
-    def parse(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
-        if not lo <= value <= hi:
-            raise argparse.ArgumentTypeError(f"{text} is out of range: give {lo} to {hi}")
-        return value
-    return parse
-
-
-def sizes(text: str) -> list[int]:
-    """An argparse type: distinct positive integers, comma-separated (``100,1000,10000``)."""
-    try:
-        values = [int(v) for v in text.split(",")]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a list of integers") from None
-    if any(v < 1 for v in values) or len(set(values)) < len(values):
-        raise argparse.ArgumentTypeError(f"{text} must be distinct positive sizes")
-    return values
-
-
-def number(lo: float, hi: float, open_ends: bool = False):
-    """An argparse type: a finite number in [lo, hi] (or (lo, hi)); nan and inf are refused."""
-    def parse(text: str) -> float:
-        try:
-            value = float(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-        inside = lo < value < hi if open_ends else lo <= value <= hi
-        if not math.isfinite(value) or not inside:
-            span = f"({lo:g}, {hi:g})" if open_ends else f"[{lo:g}, {hi:g}]"
-            raise argparse.ArgumentTypeError(f"{text} is not a finite number in {span}")
-        return value
-    return parse
+METRIC_HELP = ("a metric other than the task's: accuracy, f1, mcc, acc_f1, macro_f1 "
+               "(classification) or pearson, spearman (regression: STS-B)")
 
 
 class _Parser(argparse.ArgumentParser):
@@ -226,7 +191,7 @@ def _export_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("cube", help="a cube file or a run folder")
     p.add_argument("--to", "--out", dest="to", required=True,
                    help="output file: .csv or .parquet (--out, as the other commands)")
-    p.add_argument("--metric", help="a metric other than the task's (accuracy, f1, mcc, acc_f1, macro_f1)")
+    p.add_argument("--metric", help=METRIC_HELP)
 
 
 def _report_args(p: argparse.ArgumentParser) -> None:
@@ -243,7 +208,7 @@ def _report_args(p: argparse.ArgumentParser) -> None:
 def _compare_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("a", help="run folder or cube of configuration A (the reference)")
     p.add_argument("b", help="run folder or cube of configuration B")
-    p.add_argument("--metric", help="a metric other than the task's (accuracy, f1, mcc, acc_f1, macro_f1)")
+    p.add_argument("--metric", help=METRIC_HELP)
     p.add_argument("--step", default="end", help="end: the last evaluation (default); best: "
                    "each run's best evaluation in training")
     p.add_argument("--alpha", type=number(0, 1, open_ends=True), default=0.05,
@@ -263,7 +228,7 @@ def _compare_args(p: argparse.ArgumentParser) -> None:
 def _regress_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--baseline", required=True, help="run folder or cube of the baseline")
     p.add_argument("--candidate", required=True, help="run folder or cube of tonight's run")
-    p.add_argument("--metric", help="a metric other than the task's (accuracy, f1, mcc, acc_f1, macro_f1)")
+    p.add_argument("--metric", help=METRIC_HELP)
     p.add_argument("--max-drop", type=number(0, 1), default=0.005,
                    help="tolerated drop of the mean metric (0.005)")
     p.add_argument("--max-con-drop", type=number(0, 1), default=0.02,
@@ -372,7 +337,7 @@ COMMANDS = {
         Exit 1 when the candidate is significantly (one-sided, --alpha) worse than the
         baseline by more than --max-drop on the metric, or significantly less consistent by
         more than --max-con-drop; else 0. Appends the night to --history (JSON lines) and
-        rewrites its report (the .md beside it) with the trend. slurm/nightly.sh runs it
+        rewrites its report (the .md beside it) with the trend. seedgrid-nightly runs it
         after the night's grid.
 
         example:
@@ -402,13 +367,22 @@ def build_parser() -> argparse.ArgumentParser:
     from seedgrid import __version__
 
     parser.add_argument("--version", action="version", version=f"seedgrid {__version__}")
+    _verbosity_args(parser, 0)
     sub = parser.add_subparsers(dest="command", required=True, metavar="command")
     for name, (func, add_args, summary, details) in COMMANDS.items():
         p = sub.add_parser(name, help=summary, description=summary + "\n" + textwrap.dedent(details),
                            formatter_class=argparse.RawDescriptionHelpFormatter)
         p.set_defaults(func=func)
         add_args(p)
+        _verbosity_args(p, argparse.SUPPRESS)  # also after the command: report -q runs/x
     return parser
+
+
+def _verbosity_args(p: argparse.ArgumentParser, default) -> None:
+    p.add_argument("-q", "--quiet", action="count", default=default,
+                   help="less on stderr: -q warnings only, -qq errors only (results stay)")
+    p.add_argument("-v", "--verbose", action="count", default=default,
+                   help="more on stderr: debug lines and transformers' own messages")
 
 
 #: exit statuses: 0 fine (pass, not significant), 1 a verdict (a cell not done, significant,
@@ -418,6 +392,9 @@ UNEXPECTED = 3
 
 def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
+    from seedgrid import log
+
+    log.configure(args.verbose - args.quiet)
     try:
         args.func(args)
     except UsageError as e:

@@ -138,8 +138,11 @@ def bootstrap(pred_a: np.ndarray, pred_b: np.ndarray, labels: np.ndarray, metric
         w_ex, w_a, w_b = draws
 
     def mean_metric(pred, w_runs):
-        per_run = metrics.from_class_counts(metric, *metrics.weighted_class_counts(
-            pred, labels, w_ex))
+        if metric in metrics.REGRESSION:
+            per_run = _resampled_correlation(pred, labels, w_ex, metric)
+        else:
+            per_run = metrics.from_class_counts(metric, *metrics.weighted_class_counts(
+                pred, labels, w_ex))
         return (per_run * w_runs).sum(axis=1) / w_runs.sum(axis=1)  # (draw,)
 
     diffs = mean_metric(pred_b, w_b) - mean_metric(pred_a, w_a)
@@ -149,6 +152,21 @@ def bootstrap(pred_a: np.ndarray, pred_b: np.ndarray, labels: np.ndarray, metric
     lo, hi = np.quantile(diffs, [alpha / 2, 1 - alpha / 2])
     return {"difference": observed, "ci": [float(lo), float(hi)], "p": float(p),
             "n_boot": len(diffs), "paired": paired}
+
+
+def _resampled_correlation(pred: np.ndarray, labels: np.ndarray, w_ex: np.ndarray,
+                           metric: str, cells: int = 20_000_000) -> np.ndarray:
+    """A correlation metric of each run (run, example) on each draw's resample of the examples
+    (multiplicities ``w_ex`` (draw, example)): (draw, run). A correlation is not a sum over
+    examples, so each resample is built (its ranks, for Spearman, are its own), a block of
+    draws at a time (at most ``cells`` numbers in memory)."""
+    n_draw, n_ex = w_ex.shape
+    picks = np.repeat(np.tile(np.arange(n_ex), n_draw), w_ex.astype(np.int64).ravel()
+                      ).reshape(n_draw, n_ex)  # each draw holds n_ex examples
+    block = max(1, cells // max(1, pred.size))
+    return np.concatenate([
+        metrics.METRICS[metric](pred[:, idx].transpose(1, 0, 2), labels[idx][:, None, :])
+        for idx in (picks[d:d + block] for d in range(0, n_draw, block))])
 
 
 def aso(a, b, n_boot: int = 1000, confidence: float = 0.95, seed: int = 0,
@@ -240,8 +258,8 @@ def check_comparable(a: xr.Dataset, b: xr.Dataset, metric: str | None) -> None:
     if not np.array_equal(a["example"].values, b["example"].values):
         raise UsageError(f"the cubes have different validation examples ({a.sizes['example']} "
                          f"vs {b.sizes['example']}): compare runs evaluated on the same set")
-    if metric and metric not in metrics.METRICS:
-        raise UsageError(f"--metric {metric!r}: choose one of {', '.join(metrics.METRICS)}")
+    if metric:
+        metrics.check_metric(metric, a.seedgrid.regression)
 
 
 def shared_cells(a: xr.DataArray, b: xr.DataArray) -> list[tuple[int, int]]:
@@ -299,7 +317,9 @@ def compare(path_a, path_b, metric: str | None = None, step: str = "end", alpha:
     cells, a, b, runs_a, runs_b = _sides(score_a, score_b, pred_a, pred_b)
     paired = bool(cells)
     tests = scores_test(a, b, paired, alpha)
-    boot = bootstrap(runs_a.astype(np.int64), runs_b.astype(np.int64), ds_a.label.values, name,
+    regression = ds_a.seedgrid.regression
+    kind = np.float64 if regression else np.int64
+    boot = bootstrap(runs_a.astype(kind), runs_b.astype(kind), ds_a.label.values, name,
                      paired, n_boot=n_boot, alpha=alpha, seed=seed)
     result = {
         "a": str(path_a), "b": str(path_b), "task": ds_a.attrs["task"], "metric": name,
@@ -307,7 +327,8 @@ def compare(path_a, path_b, metric: str | None = None, step: str = "end", alpha:
         "paired_cells": len(cells) if paired else 0, **tests, "bootstrap": boot,
         "aso_epsilon_min": aso(a, b, seed=seed),
         "best_a": float(np.max(a)), "best_b": float(np.max(b)),
-        "churn": churn(pred_a, pred_b, cells if paired else None),
+        # regression: outputs are real numbers, no predicted classes to agree on
+        "churn": None if regression else churn(pred_a, pred_b, cells if paired else None),
         "rank_p_floor": rank_test_floor(a, b, paired),
     }
     p_of = {"t": tests["p"], "wilcoxon": tests["rank_p"], "bootstrap": boot["p"]}
@@ -363,14 +384,19 @@ def format_result(r: dict) -> str:
         f"{f(r['d_av'])}",
         f"  seeds per side for {100 * r['power']:.0f}% power at this effect: "
         f"{r['seeds_for_power'] if r['seeds_for_power'] is not None else 'more than 10000'}",
-        f"  predictions: {r['churn']['between']:.4f} of them differ between A and B runs, "
-        f"{r['churn']['within_a']:.4f} between A's own seeds (excess {r['churn']['excess']:+.4f});"
-        f" majority label changed on {r['churn']['examples_changed']} of "
-        f"{r['churn']['examples']} examples",
+        _churn_line(r["churn"]),
         _verdict_line(r),
     ]
     lines += [f"warning: {w}" for w in r["warnings"]]
     return "\n".join(lines)
+
+
+def _churn_line(c: dict | None) -> str:
+    if c is None:
+        return "  predictions: a regression task has no predicted classes to compare (n/a)"
+    return (f"  predictions: {c['between']:.4f} of them differ between A and B runs, "
+            f"{c['within_a']:.4f} between A's own seeds (excess {c['excess']:+.4f}); majority "
+            f"label changed on {c['examples_changed']} of {c['examples']} examples")
 
 
 def _verdict_line(r: dict) -> str:

@@ -205,7 +205,8 @@ def _create(nc, template: dict, seeds_wi: list[int], seeds_do: list[int], cfg,
     out = {}
     for name, dims in VARIABLES.items():
         if name == "label":
-            nc.createVariable(name, "i8", dims)[:] = template["label"]
+            label = np.asarray(template["label"])  # float: a regression task's scores
+            nc.createVariable(name, "f8" if label.dtype.kind == "f" else "i8", dims)[:] = label
             nc[name].setncatts(template["label_flags"])
         elif name == "status":
             out[name] = nc.createVariable(name, "i1", dims)

@@ -26,10 +26,11 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from seedgrid import early_stop_run
+from seedgrid import early_stop_run, log
 from seedgrid.cluster import Profile
 from seedgrid.config import Config, load_config
 from seedgrid.errors import UsageError
+from seedgrid.log import logger
 from seedgrid.rundir import (CONFIG, JOBS, LOGS, Cell, checkpoint_path, decider_log,
                              read_jobs, running_marker, shard_path, write_config)
 from seedgrid.store import (locked, remove_stale_temporaries, set_aside, shard_state,
@@ -145,8 +146,8 @@ def train_and_store(cfg: Config, run_dir: str | Path, seed_wi: int, seed_do: int
         write_config(Path(run_dir), cfg)  # (a run folder made by submit has it already)
         path = shard_path(run_dir, seed_wi, seed_do)
         if shard_state(path) == "damaged":  # an unreadable shard: kept aside for a look
-            print(f"[wi={seed_wi} do={seed_do}] the unreadable shard {path} was moved to "
-                  f"{set_aside(path).name}", flush=True)
+            logger.warning(f"[wi={seed_wi} do={seed_do}] the unreadable shard {path} was moved "
+                           f"to {set_aside(path).name}")
         remove_stale_temporaries(path)
         write_atomic(shard, path)
         if shard.status.item() != "stopped":
@@ -176,6 +177,7 @@ class ArrayTask:
             # SLURM already limits the task to its GPUs; Accelerate takes cuda:LOCAL_RANK.
             submitit.helpers.TorchDistributedEnvironment().export(set_cuda_visible_devices=False,
                                                                   overwrite=True)
+        log.configure()  # this process is seedgrid's: progress and warnings to the task's log
         set_threads(self.threads)
         cfg = load_config(Path(run_dir) / CONFIG)
         plan = early_stop_run.read(Path(run_dir))  # early stopping: phase one stops, phase two goes on
@@ -255,7 +257,9 @@ def submit(cfg: Config, profile: Profile, run_dir: Path, cells: list[Cell], n_ta
     tasks = pack(cells, n_tasks)
     threads = local_threads(profile, min(parallel, n_tasks)) if profile.executor == "local" else 0
     executor = submitit.AutoExecutor(folder=run_dir / LOGS, cluster=profile.executor)
-    executor.update_parameters(**profile.submitit_parameters(job_name(run_dir), parallel))
+    parameters = profile.submitit_parameters(job_name(run_dir), parallel)
+    logger.debug(f"submitit {profile.executor} executor: {parameters}")
+    executor.update_parameters(**parameters)
     limit = len(tasks)
     if profile.executor == "slurm":
         limit = profile.max_array_size or max_array_size()
@@ -339,9 +343,9 @@ def warn_if_login_node(profile: Profile) -> None:
     bad input stays one line."""
     if (profile.executor == "local" and shutil.which("sbatch") is not None
             and "SLURM_JOB_ID" not in os.environ):
-        print("seedgrid: warning: training on this machine (--cluster local), where SLURM is "
-              "installed: is this a login node? Give --cluster <your profile> (or set "
-              "SEEDGRID_CLUSTER) to train on the cluster", file=sys.stderr)
+        logger.warning("training on this machine (--cluster local), where SLURM is installed: "
+                       "is this a login node? Give --cluster <your profile> (or set "
+                       "SEEDGRID_CLUSTER) to train on the cluster")
 
 
 def max_array_size() -> int:

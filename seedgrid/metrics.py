@@ -8,6 +8,12 @@ binary, with class 1 positive; ``macro_f1`` (CB) averages the F1 of each class o
 that occur in the labels or the predictions, as ``f1_score(average="macro")``; accuracy and
 macro-F1 take any number of classes.
 
+A regression task (STS-B: one real output per example) has ``pearson`` and ``spearman`` (the
+correlation of the outputs with the gold scores, as ``scipy.stats.pearsonr``/``spearmanr``;
+ties take their mean rank), 0 where the outputs are constant (a collapsed model), as MCC.
+Here ``labels`` may also carry leading dimensions that broadcast against ``pred``'s (a
+bootstrap resample of the examples per draw).
+
 :func:`score` goes from logits to the metric and gives NaN where a run has no logits (a missing
 or diverged evaluation).
 """
@@ -15,6 +21,9 @@ or diverged evaluation).
 from __future__ import annotations
 
 import numpy as np
+import scipy.stats
+
+from seedgrid.errors import UsageError
 
 
 def _counts(pred: np.ndarray, labels: np.ndarray):
@@ -63,7 +72,38 @@ def _class_counts(pred: np.ndarray, labels: np.ndarray
     return tp, fp, fn
 
 
-METRICS = {"accuracy": accuracy, "f1": f1, "mcc": mcc, "acc_f1": acc_f1, "macro_f1": macro_f1}
+def pearson(pred: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    pred, labels = np.asarray(pred, np.float64), np.asarray(labels, np.float64)
+    p = pred - pred.mean(axis=-1, keepdims=True)
+    g = labels - labels.mean(axis=-1, keepdims=True)
+    constant = (pred.max(axis=-1) == pred.min(axis=-1)) | (
+        labels.max(axis=-1) == labels.min(axis=-1))  # exactly: no rounding residue counts
+    r = _ratio(np.sum(p * g, axis=-1), np.sqrt(np.sum(p * p, axis=-1) * np.sum(g * g, axis=-1)))
+    return np.where(constant, 0.0, np.clip(r, -1.0, 1.0))
+
+
+def spearman(pred: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    return pearson(scipy.stats.rankdata(pred, axis=-1), scipy.stats.rankdata(labels, axis=-1))
+
+
+CLASSIFICATION = {"accuracy": accuracy, "f1": f1, "mcc": mcc, "acc_f1": acc_f1,
+                  "macro_f1": macro_f1}
+REGRESSION = {"pearson": pearson, "spearman": spearman}
+METRICS = {**CLASSIFICATION, **REGRESSION}
+
+
+def check_metric(name: str, regression: bool, option: str = "--metric") -> None:
+    """UsageError unless ``name`` is a metric of this kind of task (classification or
+    regression), naming the ones that are."""
+    kind = REGRESSION if regression else CLASSIFICATION
+    if name in kind:
+        return
+    what = "a regression task (one output per example)" if regression else \
+        "a classification task"
+    if name in METRICS:
+        raise UsageError(f"{option} {name!r} is not a metric of {what}: choose one of "
+                         f"{', '.join(kind)}")
+    raise UsageError(f"unknown {option} {name!r}: choose one of {', '.join(kind)}")
 
 
 def from_class_counts(metric: str, tp, fp, fn, total) -> np.ndarray:
@@ -117,20 +157,32 @@ def majority_label(labels: np.ndarray) -> int:
 
 def majority_baseline(labels: np.ndarray, metric: str) -> float:
     """The metric of always predicting the majority label: where a collapsed classifier
-    lands (Dodge et al.'s Table 2 gives it for the full GLUE validation sets)."""
+    lands (Dodge et al.'s Table 2 gives it for the full GLUE validation sets). For a
+    regression metric, a constant output: a correlation of 0."""
+    if metric in REGRESSION:
+        return 0.0
     labels = np.asarray(labels, dtype=np.int64)
     return float(METRICS[metric](np.full_like(labels, majority_label(labels)), labels))
 
 
+def predict(logits: np.ndarray) -> np.ndarray:
+    """Predictions from ``logits`` (..., example, class): the class with the largest logit, or
+    the output itself where there is one (regression); NaN where any logit is NaN."""
+    if logits.shape[-1] == 1:
+        return logits[..., 0].astype(np.float64)
+    pred = np.argmax(np.where(np.isnan(logits), 0.0, logits), axis=-1).astype(np.float64)
+    return np.where(np.isnan(logits).any(axis=-1), np.nan, pred)
+
+
 def score(logits: np.ndarray, labels: np.ndarray, metric: str) -> np.ndarray:
     """Metric of ``logits`` (..., example, class); NaN where any logit of a run is NaN."""
-    pred = np.argmax(np.where(np.isnan(logits), 0.0, logits), axis=-1).astype(np.float64)
-    return score_predictions(np.where(np.isnan(logits).any(axis=-1), np.nan, pred), labels,
-                             metric)
+    return score_predictions(predict(logits), labels, metric)
 
 
 def score_predictions(pred: np.ndarray, labels: np.ndarray, metric: str) -> np.ndarray:
-    """Metric of predicted classes ``pred`` (..., example); NaN where any prediction is NaN."""
+    """Metric of predictions ``pred`` (..., example): classes, or real outputs for a regression
+    metric; NaN where any prediction is NaN."""
     missing = np.isnan(pred).any(axis=-1)
-    value = METRICS[metric](np.where(np.isnan(pred), -1, pred).astype(np.int64), labels)
+    known = np.where(np.isnan(pred), -1, pred)
+    value = METRICS[metric](known if metric in REGRESSION else known.astype(np.int64), labels)
     return np.where(missing, np.nan, value)

@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING
 from seedgrid import assets
 from seedgrid.config import LoraConfig, ModelConfig
 from seedgrid.errors import UsageError
+from seedgrid.log import quiet_transformers
 from seedgrid.seeds import wi_generator
 
 TINY = "tiny-random-bert"
@@ -45,12 +46,10 @@ if TYPE_CHECKING:
 
 
 def _transformers():
-    """transformers, imported where a model loads (the CLI's checks need neither it nor torch);
-    its own warnings about newly initialised weights are silenced: seedgrid reports them."""
+    """transformers, imported where a model loads (the CLI's checks need neither it nor torch).
+    Loads run inside seedgrid.log.quiet_transformers (seedgrid reports new weights itself)."""
     import transformers
 
-    transformers.utils.logging.set_verbosity_error()
-    transformers.utils.logging.disable_progress_bar()
     return transformers
 
 
@@ -72,7 +71,8 @@ def resolve(name: str) -> str:
 def load_tokenizer(cfg: ModelConfig):
     source = resolve(cfg.name)
     try:
-        tokenizer = _transformers().AutoTokenizer.from_pretrained(source)
+        with quiet_transformers():
+            tokenizer = _transformers().AutoTokenizer.from_pretrained(source)
     except OSError as e:
         raise _load_error(cfg.name, e) from None
     if tokenizer.pad_token is None:  # decoders (Llama): pad with the end-of-text token
@@ -90,12 +90,13 @@ def load_model(cfg: ModelConfig, num_labels: int, dropout: float, seed_wi: int,
         source = resolve(cfg.name)
         transformers = _transformers()
         try:
-            config = transformers.AutoConfig.from_pretrained(source, num_labels=num_labels)
-            for attr in _DROPOUT_ATTRS:
-                if hasattr(config, attr):
-                    setattr(config, attr, dropout)
-            model, info = transformers.AutoModelForSequenceClassification.from_pretrained(
-                source, config=config, output_loading_info=True, dtype=cfg.dtype)
+            with quiet_transformers():
+                config = transformers.AutoConfig.from_pretrained(source, num_labels=num_labels)
+                for attr in _DROPOUT_ATTRS:
+                    if hasattr(config, attr):
+                        setattr(config, attr, dropout)
+                model, info = transformers.AutoModelForSequenceClassification.from_pretrained(
+                    source, config=config, output_loading_info=True, dtype=cfg.dtype)
         except OSError as e:
             raise _load_error(cfg.name, e) from None
         new = sorted(info["missing_keys"])
@@ -137,7 +138,8 @@ def check_lora(cfg: ModelConfig, lora: LoraConfig) -> None:
 
         transformers = _transformers()
         try:
-            config = transformers.AutoConfig.from_pretrained(resolve(cfg.name))
+            with quiet_transformers():
+                config = transformers.AutoConfig.from_pretrained(resolve(cfg.name))
         except OSError as e:
             raise _load_error(cfg.name, e) from None
         with init_empty_weights():
@@ -195,7 +197,8 @@ def _tiny(name: str, num_labels: int, dropout: float, dtype: str = "float32"):
     import torch
 
     transformers = _transformers()
-    tokenizer = transformers.AutoTokenizer.from_pretrained(resolve(name))
+    with quiet_transformers():
+        tokenizer = transformers.AutoTokenizer.from_pretrained(resolve(name))
     shape = {"vocab_size": tokenizer.vocab_size, "hidden_size": 32, "num_hidden_layers": 2,
              "num_attention_heads": 2, "intermediate_size": 64, "max_position_embeddings": 512,
              "num_labels": num_labels}

@@ -1,13 +1,16 @@
 """Progress people can watch, on stderr (results stay on stdout): ``--wait``'s counts of cells
 and tasks with the time left, and the periodic lines of long ``collect`` and ``report`` runs.
-On a terminal a line is rewritten in place; in a log file a line comes at most every 30 s."""
+On a terminal a line is rewritten in place; in a log file a line comes at most every 30 s
+(through the ``seedgrid`` logger at INFO: ``-q`` hides them)."""
 
 from __future__ import annotations
 
+import logging
 import sys
 import time
 from pathlib import Path
 
+from seedgrid.log import logger
 from seedgrid.rundir import LOGS
 
 
@@ -21,7 +24,7 @@ class Progress:
                  stream=None):
         self.cells, self.tasks, self.run_dir, self.every_s = cells, tasks, run_dir, every_s
         self.stream = stream or sys.stderr
-        self.live = self.stream.isatty()
+        self.live = self.stream.isatty() and logger.isEnabledFor(logging.INFO)
         self.started = time.time()
         self.last_time = -every_s
         self.counts: tuple | None = None
@@ -41,12 +44,10 @@ class Progress:
         line = self.line(done, diverged, ended, now - self.started)
         if self.live:
             self.stream.write("\r\033[K" + line + ("\n" if final else ""))
+            self.stream.flush()
         elif final or (changed and now - self.last_time >= self.every_s):
-            self.stream.write(line + "\n")
+            logger.info(line)
             self.last_time = now
-        else:
-            return
-        self.stream.flush()
 
 
 def _duration(seconds: float) -> str:
@@ -61,9 +62,8 @@ class Ticker:
     """``collect``/``report``: a line on stderr at most every ``every_s`` seconds while ``what``
     goes through ``total`` items (none for work that ends sooner)."""
 
-    def __init__(self, what: str, total: int, every_s: float = 30.0, stream=None):
+    def __init__(self, what: str, total: int, every_s: float = 30.0):
         self.what, self.total, self.every_s = what, total, every_s
-        self.stream = stream or sys.stderr
         self.started = self.last = time.time()
 
     def tick(self, done: int, item: str = "") -> None:
@@ -71,7 +71,6 @@ class Ticker:
         if now - self.last >= self.every_s:
             elapsed = now - self.started
             left = f", about {_duration(elapsed / done * (self.total - done))} left" if done else ""
-            self.stream.write(f"{self.what}: {done}/{self.total}{' ' + item if item else ''} "
-                              f"after {elapsed:.0f} s{left}\n")
-            self.stream.flush()
+            logger.info(f"{self.what}: {done}/{self.total}{' ' + item if item else ''} "
+                        f"after {elapsed:.0f} s{left}")
             self.last = now

@@ -7,7 +7,6 @@ history with its markdown report (the last nights and the trend of the candidate
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -15,6 +14,7 @@ import scipy.stats
 
 from seedgrid.compare import MIN_SEEDS, _check_options, _sides, check_comparable, load
 from seedgrid.errors import UsageError
+from seedgrid.log import logger
 from seedgrid.store import json_ready, write_text_atomic
 
 
@@ -48,29 +48,47 @@ def regress(baseline, candidate, max_drop: float = 0.005, alpha: float = 0.05,
     else:
         p_worse = scipy.stats.ttest_ind(b + max_drop, a, equal_var=False,
                                         alternative="less").pvalue
-    con_a, con_b = ((r == r[0]).all(axis=0).astype(np.float64) for r in (runs_a, runs_b))
-    con_gap = con_b - con_a + max_con_drop
-    less = scipy.stats.ttest_1samp(con_gap, 0, alternative="less").pvalue \
-        if np.ptp(con_gap) > 0 else (0.0 if con_gap[0] < 0 else 1.0)
+    con_a, con_b, less = _consistency_test(runs_a, runs_b, max_con_drop,
+                                           ds_a.seedgrid.regression)
     result = {
         "baseline": str(baseline), "candidate": str(candidate), "task": ds_a.attrs["task"],
         "metric": score_a.name, "pairing": "paired" if paired else "unpaired",
         "runs": [len(a), len(b)], "mean_baseline": float(np.mean(a)),
         "mean_candidate": float(np.mean(b)), "difference": float(np.mean(b) - np.mean(a)),
-        "max_drop": max_drop, "p_worse": float(p_worse), "con_baseline": float(con_a.mean()),
-        "con_candidate": float(con_b.mean()), "max_con_drop": max_con_drop,
-        "p_less_consistent": float(less), "alpha": alpha,
+        "max_drop": max_drop, "p_worse": float(p_worse), "con_baseline": con_a,
+        "con_candidate": con_b, "max_con_drop": max_con_drop, "p_less_consistent": less,
+        "alpha": alpha,
     }
     result["worse"] = result["p_worse"] < alpha
-    result["less_consistent"] = result["p_less_consistent"] < alpha
+    result["less_consistent"] = less is not None and less < alpha
     result["incomplete"] = int(ds_b.status.isin(["failed", "missing"]).sum())
     result["regression"] = result["worse"] or result["less_consistent"] or \
         (result["incomplete"] > 0 and not allow_incomplete)
     return result
 
 
-#: what each night's row must hold as numbers for the report and its trend
-_NUMBERS = ("mean_candidate", "difference", "p_worse", "con_candidate", "p_less_consistent")
+def _consistency_test(runs_a: np.ndarray, runs_b: np.ndarray, max_con_drop: float,
+                      regression: bool) -> tuple:
+    """(CON of A, CON of B, p that B is less consistent by more than ``max_con_drop``): a
+    one-sided paired t-test over examples of "every run agrees". (None, None, None) for a
+    regression task: its outputs are real numbers, CON is undefined."""
+    if regression:
+        return None, None, None
+    con_a, con_b = ((r == r[0]).all(axis=0).astype(np.float64) for r in (runs_a, runs_b))
+    con_gap = con_b - con_a + max_con_drop
+    less = scipy.stats.ttest_1samp(con_gap, 0, alternative="less").pvalue \
+        if np.ptp(con_gap) > 0 else (0.0 if con_gap[0] < 0 else 1.0)
+    return float(con_a.mean()), float(con_b.mean()), float(less)
+
+
+#: what each night's row must hold as numbers for the report and its trend; and what it holds
+#: as a number or null (CON: null for a regression task)
+_NUMBERS = ("mean_candidate", "difference", "p_worse")
+_NUMBERS_OR_NULL = ("con_candidate", "p_less_consistent")
+
+
+def _number(x) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool) and bool(np.isfinite(x))
 
 
 def append_history(path, result: dict, when: str) -> list[dict]:
@@ -83,8 +101,8 @@ def append_history(path, result: dict, when: str) -> list[dict]:
     for line in (path.read_text(errors="replace").splitlines() if path.exists() else []):
         try:
             row = json.loads(line)
-            if not all(isinstance(row.get(k), (int, float)) and not isinstance(row.get(k), bool)
-                       and np.isfinite(row[k]) for k in _NUMBERS):
+            if not (all(_number(row.get(k)) for k in _NUMBERS) and all(
+                    k in row and (row[k] is None or _number(row[k])) for k in _NUMBERS_OR_NULL)):
                 raise ValueError("a number is missing or not finite")
             rows.append(row)
         except (ValueError, AttributeError):
@@ -92,8 +110,8 @@ def append_history(path, result: dict, when: str) -> list[dict]:
     if bad:
         aside = path.with_name(path.name + ".damaged")
         aside.write_bytes(path.read_bytes())
-        print(f"seedgrid: warning: {bad} line(s) of {path} are not nights of this gate: left out "
-              f"(the file as it was: {aside.name})", file=sys.stderr)
+        logger.warning(f"{bad} line(s) of {path} are not nights of this gate: left out (the "
+                       f"file as it was: {aside.name})")
     rows.append(json_ready({"date": when, **result}))
     write_text_atomic(path, "".join(json.dumps(r, allow_nan=False) + "\n" for r in rows))
     return rows
@@ -107,8 +125,9 @@ def history_markdown(rows: list[dict], last: int = 30) -> str:
              "| verdict |", "|---|---|---|---|---|---|---|---|"]
     for r in shown:
         lines.append(f"| {r['date']} | {r['candidate']} | {r['mean_candidate']:.4f} | "
-                     f"{r['difference']:+.4f} | {r['p_worse']:.3g} | {r['con_candidate']:.3f} | "
-                     f"{r['p_less_consistent']:.3g} | "
+                     f"{r['difference']:+.4f} | {r['p_worse']:.3g} | "
+                     f"{_or_na(r['con_candidate'], '.3f')} | "
+                     f"{_or_na(r['p_less_consistent'], '.3g')} | "
                      f"{'REGRESSION' if r['regression'] else 'pass'} |")
     means = np.array([r["mean_candidate"] for r in shown])
     if len(means) >= 3 and np.ptp(means) > 0:
@@ -118,6 +137,10 @@ def history_markdown(rows: list[dict], last: int = 30) -> str:
     else:
         lines.append("\nTrend: needs at least 3 nights with different means.")
     return "\n".join(lines) + "\n"
+
+
+def _or_na(x, fmt: str) -> str:
+    return "n/a" if x is None else format(x, fmt)
 
 
 def gate(baseline, candidate, history: Path, **options) -> bool:
@@ -134,8 +157,12 @@ def gate(baseline, candidate, history: Path, **options) -> bool:
           f"{r['mean_baseline']:.4f} ({r['difference']:+.4f}; {r['pairing']}, runs "
           f"{r['runs'][1]} vs {r['runs'][0]}): p(worse by more than {r['max_drop']}) = "
           f"{r['p_worse']:.4g}")
-    print(f"CON: candidate {r['con_candidate']:.4f} vs baseline {r['con_baseline']:.4f}: "
-          f"p(less consistent by more than {r['max_con_drop']}) = {r['p_less_consistent']:.4g}")
+    if r["con_candidate"] is None:
+        print("CON: n/a (a regression task: outputs are real numbers, no labels to agree on)")
+    else:
+        print(f"CON: candidate {r['con_candidate']:.4f} vs baseline {r['con_baseline']:.4f}: "
+              f"p(less consistent by more than {r['max_con_drop']}) = "
+              f"{r['p_less_consistent']:.4g}")
     if r["incomplete"]:
         print(f"{r['incomplete']} cell(s) of the candidate failed or are missing"
               + ("" if options.get("allow_incomplete") else ": the gate fails "

@@ -32,6 +32,26 @@ from seedgrid.rundir import REPORT, check_output
 from seedgrid.store import STATUS, json_ready, raise_if_disk_full
 
 
+def reported_metrics(ds: xr.Dataset) -> tuple[str, str]:
+    """Bui et al.'s two macro metrics of a cube: accuracy and F1 (macro-F1 beyond two labels);
+    Pearson and Spearman for a regression task. The first is the one ζ (Fig. 3) ranks on."""
+    if ds.seedgrid.regression:
+        return ("pearson", "spearman")
+    return ("accuracy", "f1" if ds.sizes["class"] == 2 else "macro_f1")
+
+
+def _micro(acc, coupled: bool) -> dict:
+    """Bui et al.'s micro view (None for a regression task: no predicted labels to agree on)."""
+    micro = acc.consistency()
+    return {
+        "grid": {"runs": int(micro["runs"]),
+                 **{k: float(micro[k]) for k in ("con", "ccon", "agreement")}},
+        "per_wi": [] if coupled else _per_seed(acc.consistency(over="seed_do"), "seed_wi"),
+        "per_do": [] if coupled else _per_seed(acc.consistency(over="seed_wi"), "seed_do"),
+        "equal_accuracy_pairs": acc.run_pairs(top=5).to_dict("records"),
+    }
+
+
 def analyse(ds: xr.Dataset, samples: int = 5_000, seed: int = 0) -> dict:
     """All per-run numbers of the report for cube ``ds`` (JSON-ready, NaN as None)."""
     acc = ds.seedgrid
@@ -40,7 +60,6 @@ def analyse(ds: xr.Dataset, samples: int = 5_000, seed: int = 0) -> dict:
     diverged = acc.diverged()
     picks = acc.regimes()
     curves = acc.expected_max()
-    micro = acc.consistency()
     spearman, pearson = acc.step_correlation(), acc.step_correlation(method="pearson")
     coupled = bool(ds.attrs.get("coupled", 0))  # run k = seed k for everything: no WI/DO split
     out = {
@@ -52,9 +71,9 @@ def analyse(ds: xr.Dataset, samples: int = 5_000, seed: int = 0) -> dict:
         "status": {s: int((ds.status == s).sum()) for s in STATUS},
         "macro": {
             "end": analysis.summary(final), "best": analysis.summary(best),
-            # Bui et al.: accuracy and F1 (macro-F1 beyond two labels), mean and VAR at the end
-            "by_metric": {m: analysis.summary(acc.final(m)) for m in
-                          ("accuracy", "f1" if ds.sizes["class"] == 2 else "macro_f1")},
+            # Bui et al.: accuracy and F1 (macro-F1 beyond two labels), mean and VAR at the end;
+            # a regression task: Pearson and Spearman
+            "by_metric": {m: analysis.summary(acc.final(m)) for m in reported_metrics(ds)},
             "decoupled_std": None if coupled else {"end": analysis.decoupled_std(final),
                                                    "best": analysis.decoupled_std(best)},
             "anova": None if coupled else analysis.best_vs_worst_anova(final),
@@ -71,13 +90,7 @@ def analyse(ds: xr.Dataset, samples: int = 5_000, seed: int = 0) -> dict:
                             [curves["lower"].sel(regime=r), curves["upper"].sel(regime=r)],
                             axis=1).tolist()}
                     for r in analysis.REGIMES},
-        "micro": {
-            "grid": {"runs": int(micro["runs"]),
-                     **{k: float(micro[k]) for k in ("con", "ccon", "agreement")}},
-            "per_wi": [] if coupled else _per_seed(acc.consistency(over="seed_do"), "seed_wi"),
-            "per_do": [] if coupled else _per_seed(acc.consistency(over="seed_wi"), "seed_do"),
-            "equal_accuracy_pairs": acc.run_pairs(top=5).to_dict("records"),
-        },
+        "micro": None if acc.regression else _micro(acc, coupled),
         "dynamics": {"epochs": ds.epoch.sel(step=spearman["step"]).values.tolist(),
                      "spearman": spearman.values.tolist(), "pearson": pearson.values.tolist()},
     }
@@ -103,11 +116,12 @@ def _per_seed(micro: xr.Dataset, kind: str) -> list[dict]:
 def across(cubes: dict[str, xr.Dataset]) -> dict:
     """Cross-run numbers: WI seeds across tasks (Dodge §4.3), Bui Figs. 2/4 by training size
     (with the coefficients, per model family) and Fig. 3 (normalised ζ of each seed on each
-    task, on accuracy)."""
+    task, on accuracy; on Pearson for a regression task)."""
     shared = analysis.seeds_across_tasks({name: ds.seedgrid.final() for name, ds in
                                           cubes.items()})
     sizes = analysis.by_training_size([ds for ds in cubes.values() if "n_train" in ds.attrs])
-    zeta = analysis.zeta({n: ds.seedgrid.final("accuracy") for n, ds in cubes.items()},
+    zeta = analysis.zeta({n: ds.seedgrid.final(reported_metrics(ds)[0])
+                          for n, ds in cubes.items()},
                          {n: bool(ds.attrs.get("coupled", 0)) for n, ds in cubes.items()})
     return json_ready({
         "seeds_across_tasks": {
@@ -179,7 +193,7 @@ def summary(report: dict) -> str:
     lines = []
     f = lambda x: "n/a" if x is None else f"{x:.4f}"  # noqa: E731
     for name, r in report["runs"].items():
-        end, micro = r["macro"]["end"], r["micro"]["grid"]
+        end, micro = r["macro"]["end"], (r["micro"] or {}).get("grid")
         d = (r["macro"]["decoupled_std"] or {}).get("end")
         lines.append(f"{name}: {r['metric']} at the end {f(end['mean'])} ± {f(end['std'])} "
                      f"(std, ddof 0) over {end['n']} runs (min {f(end['min'])}, max "
@@ -188,7 +202,8 @@ def summary(report: dict) -> str:
                                               "coupled runs (seed k for everything)"))
         lines.append(f"  all runs agree on {f(micro['con'])} of the examples (CON), all correct "
                      f"on {f(micro['ccon'])} (CCON); two runs agree on "
-                     f"{f(micro['agreement'])} on average")
+                     f"{f(micro['agreement'])} on average" if micro else
+                     "  CON, CCON: n/a (a regression task: real outputs, no labels to agree on)")
         every = r["regimes"]["every"]
         lines.append(f"  best found {f(every['best_found'])}; expected best of "
                      f"{len(every['expected_max'])} runs "
@@ -273,9 +288,9 @@ def _figures(cubes, results, cross, out: Path) -> dict[str, dict[str, str]]:
                                                         epoch, folder / "fig9_pearson.png",
                                                         "Pearson, best so far"),
         }
-        predictions = acc.predictions().isel(step=-1)
-        agreement = analysis.agreement_matrix(predictions)
-        if agreement.sizes["run"]:
+        agreement = None if acc.regression else \
+            analysis.agreement_matrix(acc.predictions().isel(step=-1))
+        if agreement is not None and agreement.sizes["run"]:
             accuracy = acc.correct().isel(step=-1).mean("example").sel(
                 seed_wi=agreement["seed_wi"], seed_do=agreement["seed_do"])  # along run
             files["consistency"] = figures.agreement_heatmap(agreement, accuracy.values,

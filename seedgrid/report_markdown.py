@@ -105,26 +105,35 @@ def _wi_do_tables(macro: dict) -> list[str]:
 
 def _micro_section(r: dict, files: dict) -> list[str]:
     """Bui et al.: CON, CCON, agreement, equal-accuracy pairs; training dynamics (Figs. 4-5, 9)."""
-    return ["\n### Do runs agree on individual examples? (Bui et al.)\n",
-         "CON: examples on which all runs predict the same label; CCON: examples all runs get "
-         "right; agreement: mean over pairs of runs of the fraction of equal predictions. Each "
-         "needs at least two runs; over fewer it is undefined (n/a).\n\n",
-         _table(["over", "runs", "CON", "CCON", "agreement"],
-                [[label, x["runs"], x["con"], x["ccon"], x["agreement"]] for label, x in
-                 [("whole grid", r["micro"]["grid"])]
-                 + [(f"WI {x['seed_wi']}", x) for x in r["micro"]["per_wi"]]
-                 + [(f"DO {x['seed_do']}", x) for x in r["micro"]["per_do"]]]),
-         "\nRuns with equal accuracy that agree least (Bui Fig. 1):\n\n",
-         _table(["run A (wi, do)", "run B (wi, do)", "accuracy", "agreement", "both correct"],
-                [[f"({p['seed_wi_a']}, {p['seed_do_a']})", f"({p['seed_wi_b']}, {p['seed_do_b']})",
-                  p["accuracy_a"], p["agreement"], p["both_correct"]]
-                 for p in r["micro"]["equal_accuracy_pairs"]]),
-         "\n", _image(files, "consistency", "Agreement between every two runs"),
-         "\n### Training dynamics (Fig. 4, 5, 9)\n",
-         _dynamics_line(r["dynamics"]),
-         _image(files, "fig4_curves", "Fig. 4: training curves"),
-         _image(files, "fig5_spearman", "Fig. 5: Spearman correlation between evaluations"),
-         _image(files, "fig9_pearson", "Fig. 9: Pearson correlation between evaluations")]
+    return [*_agreement_lines(r, files),
+            "\n### Training dynamics (Fig. 4, 5, 9)\n",
+            _dynamics_line(r["dynamics"]),
+            _image(files, "fig4_curves", "Fig. 4: training curves"),
+            _image(files, "fig5_spearman", "Fig. 5: Spearman correlation between evaluations"),
+            _image(files, "fig9_pearson", "Fig. 9: Pearson correlation between evaluations")]
+
+
+def _agreement_lines(r: dict, files: dict) -> list[str]:
+    head = "\n### Do runs agree on individual examples? (Bui et al.)\n"
+    if r["micro"] is None:
+        return [head, "CON, CCON and agreement: n/a. This is a regression task: each run outputs "
+                "a real number per example, so there are no predicted labels to agree on.\n"]
+    return [head,
+            "CON: examples on which all runs predict the same label; CCON: examples all runs get "
+            "right; agreement: mean over pairs of runs of the fraction of equal predictions. "
+            "Each needs at least two runs; over fewer it is undefined (n/a).\n\n",
+            _table(["over", "runs", "CON", "CCON", "agreement"],
+                   [[label, x["runs"], x["con"], x["ccon"], x["agreement"]] for label, x in
+                    [("whole grid", r["micro"]["grid"])]
+                    + [(f"WI {x['seed_wi']}", x) for x in r["micro"]["per_wi"]]
+                    + [(f"DO {x['seed_do']}", x) for x in r["micro"]["per_do"]]]),
+            "\nRuns with equal accuracy that agree least (Bui Fig. 1):\n\n",
+            _table(["run A (wi, do)", "run B (wi, do)", "accuracy", "agreement", "both correct"],
+                   [[f"({p['seed_wi_a']}, {p['seed_do_a']})",
+                     f"({p['seed_wi_b']}, {p['seed_do_b']})",
+                     p["accuracy_a"], p["agreement"], p["both_correct"]]
+                    for p in r["micro"]["equal_accuracy_pairs"]]),
+            "\n", _image(files, "consistency", "Agreement between every two runs")]
 
 
 def _early_stopping_section(r: dict, files: dict) -> list[str]:

@@ -6,7 +6,7 @@ A cube is one ``xarray.Dataset`` (netCDF4 on disk):
 name          dims                                           meaning
 ============  =============================================  =====================================
 logits        (seed_wi, seed_do, example, step, class)       validation logits at each evaluation
-label         (example)                                      gold label
+label         (example)                                      gold label (regression: gold score)
 train_loss    (seed_wi, seed_do, update)                     mean loss of each optimizer update
 status        (seed_wi, seed_do)                             done / failed / diverged / stopped / missing
 wall_time_s   (seed_wi, seed_do)                             seconds the cell trained
@@ -27,7 +27,8 @@ its classes in ``flag_meanings`` where the task has names. :func:`decode` gives 
 names; :func:`open_cube` and :func:`read_shard` apply it, so in memory ``ds.status == "done"``.
 A cube also keeps, per cell, what the cell ran on and with (``host``, ``device``, ``created``,
 ``versions``: text variables over (seed_wi, seed_do)); a shard keeps them as attributes.
-Schema 1 files (status as strings, no CF metadata) still open.
+Schema 1 files (status as strings, no CF metadata) still open. A regression task (STS-B) has
+one output per example: ``class`` of length 1, ``label`` as float64 scores.
 
 A shard is the same schema with length-1 seed dimensions: one cell. It is written to a
 temporary name in the same folder and renamed, so a reader never sees half a file. Missing or
@@ -42,12 +43,13 @@ import json
 import math
 import os
 import shutil
-import sys
 from pathlib import Path
 from typing import Iterator
 
 import numpy as np
 import xarray as xr
+
+from seedgrid.log import logger
 
 SCHEMA_VERSION = 2
 #: the schema versions this seedgrid opens
@@ -78,12 +80,14 @@ CF_ATTRS: dict[str, dict[str, str]] = {
     "example": {"long_name": "validation example id (the dataset's own)"},
     "step": {"long_name": "optimizer updates done at the evaluation", "units": "1"},
     "epoch": {"long_name": "epochs of training done at the evaluation", "units": "1"},
-    "class": {"long_name": "class index of the logits (names: label's flag_meanings)"},
+    "class": {"long_name": "class index of the logits (names: label's flag_meanings; one "
+                       "output for a regression task)"},
     "update": {"long_name": "optimizer update (from 1)", "units": "1"},
-    "logits": {"long_name": "validation logits at each evaluation", "units": "1"},
-    "label": {"long_name": "gold label of each validation example"},
-    "train_loss": {"long_name": "mean training cross-entropy of each update (nats)",
-                   "units": "1"},
+    "logits": {"long_name": "validation logits (regression: outputs) at each evaluation",
+               "units": "1"},
+    "label": {"long_name": "gold label (regression: gold score) of each validation example"},
+    "train_loss": {"long_name": "mean training loss of each update (cross-entropy in nats; "
+                                "regression: squared error)", "units": "1"},
     "status": {"long_name": "how the cell ended"},
     "wall_time_s": {"long_name": "wall-clock time the cell trained", "units": "s"},
     "host": {"long_name": "host the cell trained on"},
@@ -170,7 +174,7 @@ def cell_dataset(*, seed_wi: int, seed_do: int, logits: np.ndarray, labels: np.n
         raise ValueError(f"status {status!r} is not one of {STATUS}")
     values = {
         "logits": logits.transpose(1, 0, 2)[None, None].astype(np.float32),
-        "label": labels.astype(np.int64),
+        "label": labels.astype(np.float64 if labels.dtype.kind == "f" else np.int64),
         "train_loss": train_loss[None, None].astype(np.float32),
         "status": np.array([[status]], dtype=object),
         "wall_time_s": np.array([[wall_time_s]], dtype=np.float64),
@@ -294,8 +298,7 @@ def read_json(path: str | Path, default):
     try:
         return json.loads(text)
     except ValueError as e:
-        print(f"seedgrid: warning: {path} was damaged ({e}); moved to "
-              f"{set_aside(path).name}", file=sys.stderr)
+        logger.warning(f"{path} was damaged ({e}); moved to {set_aside(path).name}")
         return default
 
 

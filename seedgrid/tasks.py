@@ -48,6 +48,12 @@ class Task:
     #: the hub split used for validation (MNLI: validation_matched / validation_mismatched)
     validation_split: str = "validation"
 
+    @property
+    def regression(self) -> bool:
+        """One real-valued output per example (STS-B): float labels, a correlation metric, no
+        predicted classes (CON, CCON and the agreement of runs are undefined)."""
+        return self.num_labels == 1
+
 
 TASKS: dict[str, Task] = {t.name: t for t in [
     Task("mrpc", ("sentence1", "sentence2"), 2, "acc_f1", 0.75, ("nyu-mll/glue", "mrpc"),
@@ -70,6 +76,9 @@ TASKS: dict[str, Task] = {t.name: t for t in [
     Task("mnli-mm", ("premise", "hypothesis"), 3, "accuracy", None, ("nyu-mll/glue", "mnli"),
          "GLUE MNLI, mismatched validation", ("entailment", "neutral", "contradiction"),
          "validation_mismatched"),
+    # Regression: num_labels = 1 (one output per example), float labels.
+    Task("stsb", ("sentence1", "sentence2"), 1, "pearson", None, ("nyu-mll/glue", "stsb"),
+         "GLUE STS-B sentence similarity, 0-5 (regression); Pearson correlation"),
     Task("qnli", ("question", "sentence"), 2, "accuracy", None, ("nyu-mll/glue", "qnli"),
          "GLUE QNLI question answering as entailment", ("entailment", "not_entailment")),
     Task("qqp", ("question1", "question2"), 2, "acc_f1", None, ("nyu-mll/glue", "qqp"),
@@ -90,7 +99,8 @@ TASKS: dict[str, Task] = {t.name: t for t in [
 
 @dataclass(frozen=True)
 class Split:
-    """One split: a list of strings per text field, integer labels and the dataset's own ids."""
+    """One split: a list of strings per text field, labels (integers; floats for a regression
+    task) and the dataset's own ids."""
 
     texts: tuple[list[str], ...]
     labels: np.ndarray
@@ -133,6 +143,8 @@ def _split(df: pd.DataFrame, task: Task, which: str) -> Split:
         raise UsageError(f"the {which} split of task {task.name!r} is empty: give a file with "
                          "examples in [task] data_files")
     labels = df["label"].to_numpy()
+    if task.regression:
+        return _texts_and_ids(df, task, which, _real_labels(labels, task, which))
     if not np.issubdtype(labels.dtype, np.integer):
         raise UsageError(f"labels of the {which} split of task {task.name!r} are not integers "
                          f"(dtype {labels.dtype}): use 0..{task.num_labels - 1}")
@@ -140,6 +152,24 @@ def _split(df: pd.DataFrame, task: Task, which: str) -> Split:
     if len(bad):
         raise UsageError(f"label {bad[0]} in the {which} split of task {task.name!r} is outside "
                          f"0..{task.num_labels - 1}: fix the data or use a task with more labels")
+    return _texts_and_ids(df, task, which, labels.astype(np.int64))
+
+
+def _real_labels(labels: np.ndarray, task: Task, which: str) -> np.ndarray:
+    """A regression task's labels as float64; UsageError unless every one is a finite number."""
+    if not (np.issubdtype(labels.dtype, np.number) and not np.issubdtype(labels.dtype,
+                                                                          np.complexfloating)):
+        raise UsageError(f"labels of the {which} split of task {task.name!r} are not numbers "
+                         f"(dtype {labels.dtype}): a regression task needs real-valued labels")
+    values = labels.astype(np.float64)
+    bad = values[~np.isfinite(values)]
+    if len(bad):
+        raise UsageError(f"label {bad[0]} in the {which} split of task {task.name!r} is not a "
+                         "finite number: fix or drop those rows")
+    return values
+
+
+def _texts_and_ids(df: pd.DataFrame, task: Task, which: str, labels: np.ndarray) -> Split:
     id_column = next((c for c in ("idx", "id") if c in df.columns), None)
     ids = df[id_column].to_numpy() if id_column else np.arange(len(df))
     if len(np.unique(ids.astype(str))) < len(ids):
@@ -148,7 +178,7 @@ def _split(df: pd.DataFrame, task: Task, which: str) -> Split:
     texts = tuple(df[c].fillna("").astype(str).tolist() for c in task.text_fields)
     if len(texts) == 3:  # WiC: the word leads the first sentence ("bank: He sat on the bank.")
         texts = ([f"{w}: {s}" for w, s in zip(texts[0], texts[1])], texts[2])
-    return Split(texts, labels.astype(np.int64), ids)
+    return Split(texts, labels, ids)
 
 
 def _subset(split: Split, n: int) -> Split:

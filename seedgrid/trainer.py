@@ -32,6 +32,7 @@ import seedgrid
 from seedgrid import data, metrics, seeds
 from seedgrid.checkpoint import Checkpointer, Progress, rng_state, signals_held
 from seedgrid.config import Config
+from seedgrid.log import logger
 from seedgrid.model import load_model, load_tokenizer, optimizer_groups
 from seedgrid.store import cell_dataset
 from seedgrid.tasks import Task, get_task, load_splits
@@ -40,16 +41,21 @@ from seedgrid.tasks import Task, get_task, load_splits
 OnUpdate = Callable[[int, np.ndarray], None]
 
 #: a mean cross-entropy above this (nats per example: the gold label's probability below
-#: e^-100) means training has exploded; the cell is marked diverged, as for a NaN loss
+#: e^-100; regression: a squared error of 100) means training has exploded; the cell is marked
+#: diverged, as for a NaN loss
 EXPLODED_LOSS = 100.0
 
 
-def _print_now(line: str) -> None:
-    print(line, flush=True)  # progress reaches a SLURM log file as it happens
+def _loss_sum(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Summed over the examples: cross-entropy, or the squared error of the one output of a
+    regression task (as transformers' problem_type "regression")."""
+    if logits.shape[-1] == 1:
+        return F.mse_loss(logits.squeeze(-1), labels.float(), reduction="sum")
+    return F.cross_entropy(logits, labels, reduction="sum")
 
 
 def train_cell(cfg: Config, seed_wi: int, seed_do: int, *, on_update: OnUpdate | None = None,
-               checkpointer: Checkpointer | None = None, log: Callable[[str], None] = _print_now,
+               checkpointer: Checkpointer | None = None, log: Callable[[str], None] = logger.info,
                stop_fraction: float | None = None):
     """Fine-tune one cell and return its shard (an ``xarray.Dataset``; main process only).
 
@@ -186,6 +192,10 @@ def _setup(cfg: Config, seed_wi: int, seed_do: int) -> _Cell:
     scheduler = get_linear_schedule_with_warmup(
         optimizer, round(cfg.train.warmup_ratio * total_updates), total_updates)
     model, optimizer, scheduler = accelerator.prepare(model, optimizer, scheduler)
+    if accelerator.is_main_process:
+        logger.debug(f"[wi={seed_wi} do={seed_do}] config {cfg.hash} on {accelerator.device}, "
+                     f"mixed precision {accelerator.mixed_precision}, "
+                     f"{torch.get_num_threads()} CPU threads")
     # Dropout draws from torch's global RNG: seeded after the model is built (Dodge et al.).
     torch.manual_seed(seeds.dropout_seed(cfg.train.dropout_seed, seed_wi, seed_do,
                                          accelerator.process_index))
@@ -234,7 +244,7 @@ def _update(cell: _Cell, batch: np.ndarray, progress: Progress) -> np.ndarray:
         last = i == len(micro) - 1
         with contextlib.nullcontext() if last else accelerator.no_sync(model):
             out = model(**{k: v for k, v in inputs.items() if k != "labels"})
-            loss = weight * F.cross_entropy(out.logits.float(), inputs["labels"], reduction="sum")
+            loss = weight * _loss_sum(out.logits.float(), inputs["labels"])
             # DDP averages gradients over processes: scale so that the result is the gradient
             # of the mean loss over the whole global batch.
             accelerator.backward(loss * cell.world / len(batch))

@@ -87,6 +87,15 @@ def queued(job: str) -> bool:
 SLURM_CONF = Path(os.environ.get("SEEDGRID_SLURM_DIR", "/var/tmp/seedgrid-slurm")) / "etc/slurm.conf"
 
 
+@pytest.fixture(autouse=True)
+def seedgrid_messages():
+    """Messages as in seedgrid's own processes (progress and warnings on stderr, at the
+    default level), whatever an earlier test set: library calls in tests print as the CLI."""
+    from seedgrid import log
+
+    log.configure(0)
+
+
 def pytest_collection_modifyitems(items):
     """Every test that uses the ``slurm`` fixture carries the ``slurm`` marker, so that
     ``pytest -m "not slurm"`` runs the rest where no SLURM is at hand."""

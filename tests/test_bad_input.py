@@ -163,6 +163,13 @@ CASES = [
      "give a .csv or .parquet file name"),
     ("export to unwritable", lambda p: ["export", str(p / "cubes/run"), "--to", "/sys/x.csv"],
      "--to '/sys/x.csv' is not writable"),
+    # --- metrics: unknown, or of the other kind of task (this cube is classification)
+    ("compare regression metric", lambda p: ["compare", str(p / "cubes/run"), str(p / "cubes/run"), "--metric", "pearson"],
+     "'pearson' is not a metric of a classification task: choose one of accuracy"),
+    ("regress unknown metric", lambda p: ["regress", "--baseline", str(p / "cubes/run"), "--candidate", str(p / "cubes/run"), "--metric", "auc"],
+     "unknown metric 'auc': choose one of accuracy"),
+    ("export regression metric", lambda p: ["export", str(p / "cubes/run"), "--to", str(p / "m.csv"), "--metric", "spearman"],
+     "'spearman' is not a metric of a classification task"),
     ("status of a non-run", lambda p: ["status", str(p / "a_file")], "is not a run folder"),
     ("continue without early stop", lambda p: ["continue", str(p / "cubes/run")],
      "was not submitted with --early-stop"),

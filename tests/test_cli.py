@@ -1,5 +1,6 @@
 """What scripts read from the CLI: its version, and status as JSON."""
 
+import contextlib
 import json
 import tomllib
 
@@ -111,18 +112,21 @@ def test_the_local_executor_warns_where_slurm_is_installed(tmp_path, monkeypatch
 def test_wait_progress_is_live_on_a_terminal_and_sparse_in_a_log(tmp_path):
     import io
 
+    from seedgrid import log
     from seedgrid.progress import Progress
 
-    log = io.StringIO()
-    progress = Progress(625, 40, tmp_path, every_s=3600, stream=log)
+    log.configure(0)
+    err = io.StringIO()
+    progress = Progress(625, 40, tmp_path, every_s=3600, stream=err)
     assert progress.line(25, 1, 2, 100.0).startswith(
         "  [ 100 s] 25/625 cells have shards (1 diverged), 2/40 tasks ended, about 40 min left")
     assert "left" not in progress.line(0, 0, 0, 5.0) and "left" not in progress.line(
         625, 0, 40, 5.0)
-    for done in range(10):  # counts change every poll: a log file gets the first line only
-        progress.show(done, 0, 0)
-    progress.show(625, 0, 40, final=True)
-    lines = log.getvalue().splitlines()
+    with contextlib.redirect_stderr(err):
+        for done in range(10):  # counts change every poll: a log file gets the first line only
+            progress.show(done, 0, 0)
+        progress.show(625, 0, 40, final=True)
+    lines = err.getvalue().splitlines()
     assert len(lines) == 2 and "0/625" in lines[0] and "625/625" in lines[1]
 
     class Terminal(io.StringIO):
@@ -137,19 +141,66 @@ def test_wait_progress_is_live_on_a_terminal_and_sparse_in_a_log(tmp_path):
     assert term.getvalue().count("\r") == 5 and term.getvalue().endswith("\n")
     assert term.getvalue().count("\n") == 1  # one line, rewritten in place
 
+    log.configure(-1)  # -q: no progress, on a terminal or in a log
+    quiet_term, quiet_log = Terminal(), io.StringIO()
+    with contextlib.redirect_stderr(quiet_log):
+        for p in (Progress(4, 1, tmp_path, stream=quiet_term), Progress(4, 1, tmp_path)):
+            p.show(4, 0, 1, final=True)
+    log.configure(0)
+    assert quiet_term.getvalue() == quiet_log.getvalue() == ""
+
 
 def test_long_collects_and_reports_say_how_far_they_are():
     import io
 
+    from seedgrid import log
     from seedgrid.progress import Ticker
 
+    log.configure(0)
     quiet, chatty = io.StringIO(), io.StringIO()
-    slow, fast = Ticker("collect: shards read", 625, every_s=0, stream=chatty), \
-        Ticker("collect: shards read", 625, every_s=3600, stream=quiet)
+    slow, fast = Ticker("collect: shards read", 625, every_s=0), \
+        Ticker("collect: shards read", 625, every_s=3600)
     for k in (0, 125, 500):
-        slow.tick(k)
-        fast.tick(k)
+        with contextlib.redirect_stderr(chatty):
+            slow.tick(k)
+        with contextlib.redirect_stderr(quiet):
+            fast.tick(k)
     assert quiet.getvalue() == ""  # work that ends sooner than every_s says nothing
     lines = chatty.getvalue().splitlines()
     assert lines[0].startswith("collect: shards read: 0/625 after ") and "left" not in lines[0]
     assert lines[1].startswith("collect: shards read: 125/625 after ") and "left" in lines[1]
+
+
+def test_importing_seedgrid_changes_nothing_outside_it():
+    import os
+    import subprocess
+    import sys
+
+    code = ("import logging, os, transformers.utils.logging as t\n"
+            "before = t.get_verbosity()\n"
+            "import seedgrid, seedgrid.model, seedgrid.trainer\n"
+            "from seedgrid.config import ModelConfig\n"
+            "seedgrid.model.load_model(ModelConfig(name='embedded:minilm'), 2, 0.1, 1)\n"
+            "print(os.environ.get('HDF5_USE_FILE_LOCKING'), t.get_verbosity() == before,\n"
+            "      [type(h).__name__ for h in logging.getLogger('seedgrid').handlers])\n")
+    env = {k: v for k, v in os.environ.items() if k != "HDF5_USE_FILE_LOCKING"}
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            env=env, cwd=REPO, timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["None", "True", "['NullHandler']"]
+    assert "newly initialized" not in result.stderr  # quiet during the load all the same
+
+
+def test_quiet_and_verbose_choose_what_reaches_stderr_and_stdout_keeps_the_result(tmp_path):
+    from conftest import tiny_raw, write_toml
+
+    config = write_toml(tmp_path / "tiny.toml", tiny_raw())
+    said = {flags: run_cli("run", "--config", str(config), "--wi", "1", "--do", str(k),
+                           "--out", str(tmp_path / "run"), *flags)
+            for k, flags in enumerate([(), ("-q",), ("-v",)])}
+    assert all(r.returncode == 0 and r.stdout.startswith("wrote ") for r in said.values())
+    default, quiet, verbose = said[()].stderr, said[("-q",)].stderr, said[("-v",)].stderr
+    assert " update " in default and "loading file" not in default and "on cpu" not in default
+    assert quiet == ""
+    assert " update " in verbose and "[transformers] loading " in verbose  # its INFO
+    assert "config " in verbose and " on cpu, mixed precision no" in verbose  # seedgrid's DEBUG

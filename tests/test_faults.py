@@ -70,18 +70,18 @@ def test_sigterm_saves_a_checkpoint_and_the_rerun_resumes_bitwise(tmp_path):
     out = tmp_path / "run"
     proc = subprocess.Popen([sys.executable, "-m", "seedgrid", *args, "--out", str(out)],
                             cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    for line in proc.stdout:  # the first evaluation during training: it is training now
+    for line in proc.stderr:  # the first evaluation during training (progress: stderr)
         if " update " in line:
             break
     proc.send_signal(signal.SIGTERM)
-    stdout = line + proc.stdout.read()
-    assert proc.wait(timeout=120) == 143, stdout + proc.stderr.read()
-    assert "SIGTERM: saved" in stdout
+    stderr = line + proc.stderr.read()
+    assert proc.wait(timeout=120) == 143, stderr + proc.stdout.read()
+    assert "seedgrid: warning: SIGTERM: saved" in stderr and proc.stdout.read() == ""
     saved = torch.load(out / "checkpoints/wi1_do1.pt", weights_only=True)
     assert 0 < saved["update"] < 60
     again = run_cli(*args, "--out", str(out))
     assert again.returncode == 0, again.stderr
-    assert f"at update {saved['update']}/60" in again.stdout
+    assert f"at update {saved['update']}/60" in again.stderr
     a, b = read_shard(out / "shards/wi1_do1.nc"), read_shard(tmp_path / "twin/shards/wi1_do1.nc")
     for name in ("logits", "train_loss"):
         assert a[name].values.tobytes() == b[name].values.tobytes()

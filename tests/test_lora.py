@@ -136,3 +136,45 @@ def test_bfloat16_weights_train_with_float32_adapters_and_join_the_hash(tmp_path
     config = write_toml(tmp_path / "bad.toml", tiny_raw(model={**LLAMA, "dtype": "float16"}))
     result = run_cli("submit", "--config", str(config), "--out", str(tmp_path / "run"))
     assert result.returncode == 2 and "[model] dtype = 'float16' must be one of" in result.stderr
+
+
+def test_a_saved_causal_llama_folder_loads_as_a_classifier_as_the_hub_checkpoint_would(tmp_path):
+    """The path a cluster takes for meta-llama/Llama-3.2-3B (or a local copy of it): a causal-LM
+    checkpoint without a classification head and a tokenizer without a padding token, loaded
+    by from_pretrained. The body is the checkpoint's, the head comes from seed_wi, padding is
+    the end-of-text token, and a LoRA cell trains and writes its shard."""
+    import transformers
+
+    from seedgrid.config import ModelConfig
+    from seedgrid.model import load_tokenizer, resolve
+
+    tokenizer = transformers.AutoTokenizer.from_pretrained(resolve("tiny-random-llama"))
+    tokenizer.eos_token, tokenizer.pad_token = "[SEP]", None
+    config = transformers.LlamaConfig(vocab_size=tokenizer.vocab_size, hidden_size=32,
+                                      num_hidden_layers=2, num_attention_heads=2,
+                                      num_key_value_heads=1, intermediate_size=64,
+                                      eos_token_id=tokenizer.convert_tokens_to_ids("[SEP]"))
+    torch.manual_seed(5)
+    causal = transformers.LlamaForCausalLM(config)
+    folder = tmp_path / "llama-like"
+    causal.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+
+    model_cfg = ModelConfig(name=str(folder), max_length=32)
+    assert load_tokenizer(model_cfg).pad_token == "[SEP]"
+    heads = {}
+    for wi in (1, 2):
+        model = load_model(model_cfg, 1 + wi, 0.1, wi)  # 2 and 3 labels: any width
+        assert model.config.pad_token_id == config.eos_token_id
+        body = dict(model.named_parameters())
+        for name, p in causal.model.named_parameters():
+            assert torch.equal(body[f"model.{name}"], p), name  # the checkpoint's body
+        heads[wi] = body["score.weight"].detach().clone()
+    again = dict(load_model(model_cfg, 2, 0.1, 1).named_parameters())["score.weight"]
+    assert torch.equal(again, heads[1]) and heads[2].shape == (3, 32)
+
+    raw = tiny_raw(model={"name": str(folder), "max_length": 32}, lora=LORA)
+    run = run_cli("run", "--config", str(write_toml(tmp_path / "c.toml", raw)), "--wi", "1",
+                  "--do", "2", "--out", str(tmp_path / "run"))
+    assert run.returncode == 0, run.stderr
+    assert (tmp_path / "run/shards/wi1_do2.nc").exists()

@@ -1,4 +1,4 @@
-"""slurm/nightly.sh on the real dev SLURM: the gate runs only after the array succeeded, and is
+"""seedgrid-nightly on the real dev SLURM: the gate runs only after the array succeeded, and is
 cancelled by SLURM (not left pending) when the array fails."""
 
 import json
@@ -10,14 +10,15 @@ from datetime import datetime
 from conftest import REPO, run_cli, wait_until
 
 DEV = str(REPO / "seedgrid/profiles/dev.toml")
+NIGHTLY = [sys.executable, "-m", "seedgrid.nightly"]  # what the installed seedgrid-nightly runs
 # a baseline folder whose name a shell would misread, and would run a command from
 BASE = "bob's base $(touch PWNED) `touch PWNED2`"
 
 
 def _nightly(tmp_path, config, name, *extra):
-    env = {**os.environ, "PYTHON": sys.executable}
+    env = {k: v for k, v in os.environ.items() if k != "PYTHON"}  # its own Python, as installed
     result = subprocess.run(
-        [str(REPO / "slurm/nightly.sh"), "--config", str(config), "--cluster", DEV, "--array", "4",
+        [*NIGHTLY, "--config", str(config), "--cluster", DEV, "--array", "4",
          "--baseline", str(tmp_path / BASE), "--out-root", str(tmp_path), "--name", name,
          "--history", str(tmp_path / "gate/history.jsonl"), *extra],
         cwd=REPO, capture_output=True, text=True, timeout=300, env=env)
@@ -77,7 +78,7 @@ def test_nightly_gate_runs_after_the_array_and_is_cancelled_when_it_fails(slurm,
 
 
 def test_nightly_refuses_bad_input(slurm, tmp_path):
-    result = subprocess.run([str(REPO / "slurm/nightly.sh"), "--config", "demo", "--cluster", DEV,
+    result = subprocess.run([*NIGHTLY, "--config", "demo", "--cluster", DEV,
                              "--array", "4", "--baseline", str(tmp_path / "none")],
                             cwd=REPO, capture_output=True, text=True)
     assert result.returncode == 2 and "no baseline at" in result.stderr

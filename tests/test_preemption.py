@@ -7,6 +7,7 @@ import subprocess
 import pytest
 import torch
 
+from seedgrid.rundir import task_log
 from seedgrid.store import read_shard
 
 from conftest import REPO, run_cli, sacct_states, wait_until
@@ -27,7 +28,7 @@ def _submit(tiny_toml, out, **runtime):
 
 
 def _log(out, job):
-    path = out / "logs" / f"{job}_0_log.out"  # submitit's <job id>_<rank>_log.out
+    path = task_log(out, job)  # the task's stderr, where progress goes
     return path.read_text(errors="replace") if path.exists() else ""
 
 

@@ -144,14 +144,12 @@ def test_reproduction_programs_print_the_papers_tables(tmp_path):
     import subprocess
     import sys
 
-    from conftest import REPO
-
     runs = []
     for name in ("a", "b"):
         run, _ = _run(tmp_path / name, [(wi, do) for wi in (1, 2, 3) for do in (1, 2, 3)], n=3)
         collect(run)
         runs.append(str(run))
-    dodge = subprocess.run([sys.executable, str(REPO / "analysis/dodge2020.py"), *runs,
+    dodge = subprocess.run([sys.executable, "-m", "seedgrid.papers.dodge2020", *runs,
                             "--samples", "300"], capture_output=True, text=True, timeout=300)
     assert dodge.returncode == 0, dodge.stderr
     lines = dodge.stdout.splitlines()
@@ -160,7 +158,7 @@ def test_reproduction_programs_print_the_papers_tables(tmp_path):
     assert total.split()[1] == f"{spread['total']:.4f}"
     for heading in ("Table 1.", "Fig. 1.", "Table 3.", "Table 4.", "§4.3.", "Fig. 7."):
         assert any(line.startswith(heading) for line in lines), heading
-    bui = subprocess.run([sys.executable, str(REPO / "analysis/bui2025.py"), *runs],
+    bui = subprocess.run([sys.executable, "-m", "seedgrid.papers.bui2025", *runs],
                          capture_output=True, text=True, timeout=300)
     assert bui.returncode == 0, bui.stderr
     con = seedgrid.open_cube(runs[0]).seedgrid.consistency().con.item()

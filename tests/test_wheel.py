@@ -17,7 +17,9 @@ def test_the_wheel_carries_profiles_types_license_and_metadata(tmp_path):
     names = set(zipfile.ZipFile(wheel).namelist())
     for path in ("seedgrid/py.typed", "seedgrid/profiles/local.toml",
                  "seedgrid/profiles/dev.toml", "seedgrid/profiles/example-gpu.toml",
-                 "seedgrid/presets/demo.toml"):
+                 "seedgrid/presets/demo.toml", "seedgrid/scripts/nightly.sh",
+                 "seedgrid/scripts/gate.sh", "seedgrid/papers/dodge2020.py",
+                 "seedgrid/papers/bui2025.py"):
         assert path in names, path
     info = next(n for n in names if n.endswith(".dist-info/METADATA"))
     assert any(n.endswith(".dist-info/licenses/LICENSE") for n in names)
@@ -25,6 +27,8 @@ def test_the_wheel_carries_profiles_types_license_and_metadata(tmp_path):
     assert meta["License-Expression"] == "MIT"
     assert "Typing :: Typed" in meta.get_all("Classifier")
     assert not any(n.startswith(("tests/", "benchmarks/")) for n in names)
+    entry_points = zipfile.ZipFile(wheel).read(info.replace("METADATA", "entry_points.txt"))
+    assert b"seedgrid-nightly = seedgrid.nightly:main" in entry_points
 
 
 def test_pip_check_passes_where_make_installed_the_offline_assets():
@@ -41,3 +45,11 @@ def test_packaged_profiles_are_found_by_name_outside_a_checkout(tmp_path, monkey
     (tmp_path / "cluster").mkdir()
     (tmp_path / "cluster" / "dev.toml").write_text('executor = "local"\n')
     assert cluster.load_profile("dev").executor == "local"  # a site's own profile wins
+
+
+def test_the_installed_nightly_script_runs_the_packaged_one():
+    from pathlib import Path
+
+    script = Path(sys.executable).parent / "seedgrid-nightly"
+    result = subprocess.run([str(script), "--config", "demo"], capture_output=True, text=True)
+    assert result.returncode == 2 and result.stderr.startswith("usage: seedgrid-nightly --config")

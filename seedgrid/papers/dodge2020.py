@@ -1,6 +1,6 @@
 """Dodge et al. 2020's tables from seed-grid cubes, in the paper's layout (one column per task).
 
-    .venv/bin/python analysis/dodge2020.py runs/dodge2020-mrpc runs/dodge2020-rte ... [--samples N]
+    python -m seedgrid.papers.dodge2020 runs/dodge2020-mrpc runs/dodge2020-rte ... [--samples N]
 
 Table 1 (best found, three evaluation regimes), Fig. 1's expected best of n, Table 3 (std with
 one seed fixed), Table 4 (ANOVA best vs worst seed, and the permutation test), §4.3 (WI seeds
@@ -94,9 +94,9 @@ def main() -> None:
         except UsageError as e:
             print(f"  {n}: {e}")
     for budget in (1, 2, 3, 5, 10, 20, 30):
-        print(row(f"budget {budget}", [float(b.relative_error_reduction.get(budget, float("nan")))
-                                       if n in best else None for n, b in
-                                       ((n, best.get(n)) for n in cubes)]))
+        print(row(f"budget {budget}", [
+            float(best[n].relative_error_reduction.get(budget, float("nan")))
+            if n in best else None for n in cubes]))
 
 
 if __name__ == "__main__":

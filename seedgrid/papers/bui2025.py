@@ -1,6 +1,6 @@
 """Bui et al. 2025's micro view from seed-grid cubes: VAR, CON and CCON by training-set size.
 
-    .venv/bin/python analysis/bui2025.py runs/small runs/medium runs/large ...
+    python -m seedgrid.papers.bui2025 runs/small runs/medium runs/large ...
 
 Prints, per cube (sorted by training-set size, as Bui's Fig. 2): the variance of the metric over
 runs (VAR), consistency CON (examples on which every run predicts the same label), CCON
@@ -19,7 +19,8 @@ import argparse
 import warnings
 
 from seedgrid import analysis
-from seedgrid.report import open_runs
+from seedgrid.report import open_runs, reported_metrics
+from seedgrid.store import SEEDS
 
 
 def main() -> None:
@@ -33,28 +34,30 @@ def main() -> None:
     table = analysis.by_training_size(list(cubes.values()))
     table.insert(0, "run", [n for n, _ in sorted(cubes.items(),
                                                  key=lambda kv: int(kv[1].attrs["n_train"]))])
-    table["agreement"] = [float(cubes[n].seedgrid.consistency().agreement) for n in table.run]
-    table["con_within_wi"] = [float(cubes[n].seedgrid.consistency(over="seed_do").con.mean())
-                              for n in table.run]
-    table["con_within_do"] = [float(cubes[n].seedgrid.consistency(over="seed_wi").con.mean())
-                              for n in table.run]
+    table["agreement"] = [_micro(cubes[n], SEEDS, "agreement") for n in table.run]
+    table["con_within_wi"] = [_micro(cubes[n], "seed_do", "con") for n in table.run]
+    table["con_within_do"] = [_micro(cubes[n], "seed_wi", "con") for n in table.run]
     print("Fig. 2. Variance and consistency against training-set size (last evaluation)")
     print(table.to_string(index=False, float_format=lambda x: f"{x:.4f}"))
     print("\nFigs. 2 and 4. Correlation with log10(training size), per model family")
     print(analysis.training_size_correlation(table).to_string(
         index=False, float_format=lambda x: f"{x:.4f}"))
-    print("\nMacro: accuracy and F1 at the last evaluation (mean, VAR over runs)")
+    print("\nMacro: accuracy and F1 (regression: Pearson and Spearman) at the last evaluation "
+          "(mean, VAR over runs)")
     for name, ds in cubes.items():
-        other = "f1" if ds.sizes["class"] == 2 else "macro_f1"
         parts = [f"{m} {s['mean']:.4f} (VAR {s['var']:.6f})" for m, s in
-                 ((m, analysis.summary(ds.seedgrid.final(m))) for m in ("accuracy", other))]
+                 ((m, analysis.summary(ds.seedgrid.final(m))) for m in reported_metrics(ds))]
         print(f"  {name}: " + ", ".join(parts) + f" over {int(ds.seedgrid.final().count())} runs")
-    zeta = analysis.zeta({n: ds.seedgrid.final("accuracy") for n, ds in cubes.items()},
+    zeta = analysis.zeta({n: ds.seedgrid.final(reported_metrics(ds)[0])
+                          for n, ds in cubes.items()},
                          {n: bool(ds.attrs.get("coupled", 0)) for n, ds in cubes.items()})
     print("\nFig. 3. Normalised zeta (0 = the task's worst seed, 1 = its best), run x seed")
     print(zeta.to_pandas().to_string(float_format=lambda x: f"{x:.2f}"))
     print("\nFig. 1. Equal accuracy, different predictions: the least agreeing pair per run")
     for name, ds in cubes.items():
+        if ds.seedgrid.regression:
+            print(f"  {name}: n/a (a regression task: no predicted labels to agree on)")
+            continue
         pairs = ds.seedgrid.run_pairs(tolerance=args.tolerance, top=1)
         if pairs.empty:
             print(f"  {name}: no two runs with accuracies within {args.tolerance}")
@@ -63,6 +66,14 @@ def main() -> None:
         print(f"  {name}: runs (wi {p.seed_wi_a:.0f}, do {p.seed_do_a:.0f}) and (wi {p.seed_wi_b:.0f}, do "
               f"{p.seed_do_b:.0f}), accuracy {p.accuracy_a:.4f} and {p.accuracy_b:.4f}: they agree "
               f"on {p.agreement:.4f} of the examples, both right on {p.both_correct:.4f}")
+
+
+def _micro(ds, over, name: str) -> float:
+    """A micro number (mean over rows or columns where ``over`` is one kind of seed); NaN for a
+    regression task, where it is undefined."""
+    if ds.seedgrid.regression:
+        return float("nan")
+    return float(ds.seedgrid.consistency(over=over)[name].mean())
 
 
 if __name__ == "__main__":

@@ -5,23 +5,23 @@
 # (or a failed/missing cell). If the array fails, the gate job is cancelled by SLURM
 # (--kill-on-invalid-dep), never left pending.
 #
-#   slurm/nightly.sh --config demo --cluster mysite --array 16 --baseline runs/baseline \
+#   seedgrid-nightly --config demo --cluster mysite --array 16 --baseline runs/baseline \
 #       [--parallel K] [--out-root runs/nightly] [--name nightly-2026-11-23] \
 #       [--history regress/history.jsonl] [--gate-sbatch "--partition=cpu --time=30"] \
 #       [-- REGRESS OPTIONS, e.g. --max-drop 0.01]
 #
 # cron (02:00 every night; cron's environment is bare, so name the cluster and Python):
-#   0 2 * * * cd /path/to/repo && SLURM_CONF=/etc/slurm/slurm.conf slurm/nightly.sh ... >> regress/nightly.log 2>&1
+#   0 2 * * * cd /path/to/repo && SLURM_CONF=/etc/slurm/slurm.conf .venv/bin/seedgrid-nightly ... >> regress/nightly.log 2>&1
 # scrontab (SLURM's own cron: `scrontab -e`):
 #   #SCRON --time=5
-#   0 2 * * * cd /path/to/repo && slurm/nightly.sh ...
+#   0 2 * * * cd /path/to/repo && .venv/bin/seedgrid-nightly ...
 #
 # Where to look: regress/history.md (every night and the trend), <run>/gate.log (tonight's
 # gate), `sacct -j $(cat <run>/gate_job)` (the exit status). PYTHON (default: .venv/bin/python
 # if present, else python3) runs seedgrid.
 set -euo pipefail
 
-usage() { echo "usage: slurm/nightly.sh --config C --cluster P --array N --baseline RUN [options] [-- regress options]" >&2; exit 2; }
+usage() { echo "usage: seedgrid-nightly --config C --cluster P --array N --baseline RUN [options] [-- regress options]" >&2; exit 2; }
 
 CONFIG= CLUSTER= ARRAY= BASELINE= PARALLEL= OUT_ROOT=runs/nightly NAME=nightly-$(date +%F)
 HISTORY=regress/history.jsonl GATE_SBATCH=
@@ -37,20 +37,20 @@ while [ $# -gt 0 ]; do
         --history) HISTORY=$2; shift 2 ;;
         --gate-sbatch) GATE_SBATCH=$2; shift 2 ;;
         --) shift; break ;;
-        *) echo "slurm/nightly.sh: unknown option $1" >&2; usage ;;
+        *) echo "seedgrid-nightly: unknown option $1" >&2; usage ;;
     esac
 done
 [ -n "$CONFIG" ] && [ -n "$CLUSTER" ] && [ -n "$ARRAY" ] && [ -n "$BASELINE" ] || usage
 case $NAME in
-    *[!A-Za-z0-9._-]*|"") echo "slurm/nightly.sh: --name '$NAME' may hold only letters, digits and . _ -: choose a plain name" >&2; exit 2 ;;
+    *[!A-Za-z0-9._-]*|"") echo "seedgrid-nightly: --name '$NAME' may hold only letters, digits and . _ -: choose a plain name" >&2; exit 2 ;;
 esac
 if [ -z "${PYTHON:-}" ]; then
     if [ -x .venv/bin/python ]; then PYTHON=$(pwd)/.venv/bin/python; else PYTHON=python3; fi
 fi
-command -v sbatch >/dev/null || { echo "slurm/nightly.sh: sbatch is not on PATH: run on a SLURM login node" >&2; exit 2; }
-[ -e "$BASELINE" ] || { echo "slurm/nightly.sh: no baseline at '$BASELINE': give a collected run folder or cube (--baseline)" >&2; exit 2; }
+command -v sbatch >/dev/null || { echo "seedgrid-nightly: sbatch is not on PATH: run on a SLURM login node" >&2; exit 2; }
+[ -e "$BASELINE" ] || { echo "seedgrid-nightly: no baseline at '$BASELINE': give a collected run folder or cube (--baseline)" >&2; exit 2; }
 RUN=$OUT_ROOT/$NAME
-[ -e "$RUN" ] && { echo "slurm/nightly.sh: '$RUN' exists: tonight's run was already submitted; give another --name" >&2; exit 2; }
+[ -e "$RUN" ] && { echo "seedgrid-nightly: '$RUN' exists: tonight's run was already submitted; give another --name" >&2; exit 2; }
 
 # 1. tonight's grid, as array tasks
 "$PYTHON" -m seedgrid submit --config "$CONFIG" --cluster "$CLUSTER" --array "$ARRAY" \
@@ -60,11 +60,11 @@ subs = json.load(open(sys.argv[1]))["submissions"]
 print(":".join(a["job_id"] for s in subs for a in s["arrays"]))' "$RUN/jobs.json")
 
 # 2. the gate, once every array task ended well; cancelled by SLURM if one did not. Paths and
-# regress options go to slurm/gate.sh as arguments (sbatch passes them through unchanged).
-HERE=$(pwd)
+# regress options go to gate.sh (beside this script) as arguments (sbatch passes them through).
+HERE=$(pwd) SCRIPTS=$(cd -- "$(dirname -- "${BASH_SOURCE[0]}")" && pwd)
 # shellcheck disable=SC2086  # GATE_SBATCH is a list of sbatch options
 JOB=$(sbatch --parsable --job-name="seedgrid-gate-$NAME" --dependency="afterok:$ARRAYS" \
     --kill-on-invalid-dep=yes --output="$RUN/gate.log" $GATE_SBATCH \
-    "$HERE/slurm/gate.sh" "$HERE" "$PYTHON" "$RUN" "$BASELINE" "$HISTORY" "$@")
+    "$SCRIPTS/gate.sh" "$HERE" "$PYTHON" "$RUN" "$BASELINE" "$HISTORY" "$@")
 echo "$JOB" > "$RUN/gate_job"
 echo "nightly $NAME: array job(s) ${ARRAYS//:/ }; gate job $JOB runs after them (log $RUN/gate.log, history $HISTORY)"

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The nightly gate job that slurm/nightly.sh submits (afterok on tonight's arrays): collect
+# The nightly gate job that nightly.sh submits (afterok on tonight's arrays): collect
 # tonight's cube, then regress it against the baseline. Everything arrives as arguments, never
 # pasted into a shell string, so no path or option can break the gate or run as a command:
 #   gate.sh WORKDIR PYTHON RUN BASELINE HISTORY [REGRESS OPTIONS...]
