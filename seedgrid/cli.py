@@ -59,11 +59,26 @@ def _status(args: argparse.Namespace) -> None:
     from seedgrid.status import format_status, status_json
 
     if args.json:
-        import json
+        if args.json != "-":
+            from seedgrid.rundir import check_output
 
-        print(json.dumps(status_json(Path(args.run)), indent=1))
+            check_output(args.json, "--json")
+        _json_out(args.json, status_json(Path(args.run)))
         return
     print(format_status(Path(args.run), args.cluster or ""))
+
+
+def _json_out(where: str, result: dict) -> None:
+    """``--json [FILE]``: the JSON alone on stdout ('-', or the flag alone), else to FILE."""
+    from seedgrid.store import json_ready, write_json_atomic
+
+    if where == "-":
+        import json
+
+        print(json.dumps(json_ready(result), indent=1, allow_nan=False))
+    else:
+        write_json_atomic(where, result)
+        print(f"wrote {where}")
 
 
 def _collect(args: argparse.Namespace) -> None:
@@ -105,23 +120,15 @@ def _report(args: argparse.Namespace) -> None:
 def _compare(args: argparse.Namespace) -> None:
     from seedgrid.compare import compare, format_result
     from seedgrid.rundir import check_output
-    from seedgrid.store import write_json_atomic
 
     if args.json and args.json != "-":
         check_output(args.json, "--json")
     result = compare(args.a, args.b, metric=args.metric, step=args.step, alpha=args.alpha,
                      min_effect=args.min_effect, n_boot=args.boot, test=args.test)
-    if args.json == "-":  # for scripts: the JSON alone on stdout
-        import json
-
-        from seedgrid.store import json_ready
-
-        print(json.dumps(json_ready(result), indent=1, allow_nan=False))
-    else:
+    if args.json != "-":  # with '-' (for scripts) the JSON alone is on stdout
         print(format_result(result))
-    if args.json and args.json != "-":
-        write_json_atomic(args.json, result)
-        print(f"wrote {args.json}")
+    if args.json:
+        _json_out(args.json, result)
     sys.exit(1 if result["significant"] else 0)
 
 
@@ -221,8 +228,9 @@ def _compare_args(p: argparse.ArgumentParser) -> None:
                    help="the test the verdict and exit status follow: t (paired t-test, as the "
                         "tutorial; Welch unpaired; default), wilcoxon (signed-rank; Mann-Whitney "
                         "unpaired) or bootstrap; the verdict line says whether the others agree")
-    p.add_argument("--json", metavar="FILE", help="also write the result to this JSON file ('-': "
-                   "print the JSON to stdout instead of the text)")
+    p.add_argument("--json", nargs="?", const="-", metavar="FILE",
+                   help="also write the result to this JSON file (alone, or '-': print the "
+                        "JSON to stdout instead of the text)")
 
 
 def _regress_args(p: argparse.ArgumentParser) -> None:
@@ -246,8 +254,9 @@ def _status_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("run", help="the run folder")
     p.add_argument("--cluster", help="profile to name in the resubmit command (default: the "
                    "one the cells were submitted to)")
-    p.add_argument("--json", action="store_true",
-                   help="print counts and every cell's state as JSON (for scripts)")
+    p.add_argument("--json", nargs="?", const="-", metavar="FILE",
+                   help="counts and every cell's state as JSON (for scripts): on stdout, or "
+                        "written to FILE (as compare --json)")
 
 
 COMMANDS = {

@@ -1,5 +1,8 @@
 """The papers' figures as PNG files (matplotlib, no display needed).
 
+Figures are matplotlib ``Figure`` objects, never pyplot's: drawing them changes no global state
+(no backend switch, no open figures) in a notebook that imports seedgrid.
+
 Each function draws one figure from analysis results (labelled arrays or tables) and writes it
 to ``path``; numbering follows Dodge et al. 2020 (Fig. 1–9) and Bui et al. 2025.
 """
@@ -8,19 +11,22 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import matplotlib
+import numpy as np
+import pandas as pd
+import scipy.stats
+import xarray as xr
+from matplotlib.figure import Figure
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-import scipy.stats  # noqa: E402
-import xarray as xr  # noqa: E402
-
-from seedgrid.store import SEEDS  # noqa: E402
+from seedgrid.store import SEEDS
 
 REGIME_LABELS = {"every": "every evaluation", "epoch_ends": "end of each epoch",
                  "end": "end of training"}
+
+
+def _subplots(*grid: int, figsize: tuple[float, float]):
+    """A figure and its axes, as ``pyplot.subplots`` but outside pyplot (nothing global)."""
+    fig = Figure(figsize=figsize)
+    return fig, fig.subplots(*grid)
 
 
 def _save(fig, path: Path) -> Path:
@@ -28,7 +34,6 @@ def _save(fig, path: Path) -> Path:
     path = Path(path)
     tmp = path.with_name(f".{path.name}.tmp")
     fig.savefig(tmp, dpi=110, bbox_inches="tight", format="png")
-    plt.close(fig)
     tmp.replace(path)
     return path
 
@@ -39,7 +44,7 @@ def grid_heatmap(final: xr.DataArray, path: Path) -> Path:
     order_wi = final["seed_wi"].values[np.argsort(-final.mean("seed_do").values, kind="stable")]
     order_do = final["seed_do"].values[np.argsort(final.mean("seed_wi").values, kind="stable")]
     grid = final.sel(seed_wi=order_wi, seed_do=order_do)
-    fig, ax = plt.subplots(figsize=(max(4.5, 1.5 + 0.25 * len(order_do)),
+    fig, ax = _subplots(figsize=(max(4.5, 1.5 + 0.25 * len(order_do)),
                                     max(3.5, 1.2 + 0.25 * len(order_wi))))
     image = ax.imshow(grid.values, cmap="viridis", aspect="auto")
     ax.set_xticks(range(len(order_do)), order_do, fontsize=7)
@@ -65,7 +70,7 @@ def _density(ax, values, **style):
 def best_worst_density(final: xr.DataArray, anova: dict, path: Path) -> Path:
     """Fig. 3: density of the runs of the best and worst WI seeds (solid) and DO seeds
     (dashed)."""
-    fig, ax = plt.subplots(figsize=(5, 3.2))
+    fig, ax = _subplots(figsize=(5, 3.2))
     for kind, line in (("seed_wi", "-"), ("seed_do", "--")):
         for which, colour in (("best", "tab:blue"), ("worst", "tab:red")):
             seed = anova[kind][which]
@@ -84,7 +89,7 @@ def training_curves(metric: xr.DataArray, epoch, path: Path, n: int = 20, seed: 
     cells = metric.stack(run=SEEDS).transpose("run", "step")
     cells = cells.isel(run=np.flatnonzero(cells.notnull().any("step").values))
     pick = np.random.default_rng(seed).permutation(cells.sizes["run"])[:n]
-    fig, ax = plt.subplots(figsize=(5, 3.2))
+    fig, ax = _subplots(figsize=(5, 3.2))
     ax.plot(np.asarray(epoch), cells.values[np.sort(pick)].T, linewidth=0.8, alpha=0.8)
     ax.set_xlabel("epoch")
     ax.set_ylabel(str(metric.name))
@@ -96,7 +101,7 @@ def correlation_heatmap(corr: xr.DataArray, epoch, path: Path, title: str) -> Pa
     """Fig. 5 (Spearman) and Fig. 9 (Pearson): correlation between evaluations, axes in
     epochs."""
     epoch = np.asarray(epoch)
-    fig, ax = plt.subplots(figsize=(4.2, 3.6))
+    fig, ax = _subplots(figsize=(4.2, 3.6))
     image = ax.imshow(corr.values, origin="lower", vmin=-1, vmax=1, cmap="RdBu_r",
                       extent=(epoch[0], epoch[-1], epoch[0], epoch[-1]))
     ax.set_xlabel("epoch")
@@ -109,7 +114,7 @@ def correlation_heatmap(corr: xr.DataArray, epoch, path: Path, title: str) -> Pa
 def expected_max_curves(curves: xr.Dataset, metric_name: str, path: Path) -> Path:
     """Fig. 1: expected best of n runs ± one standard deviation, shaded between the observed
     minimum and maximum (``curves["lower"]``, ``["upper"]``), per evaluation regime."""
-    fig, ax = plt.subplots(figsize=(5, 3.2))
+    fig, ax = _subplots(figsize=(5, 3.2))
     n = curves["n"].values
     for regime in curves["regime"].values:
         one = curves.sel(regime=regime)
@@ -123,7 +128,7 @@ def expected_max_curves(curves: xr.Dataset, metric_name: str, path: Path) -> Pat
 
 def early_stopping_choices(best: pd.DataFrame, path: Path) -> Path:
     """Fig. 6: per budget, the best configuration: started, continued, fraction trained."""
-    fig, ax = plt.subplots(figsize=(5, 3.2))
+    fig, ax = _subplots(figsize=(5, 3.2))
     ax.plot(best.budget, best.started, "o-", label="started")
     ax.plot(best.budget, best.continued, "s-", label="continued")
     ax.set_xlabel("budget (full runs)")
@@ -138,7 +143,7 @@ def early_stopping_choices(best: pd.DataFrame, path: Path) -> Path:
 
 def early_stopping_gain(best: pd.DataFrame, path: Path) -> Path:
     """Fig. 7: relative error reduction of the best configuration over no stopping."""
-    fig, ax = plt.subplots(figsize=(5, 3.2))
+    fig, ax = _subplots(figsize=(5, 3.2))
     ax.bar(best.budget, best.relative_error_reduction)
     ax.set_xlabel("budget (full runs)")
     ax.set_ylabel("relative error reduction")
@@ -148,7 +153,7 @@ def early_stopping_gain(best: pd.DataFrame, path: Path) -> Path:
 def std_distribution(final: xr.DataArray, path: Path) -> Path:
     """Fig. 8: density of the per-seed standard deviations (WI: over DO seeds; DO: over WI
     seeds), and the overall standard deviation (red, dashed)."""
-    fig, ax = plt.subplots(figsize=(5, 3.2))
+    fig, ax = _subplots(figsize=(5, 3.2))
     _density(ax, final.std("seed_do").values, color="tab:blue", label="fixed WI")
     _density(ax, final.std("seed_wi").values, color="tab:orange", label="fixed DO")
     ax.axvline(float(final.std()), color="red", linestyle="--", label="overall")
@@ -162,7 +167,7 @@ def agreement_heatmap(agreement: xr.DataArray, accuracy: np.ndarray, path: Path)
     """Consistency: the fraction of equal predictions between every two runs, runs sorted by
     accuracy (Bui et al.'s micro view)."""
     order = np.argsort(accuracy, kind="stable")
-    fig, ax = plt.subplots(figsize=(4.6, 3.8))
+    fig, ax = _subplots(figsize=(4.6, 3.8))
     image = ax.imshow(agreement.values[np.ix_(order, order)], vmin=0, vmax=1, cmap="magma")
     ax.set_xlabel("run (sorted by accuracy)")
     ax.set_ylabel("run (sorted by accuracy)")
@@ -172,7 +177,7 @@ def agreement_heatmap(agreement: xr.DataArray, accuracy: np.ndarray, path: Path)
 
 def zeta_heatmap(zeta: pd.DataFrame, path: Path) -> Path:
     """Bui et al.'s Fig. 3: normalised ζ, tasks (rows) × seeds (columns), darker = better."""
-    fig, ax = plt.subplots(figsize=(max(4.5, 1.5 + 0.4 * zeta.shape[1]),
+    fig, ax = _subplots(figsize=(max(4.5, 1.5 + 0.4 * zeta.shape[1]),
                                     max(2.5, 1.0 + 0.35 * zeta.shape[0])))
     image = ax.imshow(zeta.to_numpy(dtype=float), cmap="Blues", vmin=0, vmax=1, aspect="auto")
     ax.set_xticks(range(zeta.shape[1]), zeta.columns, fontsize=7)
@@ -184,7 +189,7 @@ def zeta_heatmap(zeta: pd.DataFrame, path: Path) -> Path:
 
 def by_training_size(table: pd.DataFrame, path: Path) -> Path:
     """Bui et al.'s Fig. 2: VAR, CON and CCON of several cubes against training-set size."""
-    fig, (left, right) = plt.subplots(1, 2, figsize=(8, 3.2))
+    fig, (left, right) = _subplots(1, 2, figsize=(8, 3.2))
     left.plot(table.n_train, table["var"], "o-")
     left.set_ylabel("VAR (variance of the metric)")
     for name in ("con", "ccon"):

@@ -11,7 +11,12 @@ Importing seedgrid changes nothing outside it. Its own processes (:func:`configu
 (temporary name, then rename), so HDF5's file locks add nothing there but failures on shared
 filesystems (NFS, Lustre: "unable to lock file"). A library user on such a filesystem sets the
 variable in their own environment. Loading a model quiets transformers' warnings about newly
-initialised weights for the duration of the load only (:func:`quiet_transformers`).
+initialised weights for the duration of the load only (:func:`quiet_transformers`). Figures are
+drawn without pyplot (no backend switch). Training a cell (``seedgrid.trainer.train_cell``) is
+meant to own its process, as the array tasks do: it seeds torch's global RNG (dropout, the seed
+contract) and, with ``[runtime] deterministic``, turns on torch's deterministic algorithms and
+sets ``CUBLAS_WORKSPACE_CONFIG``; ``submit`` drops the ``SLURM_*`` variables of an enclosing
+job from its own environment before it submits.
 """
 
 from __future__ import annotations

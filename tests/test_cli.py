@@ -24,14 +24,20 @@ def test_status_json_counts_every_cell(tmp_path):
     assert got["counts"]["missing"] == 7 and sum(got["counts"].values()) == 9
     states = {(c["seed_wi"], c["seed_do"]): c["state"] for c in got["cells"]}
     assert states[2, 3] == "diverged" and states[3, 3] == "missing"
+    # --json FILE, as compare's: the same JSON, written atomically
+    to_file = run_cli("status", str(run), "--json", str(tmp_path / "status.json"))
+    assert to_file.returncode == 0 and to_file.stdout.strip() == f"wrote {tmp_path}/status.json"
+    assert json.loads((tmp_path / "status.json").read_text()) == got
 
 
 def test_compare_json_dash_prints_only_json_to_stdout(tmp_path):
     from test_compare import _cube
 
     a, b = _cube(tmp_path / "a", 0.7), _cube(tmp_path / "b", 0.7, seed=1)
-    result = run_cli("compare", str(a), str(b), "--json", "-", "--boot", "50")
+    result = run_cli("compare", str(a), str(b), "--boot", "50", "--json")  # as status --json
     assert result.returncode in (0, 1), result.stderr
+    assert json.loads(result.stdout) == json.loads(
+        run_cli("compare", str(a), str(b), "--json", "-", "--boot", "50").stdout)
     out = json.loads(result.stdout)  # nothing but the JSON
     assert out["pairing"] == "paired" and set(out["verdict"]) >= {"significant", "test", "p"}
     assert not list(tmp_path.glob("-*")) and not (REPO / "-").exists()  # no file named '-'
@@ -171,23 +177,29 @@ def test_long_collects_and_reports_say_how_far_they_are():
     assert lines[1].startswith("collect: shards read: 125/625 after ") and "left" in lines[1]
 
 
-def test_importing_seedgrid_changes_nothing_outside_it():
+def test_importing_seedgrid_changes_nothing_outside_it(tmp_path):
     import os
     import subprocess
     import sys
 
-    code = ("import logging, os, transformers.utils.logging as t\n"
+    code = ("import logging, os, sys, transformers.utils.logging as t\n"
+            "import matplotlib, matplotlib.pyplot as plt, pandas as pd\n"
             "before = t.get_verbosity()\n"
-            "import seedgrid, seedgrid.model, seedgrid.trainer\n"
+            "import seedgrid, seedgrid.model, seedgrid.trainer, seedgrid.report\n"
+            "from seedgrid import figures\n"
             "from seedgrid.config import ModelConfig\n"
             "seedgrid.model.load_model(ModelConfig(name='embedded:minilm'), 2, 0.1, 1)\n"
+            "figures.zeta_heatmap(pd.DataFrame([[0.0, 1.0]]), sys.argv[1])\n"
             "print(os.environ.get('HDF5_USE_FILE_LOCKING'), t.get_verbosity() == before,\n"
-            "      [type(h).__name__ for h in logging.getLogger('seedgrid').handlers])\n")
+            "      [type(h).__name__ for h in logging.getLogger('seedgrid').handlers],\n"
+            "      matplotlib.get_backend(), plt.get_fignums())\n")
     env = {k: v for k, v in os.environ.items() if k != "HDF5_USE_FILE_LOCKING"}
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                            env=env, cwd=REPO, timeout=300)
+    env["MPLBACKEND"] = "svg"  # a user's backend (a notebook's inline one) stays theirs
+    result = subprocess.run([sys.executable, "-c", code, str(tmp_path / "z.png")],
+                            capture_output=True, text=True, env=env, cwd=REPO, timeout=300)
     assert result.returncode == 0, result.stderr
-    assert result.stdout.split() == ["None", "True", "['NullHandler']"]
+    assert result.stdout.split() == ["None", "True", "['NullHandler']", "svg", "[]"]
+    assert (tmp_path / "z.png").read_bytes().startswith(b"\x89PNG")
     assert "newly initialized" not in result.stderr  # quiet during the load all the same
 
 

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from seedgrid.rundir import task_log
 from seedgrid.store import read_shard
 
 from conftest import REPO, queued, run_cli, sacct_states, wait_until
@@ -67,7 +68,7 @@ def test_cancelled_tasks_are_shown_with_why_and_resume_reruns_only_them(slurm, t
     assert result.returncode == 0, result.stderr
     job = json.loads((out / "jobs.json").read_text())["submissions"][0]["arrays"][0]["job_id"]
     subprocess.run(["scancel", f"{job}_2"], check=True)  # still pending: never starts
-    log = out / "logs" / f"{job}_0_0_log.out"
+    log = task_log(out, f"{job}_0")  # its stderr: progress
     # cancel task 0 while it trains: once its first evaluation is logged, not merely RUNNING
     # (a SIGTERM during submitit's start-up is ignored, and a tiny cell then just finishes)
     wait_until(lambda: log.exists() and " update " in log.read_text(), "task 0 to train")
