@@ -53,6 +53,18 @@ def run_cli(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
                           capture_output=True, text=True, timeout=600)
 
 
+def train_twice(tmp_path: Path, config: Path) -> tuple[Path, Path]:
+    """The grid of ``config`` submitted locally, waited for and collected twice (run folders
+    ``a`` and ``b``: the same cells, so compare's difference is exactly 0)."""
+    runs = (tmp_path / "a", tmp_path / "b")
+    for out in runs:
+        submitted = run_cli("submit", "--config", str(config), "--out", str(out), "--parallel",
+                            "2", "--wait")
+        assert submitted.returncode == 0, submitted.stdout + submitted.stderr
+        assert run_cli("collect", str(out)).returncode == 0
+    return runs
+
+
 def wait_until(predicate, what: str, timeout: float = 600, every: float = 0.5):
     """Poll ``predicate`` until it returns something true (returned), else fail naming ``what``.
 

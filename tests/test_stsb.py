@@ -16,7 +16,7 @@ from seedgrid.config import TaskConfig
 from seedgrid.errors import UsageError
 from seedgrid.tasks import TASKS, load_splits
 
-from conftest import run_cli, tiny_raw, write_toml
+from conftest import run_cli, tiny_raw, train_twice, write_toml
 
 
 def _stsb_frame(n, rng):
@@ -112,12 +112,7 @@ def test_a_regression_grid_trains_collects_reports_compares_and_gates(tmp_path):
         _stsb_frame(n, rng).to_csv(files[split], index=False)
     config = write_toml(tmp_path / "stsb.toml", tiny_raw(
         task={"name": "stsb", "data_files": files, "train_size": 0, "validation_size": 0}))
-    for name in ("a", "b"):
-        out = tmp_path / name
-        submitted = run_cli("submit", "--config", str(config), "--out", str(out), "--parallel",
-                            "2", "--wait")
-        assert submitted.returncode == 0, submitted.stdout + submitted.stderr
-        assert run_cli("collect", str(out)).returncode == 0
+    train_twice(tmp_path, config)
     ds = seedgrid.open_cube(tmp_path / "a")
     assert ds.sizes["class"] == 1 and ds.label.dtype == np.float64
     assert ds.attrs["metric"] == "pearson" and ds.seedgrid.regression

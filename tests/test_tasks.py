@@ -135,7 +135,7 @@ def test_a_three_class_cell_trains_collects_reports_and_compares(tmp_path):
     from sklearn.metrics import f1_score
 
     import seedgrid
-    from conftest import run_cli, tiny_raw, write_toml
+    from conftest import run_cli, tiny_raw, train_twice, write_toml
 
     rng = np.random.default_rng(2)
     files = {}
@@ -145,12 +145,7 @@ def test_a_three_class_cell_trains_collects_reports_and_compares(tmp_path):
     config = write_toml(tmp_path / "cb.toml", tiny_raw(
         task={"name": "cb", "data_files": files, "train_size": 0, "validation_size": 0},
         grid={"n_wi": 2, "n_do": 2}))
-    for name in ("a", "b"):
-        out = tmp_path / name
-        submitted = run_cli("submit", "--config", str(config), "--out", str(out), "--parallel",
-                            "2", "--wait")
-        assert submitted.returncode == 0, submitted.stdout + submitted.stderr
-        assert run_cli("collect", str(out)).returncode == 0
+    train_twice(tmp_path, config)
     ds = seedgrid.open_cube(tmp_path / "a")
     assert ds.sizes["class"] == 3 and ds.attrs["metric"] == "macro_f1"
     pred = ds.seedgrid.predictions().isel(step=-1)
