@@ -18,6 +18,7 @@ import io
 import json
 import os
 import re
+import shlex
 import shutil
 import socket
 import subprocess
@@ -227,6 +228,37 @@ def set_threads(threads: int = 0) -> int:
     return torch.get_num_threads()
 
 
+def local_gpus() -> list[str]:
+    """The GPUs of this machine that local tasks may use: the entries of CUDA_VISIBLE_DEVICES
+    where it is set (indices or UUIDs, as the user masked them; set but empty: none), else the
+    GPUs ``nvidia-smi -L`` lists (none without it). No torch import: submit stays quick."""
+    if "CUDA_VISIBLE_DEVICES" in os.environ:
+        return [g.strip() for g in os.environ["CUDA_VISIBLE_DEVICES"].split(",") if g.strip()]
+    if shutil.which("nvidia-smi") is None:
+        return []
+    try:
+        listed = subprocess.run(["nvidia-smi", "-L"], capture_output=True, text=True,
+                                timeout=60).stdout
+    except (OSError, subprocess.SubprocessError):
+        return []
+    return [str(i) for i in range(sum(line.startswith("GPU ") for line in listed.splitlines()))]
+
+
+def local_gpu_groups(profile: Profile) -> list[str]:
+    """The CUDA_VISIBLE_DEVICES of each local task in turn: this machine's GPUs in groups of
+    ``gpus_per_cell`` (one each when it is 0), so that the local executor (which otherwise hides
+    every GPU) trains on them; [] without GPUs. More tasks than groups share them in turn
+    (several cells per GPU, as processes). UsageError if a cell needs more GPUs than there are."""
+    gpus = local_gpus()
+    per = max(profile.gpus_per_cell, 1)
+    if profile.gpus_per_cell > len(gpus):
+        raise UsageError(f"cluster profile {profile.name!r}: gpus_per_cell = "
+                         f"{profile.gpus_per_cell}, but this machine shows {len(gpus)} GPU(s) "
+                         "(CUDA_VISIBLE_DEVICES, nvidia-smi): lower gpus_per_cell, or submit to "
+                         "a cluster profile")
+    return [",".join(gpus[i:i + per]) for i in range(0, len(gpus) - per + 1, per)]
+
+
 def local_threads(profile: Profile, tasks_at_once: int) -> int:
     """CPUs for each local task: the profile's cpus_per_task, at most this machine's cores
     shared among the tasks that run at once."""
@@ -235,11 +267,13 @@ def local_threads(profile: Profile, tasks_at_once: int) -> int:
 
 @contextlib.contextmanager
 def running(run_dir: str | Path, cell: Cell):
-    """Mark ``cell`` as training on this host (``running/wi<W>_do<D>.json``: pid, host,
-    start), so that ``status`` can tell a running local cell from a missing one."""
+    """Mark ``cell`` as training on this host (``running/wi<W>_do<D>.json``: pid, host, its
+    GPUs, start), so that ``status`` can tell a running local cell from a missing one and say
+    where it trains."""
     path = running_marker(run_dir, *cell)
     path.parent.mkdir(parents=True, exist_ok=True)
     write_text_atomic(path, json.dumps({"pid": os.getpid(), "host": socket.gethostname(),
+                                        "gpu": os.environ.get("CUDA_VISIBLE_DEVICES", ""),
                                         "started": time.time()}))
     try:
         yield
@@ -256,6 +290,7 @@ def submit(cfg: Config, profile: Profile, run_dir: Path, cells: list[Cell], n_ta
     _leave_job_environment()
     tasks = pack(cells, n_tasks)
     threads = local_threads(profile, min(parallel, n_tasks)) if profile.executor == "local" else 0
+    gpus = local_gpu_groups(profile) if profile.executor == "local" else []
     executor = submitit.AutoExecutor(folder=run_dir / LOGS, cluster=profile.executor)
     parameters = profile.submitit_parameters(job_name(run_dir), parallel)
     logger.debug(f"submitit {profile.executor} executor: {parameters}")
@@ -269,8 +304,15 @@ def submit(cfg: Config, profile: Profile, run_dir: Path, cells: list[Cell], n_ta
         chunk = tasks[start:start + limit]
         try:  # submitit echoes sbatch's stderr; a refusal is reported once, below
             with contextlib.redirect_stderr(io.StringIO()):
-                array_jobs = executor.map_array(ArrayTask(threads), [str(run_dir)] * len(chunk),
-                                                chunk)
+                if gpus:  # local tasks on this machine's GPUs: each task its own, in turn
+                    array_jobs = []
+                    for k, task in enumerate(chunk):
+                        executor.update_parameters(local_setup=[
+                            f"export CUDA_VISIBLE_DEVICES={shlex.quote(gpus[k % len(gpus)])}"])
+                        array_jobs.append(executor.submit(ArrayTask(threads), str(run_dir), task))
+                else:
+                    array_jobs = executor.map_array(ArrayTask(threads),
+                                                    [str(run_dir)] * len(chunk), chunk)
         except submitit.core.utils.FailedJobError as e:  # sbatch refused what the profile asks
             if arrays:
                 _record_submission(run_dir, cfg, profile, arrays)  # keep what was accepted
@@ -331,10 +373,13 @@ def _leave_job_environment() -> None:
 
 
 def check_executor(profile: Profile) -> None:
-    """Refuse a SLURM profile where SLURM cannot be reached (before anything is written)."""
+    """Refuse a SLURM profile where SLURM cannot be reached, and a local one whose cells need
+    more GPUs than this machine shows (before anything is written)."""
     if profile.executor == "slurm" and shutil.which("sbatch") is None:
         raise UsageError(f"cluster profile {profile.name!r} needs SLURM but sbatch is not on "
                          "PATH: use --cluster local, or run where SLURM is installed")
+    if profile.executor == "local":
+        local_gpu_groups(profile)
 
 
 def warn_if_login_node(profile: Profile) -> None:

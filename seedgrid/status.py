@@ -15,6 +15,7 @@ outside phase one are ``unused``: no command trains them.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
@@ -84,7 +85,23 @@ def run_status(run_dir: Path) -> tuple[Config, dict[tuple[int, int], CellState],
                                                      "started, or accounting lags")
         else:
             cells[cell] = CellState("missing", task)
+    for cell, c in cells.items():
+        if c.state == "running":
+            c.reason = _where(run_dir, cell)
     return cfg, cells, note
+
+
+def _where(run_dir: Path, cell: tuple[int, int]) -> str:
+    """Where a running cell trains, from its marker: "on <host>, GPU <ids>" (or CPU); "" for
+    a cell of a running task that has not started yet."""
+    try:
+        marker = json.loads(running_marker(run_dir, *cell).read_text())
+    except (OSError, ValueError):
+        return ""
+    if not isinstance(marker, dict):
+        return ""
+    gpu = marker.get("gpu") or ""
+    return f"on {marker.get('host', '?')}, " + (f"GPU {gpu}" if gpu else "CPU")
 
 
 def _slurm_state(run_dir: Path, slurm_state: str, task: str) -> CellState:

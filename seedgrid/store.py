@@ -25,8 +25,9 @@ variable and coordinate has a ``long_name`` (and ``units`` where it has any), ``
 byte flag variable (``flag_values`` 0-4, ``flag_meanings`` the names above) and ``label`` names
 its classes in ``flag_meanings`` where the task has names. :func:`decode` gives status back as
 names; :func:`open_cube` and :func:`read_shard` apply it, so in memory ``ds.status == "done"``.
-A cube also keeps, per cell, what the cell ran on and with (``host``, ``device``, ``created``,
-``versions``: text variables over (seed_wi, seed_do)); a shard keeps them as attributes.
+A cube also keeps, per cell, what the cell ran on and with (``host``, ``device``, ``gpu``,
+``started``, ``created``, ``versions``: text variables over (seed_wi, seed_do)); a shard keeps
+them as attributes.
 Schema 1 files (status as strings, no CF metadata) still open. A regression task (STS-B) has
 one output per example: ``class`` of length 1, ``label`` as float64 scores.
 
@@ -71,7 +72,7 @@ VARIABLES = {
 ATTRS = ("schema_version", "task", "metric", "model", "majority_baseline", "config_hash", "config")
 #: a shard's attributes that describe its cell, not the grid: per-cell variables in a cube
 #: (text, then integers; ``versions`` joins the shard's ``<package>_version`` attributes)
-PER_CELL_TEXT = ("host", "device", "created", "versions")
+PER_CELL_TEXT = ("host", "device", "gpu", "started", "created", "versions")
 PER_CELL_INT = ("num_processes", "gradient_accumulation", "deterministic", "torch_threads")
 #: CF metadata of every variable and coordinate
 CF_ATTRS: dict[str, dict[str, str]] = {
@@ -92,6 +93,9 @@ CF_ATTRS: dict[str, dict[str, str]] = {
     "wall_time_s": {"long_name": "wall-clock time the cell trained", "units": "s"},
     "host": {"long_name": "host the cell trained on"},
     "device": {"long_name": "device the cell trained on (GPU name or cpu)"},
+    "gpu": {"long_name": "CUDA_VISIBLE_DEVICES the cell trained with (empty: none)"},
+    "started": {"long_name": "when the cell began training, or resumed after a requeue "
+                            "(UTC, ISO 8601)"},
     "created": {"long_name": "when the cell's shard was written (UTC, ISO 8601)"},
     "versions": {"long_name": "seedgrid and library versions the cell trained with"},
     "num_processes": {"long_name": "processes that trained the cell", "units": "1"},

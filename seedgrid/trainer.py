@@ -193,9 +193,12 @@ def _setup(cfg: Config, seed_wi: int, seed_do: int) -> _Cell:
         optimizer, round(cfg.train.warmup_ratio * total_updates), total_updates)
     model, optimizer, scheduler = accelerator.prepare(model, optimizer, scheduler)
     if accelerator.is_main_process:
-        logger.debug(f"[wi={seed_wi} do={seed_do}] config {cfg.hash} on {accelerator.device}, "
-                     f"mixed precision {accelerator.mixed_precision}, "
-                     f"{torch.get_num_threads()} CPU threads")
+        name, gpus = f"[wi={seed_wi} do={seed_do}]", os.environ.get("CUDA_VISIBLE_DEVICES", "")
+        logger.debug(f"{name} config {cfg.hash} on {accelerator.device}, mixed precision "
+                     f"{accelerator.mixed_precision}, {torch.get_num_threads()} CPU threads")
+        if gpus and accelerator.device.type == "cpu":  # GPUs given, none usable: say so
+            logger.warning(f"{name} CUDA_VISIBLE_DEVICES={gpus} but torch sees no CUDA device "
+                           "(a CPU build of torch, or no driver): training on the CPU")
     # Dropout draws from torch's global RNG: seeded after the model is built (Dodge et al.).
     torch.manual_seed(seeds.dropout_seed(cfg.train.dropout_seed, seed_wi, seed_do,
                                          accelerator.process_index))
@@ -278,8 +281,10 @@ def _shard(cell: _Cell, progress: Progress, status: str):
             "gradient_accumulation": cfg.runtime.gradient_accumulation,
             "deterministic": cfg.runtime.deterministic, "host": socket.gethostname(),
             "device": _device_name(cell.accelerator.device),
+            "gpu": os.environ.get("CUDA_VISIBLE_DEVICES", ""),
+            "started": _iso(progress.started),  # (resumed: when this process took it over)
             "torch_threads": torch.get_num_threads(),
-            "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+            "created": _iso(time.time()),
             **_versions(),
         })
 
@@ -329,6 +334,11 @@ def _deterministic() -> None:
     os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
     torch.use_deterministic_algorithms(True)
     torch.backends.cudnn.benchmark = False
+
+
+def _iso(seconds: float) -> str:
+    return datetime.datetime.fromtimestamp(seconds, datetime.timezone.utc).isoformat(
+        timespec="seconds")
 
 
 def _device_name(device: torch.device) -> str:

@@ -4,6 +4,7 @@ them, no cell is blocked forever, nothing planted runs, and nothing finished is 
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 
@@ -152,7 +153,10 @@ def test_status_tells_running_local_cells_from_missing_ones(tmp_path):
     status = run_cli("status", str(out)).stdout
     assert "missing 0" in status and "resubmit" not in status, status
     assert "running 1  pending 1" in status or "pending 2" in status, status
-    wait_until(lambda: "running 1" in run_cli("status", str(out)).stdout, "a running cell", 300)
+    # the running cell says where it trains (this machine: no GPU, so the CPU)
+    where = f": on {socket.gethostname()}, CPU"
+    wait_until(lambda: "running 1" in (text := run_cli("status", str(out)).stdout)
+               and where in text.split("running (wi=1, do=")[-1], "a running cell", 300)
     wait_until(lambda: "done 2" in run_cli("status", str(out)).stdout, "both cells", 600)
 
 

@@ -232,3 +232,49 @@ def test_a_folder_that_is_not_a_run_is_named(tmp_path, command):
     result = run_cli(*command, str(tmp_path))
     assert result.returncode == 2
     assert f"'{tmp_path}' is not a run folder (no config.toml)" in result.stderr
+
+
+def _submit_with_gpus(gpus: str, *args: str) -> subprocess.CompletedProcess:
+    """``submit`` on this machine as if it had the GPUs ``gpus`` (CUDA_VISIBLE_DEVICES)."""
+    env = {**os.environ, "CUDA_VISIBLE_DEVICES": gpus}
+    return subprocess.run([sys.executable, "-m", "seedgrid", "submit", *args], cwd=REPO, env=env,
+                          capture_output=True, text=True, timeout=600)
+
+
+def test_the_local_executor_gives_each_task_its_gpu_and_shards_record_it(tmp_path, tiny_toml):
+    """This machine has no GPU: fake ones (CUDA_VISIBLE_DEVICES) must reach the tasks, one per
+    task in turn (submitit's local executor alone hides every GPU), and each shard records the
+    GPU it trained with and when it started; the cube keeps both per cell."""
+    config = tiny_toml(grid={"n_wi": 2, "n_do": 2})
+    out = tmp_path / "gpus"
+    result = _submit_with_gpus("3,5", "--config", str(config), "--cluster", "local",
+                               "--parallel", "2", "--out", str(out), "--wait")
+    assert result.returncode == 0, result.stdout + result.stderr
+    (array,) = json.loads((out / "jobs.json").read_text())["submissions"][0]["arrays"]
+    assert len(array["tasks"]) == 2
+    for task, gpu in zip(array["tasks"], ("3", "5")):
+        for wi, do in task:
+            attrs = read_shard(out / f"shards/wi{wi}_do{do}.nc").attrs
+            assert attrs["gpu"] == gpu and attrs["device"] == "cpu"  # (a CPU torch here)
+            assert attrs["started"] <= attrs["created"]
+    assert "torch sees no CUDA device" in task_log(out, array["task_ids"][0]).read_text()
+    assert run_cli("collect", str(out)).returncode == 0
+    import seedgrid
+
+    cube = seedgrid.open_cube(out)
+    assert sorted(set(cube["gpu"].values.ravel().tolist())) == ["3", "5"]
+    none = _submit_with_gpus("", "--config", str(config), "--cluster", "local", "--out",
+                             str(tmp_path / "none"), "--wait")  # set but empty: no GPU
+    assert none.returncode == 0, none.stdout + none.stderr
+    assert read_shard(tmp_path / "none/shards/wi1_do1.nc").attrs["gpu"] == ""
+
+
+def test_more_gpus_per_cell_than_the_machine_shows_is_bad_input(tmp_path, tiny_toml):
+    profile = tmp_path / "twogpus.toml"
+    profile.write_text('executor = "local"\ngpus_per_cell = 2\n')
+    out = tmp_path / "run"
+    result = _submit_with_gpus("0", "--config", str(tiny_toml()), "--cluster", str(profile),
+                               "--out", str(out))
+    assert result.returncode == 2 and result.stderr.count("\n") == 1, result.stderr
+    assert "gpus_per_cell = 2, but this machine shows 1 GPU(s)" in result.stderr
+    assert not out.exists()
