@@ -44,7 +44,7 @@ def _submit(args: argparse.Namespace) -> None:
     if not submit_grid(config_name=args.config, resume=args.resume, cluster_name=args.cluster,
                        array=args.array, parallel=args.parallel, out=args.out, wait=args.wait,
                        early_stop=args.early_stop, budget=args.budget, from_cube=args.from_cube,
-                       train_sizes=args.train_sizes):
+                       train_sizes=args.train_sizes, pack=args.pack):
         sys.exit(1)  # --wait: diverged, failed, missing: not done
 
 
@@ -177,6 +177,8 @@ def _submit_args(p: argparse.ArgumentParser) -> None:
                         "the rest stopped at 30%%)")
     p.add_argument("--from-cube", metavar="CUBE",
                    help="an earlier cube (or run folder) of the same task, for --budget")
+    p.add_argument("--pack", metavar="K", type=integer(1, 64), help="cells each task trains "
+                   "at once on its GPU, each in its own process (the profile's cells_per_gpu)")
     p.add_argument("--train-sizes", metavar="N,N,...", type=sizes, help="a training-size sweep "
                    "(Bui Figs. 2, 4): the grid once per [task] train_size, in <out>/n<N>")
 

@@ -37,6 +37,9 @@ class Profile:
     gpus_per_cell: int = 0
     #: processes for each cell (0: one per GPU, at least 1); on CPU, >1 trains with gloo
     processes_per_cell: int = 0
+    #: cells each array task trains at once on its GPU(s), each in its own process
+    #: (seedgrid.packed); submit --pack overrides it
+    cells_per_gpu: int = 1
     cpus_per_task: int = 2
     mem_gb: float = 4.0
     #: wall-time limit of one array task, in minutes
@@ -95,6 +98,8 @@ def load_profile(spec: str) -> Profile:
                                            "from 0 to 64"),
         (0 <= profile.processes_per_cell <= 64, f"processes_per_cell = "
                                                 f"{profile.processes_per_cell} must be from 0 to 64"),
+        (1 <= profile.cells_per_gpu <= 64, f"cells_per_gpu = {profile.cells_per_gpu} must be "
+                                           "from 1 to 64"),
         (1 <= profile.cpus_per_task <= 4096, f"cpus_per_task = {profile.cpus_per_task} must be "
                                              "from 1 to 4096"),
         (0 < profile.mem_gb <= 100_000, f"mem_gb = {profile.mem_gb} must be above 0 (GB)"),

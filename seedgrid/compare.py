@@ -337,6 +337,16 @@ def compare(path_a, path_b, metric: str | None = None, step: str = "end", alpha:
     result["verdict"] = {"significant": significant, "test": test,
                          "tests_agree": len(set(calls.values())) == 1,
                          "p": {k: float(p) for k, p in p_of.items()}}
+    warnings = _warnings(result, tests, a, b, p_of[test], significant, min_effect, step)
+    result.update(significant=significant, warnings=warnings)
+    return result
+
+
+def _warnings(result: dict, tests: dict, a, b, p: float, significant: bool, min_effect: float,
+              step: str) -> list[str]:
+    """What a reader of the verdict should be told: too few seeds, a rank test that cannot
+    reach alpha, a negligible significant difference, best-seed comparisons, --step best."""
+    alpha, paired = result["alpha"], result["pairing"] == "paired"
     warnings = []
     if min(len(a), len(b)) < MIN_SEEDS:
         warnings.append(f"only {min(len(a), len(b))} runs on one side: the tutorial asks for at "
@@ -347,7 +357,7 @@ def compare(path_a, path_b, metric: str | None = None, step: str = "end", alpha:
                         "train more seeds" + ("; a paired rank test needs 6+ pairs at 0.05"
                                               if paired else ""))
     if significant and abs(tests["difference"]) < min_effect:
-        warnings.append(f"significant (p = {p_of[test]:.3g}) but the difference "
+        warnings.append(f"significant (p = {p:.3g}) but the difference "
                         f"{tests['difference']:+.4f} is below --min-effect {min_effect}: real, "
                         "perhaps too small to matter")
     best_gap = result["best_b"] - result["best_a"]
@@ -358,8 +368,7 @@ def compare(path_a, path_b, metric: str | None = None, step: str = "end", alpha:
     if step == "best":
         warnings.append("--step best picks each run's best evaluation on this same validation "
                         "set: both sides are optimistic")
-    result.update(significant=significant, warnings=warnings)
-    return result
+    return warnings
 
 
 def format_result(r: dict) -> str:

@@ -1,4 +1,5 @@
-"""Send a grid's cells to a cluster as array tasks (submitit), and the worker each task runs.
+"""Send a grid's cells to a cluster as array tasks (submitit), and the worker each task runs
+(what trains one cell, or several at once, inside a task: seedgrid.celltask).
 
 One submission = the cells of the grid that have no shard yet, spread over ``n_tasks`` array
 tasks (consecutive cells share a task and run one after the other). On SLURM, one sbatch array
@@ -27,15 +28,14 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from seedgrid import early_stop_run, log
+from seedgrid import celltask, early_stop_run, log
 from seedgrid.cluster import Profile
 from seedgrid.config import Config, load_config
 from seedgrid.errors import UsageError
 from seedgrid.log import logger
 from seedgrid.rundir import (CONFIG, JOBS, LOGS, Cell, checkpoint_path, decider_log,
-                             read_jobs, running_marker, shard_path, write_config)
-from seedgrid.store import (locked, remove_stale_temporaries, set_aside, shard_state,
-                            write_atomic, write_text_atomic)
+                             read_jobs, shard_path)
+from seedgrid.store import locked, shard_state, write_text_atomic
 
 if TYPE_CHECKING:  # torch: imported only where a cell trains
     from seedgrid.checkpoint import Checkpointer
@@ -80,11 +80,11 @@ def cells_to_resume(run_dir: Path, record: dict) -> list:
 
 def task_layout(profile: Profile, n_cells: int, array: int | None,
                 parallel: int | None) -> tuple[int, int]:
-    """(array tasks, most at once) for ``n_cells``: one task per cell unless ``array`` says
-    fewer; SLURM runs ``parallel`` (default: the profile's) at once, the local executor starts
+    """(array tasks, most at once) for ``n_cells``: one task per cell (per ``cells_per_gpu``
+    cells when packed) unless ``array`` says fewer; SLURM runs ``parallel`` (default: the profile's) at once, the local executor starts
     every task at once, so it makes no more tasks than ``parallel`` (default 1)."""
     parallel = parallel or (profile.array_parallelism if profile.executor == "slurm" else 1)
-    n_tasks = array or n_cells
+    n_tasks = array or -(-n_cells // profile.cells_per_gpu)  # packed: K cells a task
     if profile.executor == "local":  # no queue: every task starts at once
         n_tasks = min(n_tasks, parallel)
     return n_tasks, parallel
@@ -132,30 +132,6 @@ def _has_cuda() -> bool:
     return torch.cuda.is_available()
 
 
-def train_and_store(cfg: Config, run_dir: str | Path, seed_wi: int, seed_do: int, checkpointer,
-                    stop_fraction: float | None = None):
-    """Train a cell (resuming from ``checkpointer``'s file), write its shard, drop the checkpoint
-    — unless the cell stopped early (``stop_fraction``): then the checkpoint stays, to continue.
-
-    Returns the shard on the main process, None on the others.
-    """
-    from seedgrid.trainer import train_cell  # torch: imported only where a cell trains
-
-    shard = train_cell(cfg, seed_wi, seed_do, checkpointer=checkpointer,
-                       stop_fraction=stop_fraction)
-    if shard is not None:  # the main process writes, once every input has proved valid
-        write_config(Path(run_dir), cfg)  # (a run folder made by submit has it already)
-        path = shard_path(run_dir, seed_wi, seed_do)
-        if shard_state(path) == "damaged":  # an unreadable shard: kept aside for a look
-            logger.warning(f"[wi={seed_wi} do={seed_do}] the unreadable shard {path} was moved "
-                           f"to {set_aside(path).name}")
-        remove_stale_temporaries(path)
-        write_atomic(shard, path)
-        if shard.status.item() != "stopped":
-            checkpointer.remove()
-    return shard
-
-
 class ArrayTask:
     """What one array task runs: train each of its cells that has no shard yet.
 
@@ -164,15 +140,18 @@ class ArrayTask:
     task requeued with the same cells; finished cells are skipped on restart.
     """
 
-    def __init__(self, threads: int = 0) -> None:
+    def __init__(self, threads: int = 0, pack: int = 1) -> None:
         self._checkpointer: Checkpointer | None = None  # the running cell's
         #: torch threads for this task's cell (0: the CPUs SLURM gave it, else torch's own)
         self.threads = threads
+        #: cells trained at once (cells_per_gpu): above 1, each in a child process
+        self.pack = pack
+        self._children: dict = {}  # packed: cell -> its running process
 
     def __call__(self, run_dir: str, cells: list[Cell]) -> list[str]:
         import submitit
 
-        from seedgrid.checkpoint import Checkpointer, saved_on_terminate
+        from seedgrid.checkpoint import Checkpointer
 
         if submitit.JobEnvironment().num_tasks > 1:  # several processes train each cell (DDP)
             # SLURM already limits the task to its GPUs; Accelerate takes cuda:LOCAL_RANK.
@@ -182,27 +161,31 @@ class ArrayTask:
         set_threads(self.threads)
         cfg = load_config(Path(run_dir) / CONFIG)
         plan = early_stop_run.read(Path(run_dir))  # early stopping: phase one stops, phase two goes on
+        if self.pack > 1:  # K cells at once, each in its own process
+            todo = [c for c in cells if needs_training(run_dir, c, plan)]
+            return celltask.train_at_once(run_dir, cells, todo, self.pack, self.threads,
+                                          self._children)
         statuses = []
         for wi, do in cells:
             if not needs_training(run_dir, (wi, do), plan):  # a damaged shard trains again
                 statuses.append("done")
                 continue
-            with running(run_dir, (wi, do)):
-                self._checkpointer = Checkpointer(checkpoint_path(run_dir, wi, do))
-                with saved_on_terminate(self._checkpointer):
-                    shard = train_and_store(cfg, run_dir, wi, do, self._checkpointer,
-                                            stop_fraction=early_stop_run.fraction_for(plan, (wi, do)))
-            if shard is not None:
-                statuses.append(str(shard.status.item()))
+            self._checkpointer = Checkpointer(checkpoint_path(run_dir, wi, do))
+            status = celltask.train_task_cell(cfg, run_dir, (wi, do), plan, self._checkpointer)
+            if status is not None:
+                statuses.append(status)
         end_distributed()
         return statuses
 
     def checkpoint(self, run_dir: str, cells: list[Cell]):
         import submitit
 
-        if self._checkpointer is not None:
+        if self._children:  # packed: each running cell saves its checkpoint on SIGTERM
+            celltask.stop_and_save(self._children)
+        elif self._checkpointer is not None:
             self._checkpointer.save()
-        return submitit.helpers.DelayedSubmission(ArrayTask(self.threads), run_dir, cells)
+        return submitit.helpers.DelayedSubmission(ArrayTask(self.threads, self.pack), run_dir,
+                                                  cells)
 
 
 def end_distributed() -> None:
@@ -265,22 +248,6 @@ def local_threads(profile: Profile, tasks_at_once: int) -> int:
     return max(1, min(profile.cpus_per_task, (os.cpu_count() or 1) // max(tasks_at_once, 1)))
 
 
-@contextlib.contextmanager
-def running(run_dir: str | Path, cell: Cell):
-    """Mark ``cell`` as training on this host (``running/wi<W>_do<D>.json``: pid, host, its
-    GPUs, start), so that ``status`` can tell a running local cell from a missing one and say
-    where it trains."""
-    path = running_marker(run_dir, *cell)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    write_text_atomic(path, json.dumps({"pid": os.getpid(), "host": socket.gethostname(),
-                                        "gpu": os.environ.get("CUDA_VISIBLE_DEVICES", ""),
-                                        "started": time.time()}))
-    try:
-        yield
-    finally:
-        path.unlink(missing_ok=True)
-
-
 def submit(cfg: Config, profile: Profile, run_dir: Path, cells: list[Cell], n_tasks: int,
            parallel: int) -> tuple[dict, list]:
     """Submit ``cells`` as ``n_tasks`` array tasks; returns the jobs.json record and the jobs."""
@@ -291,6 +258,7 @@ def submit(cfg: Config, profile: Profile, run_dir: Path, cells: list[Cell], n_ta
     tasks = pack(cells, n_tasks)
     threads = local_threads(profile, min(parallel, n_tasks)) if profile.executor == "local" else 0
     gpus = local_gpu_groups(profile) if profile.executor == "local" else []
+    per_gpu = profile.cells_per_gpu
     executor = submitit.AutoExecutor(folder=run_dir / LOGS, cluster=profile.executor)
     parameters = profile.submitit_parameters(job_name(run_dir), parallel)
     logger.debug(f"submitit {profile.executor} executor: {parameters}")
@@ -306,12 +274,13 @@ def submit(cfg: Config, profile: Profile, run_dir: Path, cells: list[Cell], n_ta
             with contextlib.redirect_stderr(io.StringIO()):
                 if gpus:  # local tasks on this machine's GPUs: each task its own, in turn
                     array_jobs = []
-                    for k, task in enumerate(chunk):
+                    for i, task in enumerate(chunk):
                         executor.update_parameters(local_setup=[
-                            f"export CUDA_VISIBLE_DEVICES={shlex.quote(gpus[k % len(gpus)])}"])
-                        array_jobs.append(executor.submit(ArrayTask(threads), str(run_dir), task))
+                            f"export CUDA_VISIBLE_DEVICES={shlex.quote(gpus[i % len(gpus)])}"])
+                        array_jobs.append(executor.submit(ArrayTask(threads, per_gpu), str(run_dir),
+                                                          task))
                 else:
-                    array_jobs = executor.map_array(ArrayTask(threads),
+                    array_jobs = executor.map_array(ArrayTask(threads, per_gpu),
                                                     [str(run_dir)] * len(chunk), chunk)
         except submitit.core.utils.FailedJobError as e:  # sbatch refused what the profile asks
             if arrays:
@@ -380,6 +349,26 @@ def check_executor(profile: Profile) -> None:
                          "PATH: use --cluster local, or run where SLURM is installed")
     if profile.executor == "local":
         local_gpu_groups(profile)
+    _check_packing(profile)
+
+
+def _check_packing(profile: Profile) -> None:
+    """cells_per_gpu > 1 packs one-process cells onto the GPU(s) of a task: refuse it without
+    GPUs, or with cells that are several processes themselves."""
+    k = profile.cells_per_gpu
+    if k == 1:
+        return
+    where = f"cells_per_gpu = {k} (or --pack {k}) with cluster profile {profile.name!r}"
+    if profile.gpus_per_cell > 1 or profile.processes_per_cell > 1:
+        raise UsageError(f"{where}: packed cells are one process on one GPU each, but the "
+                         f"profile has gpus_per_cell = {profile.gpus_per_cell}, "
+                         f"processes_per_cell = {profile.processes_per_cell}: set both to 1")
+    gpus = profile.gpus_per_cell if profile.executor == "slurm" else len(local_gpu_groups(profile))
+    if not gpus:
+        raise UsageError(f"{where}: its tasks get no GPU to share (gpus_per_cell = 0"
+                         + (")" if profile.executor == "slurm" else
+                            ", and this machine shows none)")
+                         + ": give the profile gpus_per_cell = 1, or do not pack")
 
 
 def warn_if_login_node(profile: Profile) -> None:

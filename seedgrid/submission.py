@@ -9,11 +9,12 @@ the early-stop plan and its decision in :mod:`seedgrid.early_stop_run`, waiting 
 from __future__ import annotations
 
 import math
+import dataclasses
 import os
 import shutil
 from pathlib import Path
 
-from seedgrid import cluster, config, dispatch, early_stop_run, rundir, status
+from seedgrid import celltask, cluster, config, dispatch, early_stop_run, rundir, status
 from seedgrid.errors import UsageError
 
 
@@ -40,7 +41,7 @@ def run_one(config_name: str, seed_wi: int, seed_do: int, out: str | None) -> bo
     dispatch.set_threads()
     checkpointer = Checkpointer(rundir.checkpoint_path(run_dir, seed_wi, seed_do))
     with saved_on_terminate(checkpointer):
-        shard = dispatch.train_and_store(cfg, run_dir, seed_wi, seed_do, checkpointer)
+        shard = celltask.train_and_store(cfg, run_dir, seed_wi, seed_do, checkpointer)
     dispatch.end_distributed()
     if shard is None:  # not the main process
         return True
@@ -55,13 +56,16 @@ def run_one(config_name: str, seed_wi: int, seed_do: int, out: str | None) -> bo
     return cell_status == "done"  # a diverged cell is a result, not a success
 
 
-def profile_named(cluster_name: str | None) -> tuple[cluster.Profile, str]:
+def profile_named(cluster_name: str | None, pack: int | None = None
+                  ) -> tuple[cluster.Profile, str]:
     """The profile of --cluster, else of SEEDGRID_CLUSTER (a site's or user's default, so that
     a pasted command does not train on a login node), else local — with the name as given.
     Checked against the machine; where the local executor only runs by default (no --cluster,
     no SEEDGRID_CLUSTER) and SLURM is installed, a warning follows before submitting."""
     name = cluster_name or os.environ.get("SEEDGRID_CLUSTER") or "local"
     profile = cluster.load_profile(name)
+    if pack is not None:  # submit --pack K: the profile's cells_per_gpu, for this submission
+        profile = dataclasses.replace(profile, cells_per_gpu=pack)
     dispatch.check_executor(profile)
     return profile, name
 
@@ -74,15 +78,17 @@ def _warn_by_default(cluster_name: str | None, profile) -> None:
 def submit_grid(*, config_name: str | None, resume: str | None, cluster_name: str | None,
                 array: int | None, parallel: int | None, out: str | None, wait: bool,
                 early_stop: str | None, budget: float | None, from_cube: str | None,
-                train_sizes: list[int] | None = None, train_size: int | None = None) -> bool:
+                train_sizes: list[int] | None = None, train_size: int | None = None,
+                pack: int | None = None) -> bool:
     """Submit the cells of a grid that still have to train (``--resume``: of a run folder);
     with ``train_sizes``, the grid once per training-set size, each in its own run folder."""
     if train_sizes:
         return _sweep(train_sizes, config_name=config_name, resume=resume,
                       cluster_name=cluster_name, array=array, parallel=parallel, out=out,
-                      wait=wait, early_stop=early_stop, budget=budget, from_cube=from_cube)
+                      wait=wait, early_stop=early_stop, budget=budget, from_cube=from_cube,
+                      pack=pack)
     cfg, run_dir = _config_and_folder(config_name, resume, out, array, train_size)
-    profile, name = profile_named(cluster_name)
+    profile, name = profile_named(cluster_name, pack)
     dispatch.check_precision(cfg, profile)
     total = len(cfg.grid.cells())
     plan = _early_stop_plan(cfg, run_dir, early_stop, budget, from_cube, resumed=bool(resume))
