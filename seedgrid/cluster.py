@@ -7,12 +7,16 @@ template ``example-gpu``); ``local`` needs no file.
 
 ``executor = "local"`` runs array tasks as subprocesses of this machine (submitit's local
 executor: no queue, no throttle, so cells are packed into ``--parallel`` tasks);
-``executor = "slurm"`` submits one SLURM array per grid through submitit.
+``executor = "slurm"`` submits one SLURM array per grid through submitit. What this machine
+offers local tasks (its GPUs, its cores) is decided here too.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import os
+import shutil
+import subprocess
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
@@ -114,3 +118,40 @@ def load_profile(spec: str) -> Profile:
         if not ok:
             raise UsageError(f"{where} {message}")
     return profile
+
+
+def local_gpus() -> list[str]:
+    """The GPUs of this machine that local tasks may use: the entries of CUDA_VISIBLE_DEVICES
+    where it is set (indices or UUIDs, as the user masked them; set but empty: none), else the
+    GPUs ``nvidia-smi -L`` lists (none without it). No torch import: submit stays quick."""
+    if "CUDA_VISIBLE_DEVICES" in os.environ:
+        return [g.strip() for g in os.environ["CUDA_VISIBLE_DEVICES"].split(",") if g.strip()]
+    if shutil.which("nvidia-smi") is None:
+        return []
+    try:
+        listed = subprocess.run(["nvidia-smi", "-L"], capture_output=True, text=True,
+                                timeout=60).stdout
+    except (OSError, subprocess.SubprocessError):
+        return []
+    return [str(i) for i in range(sum(line.startswith("GPU ") for line in listed.splitlines()))]
+
+
+def local_gpu_groups(profile: Profile) -> list[str]:
+    """The CUDA_VISIBLE_DEVICES of each local task in turn: this machine's GPUs in groups of
+    ``gpus_per_cell`` (one each when it is 0), so that the local executor (which otherwise hides
+    every GPU) trains on them; [] without GPUs. More tasks than groups share them in turn
+    (several cells per GPU, as processes). UsageError if a cell needs more GPUs than there are."""
+    gpus = local_gpus()
+    per = max(profile.gpus_per_cell, 1)
+    if profile.gpus_per_cell > len(gpus):
+        raise UsageError(f"cluster profile {profile.name!r}: gpus_per_cell = "
+                         f"{profile.gpus_per_cell}, but this machine shows {len(gpus)} GPU(s) "
+                         "(CUDA_VISIBLE_DEVICES, nvidia-smi): lower gpus_per_cell, or submit to "
+                         "a cluster profile")
+    return [",".join(gpus[i:i + per]) for i in range(0, len(gpus) - per + 1, per)]
+
+
+def local_threads(profile: Profile, tasks_at_once: int) -> int:
+    """CPUs for each local task: the profile's cpus_per_task, at most this machine's cores
+    shared among the tasks that run at once."""
+    return max(1, min(profile.cpus_per_task, (os.cpu_count() or 1) // max(tasks_at_once, 1)))

@@ -28,7 +28,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from seedgrid import celltask, early_stop_run, log
+from seedgrid import celltask, cluster, early_stop_run, log
 from seedgrid.cluster import Profile
 from seedgrid.config import Config, load_config
 from seedgrid.errors import UsageError
@@ -211,43 +211,6 @@ def set_threads(threads: int = 0) -> int:
     return torch.get_num_threads()
 
 
-def local_gpus() -> list[str]:
-    """The GPUs of this machine that local tasks may use: the entries of CUDA_VISIBLE_DEVICES
-    where it is set (indices or UUIDs, as the user masked them; set but empty: none), else the
-    GPUs ``nvidia-smi -L`` lists (none without it). No torch import: submit stays quick."""
-    if "CUDA_VISIBLE_DEVICES" in os.environ:
-        return [g.strip() for g in os.environ["CUDA_VISIBLE_DEVICES"].split(",") if g.strip()]
-    if shutil.which("nvidia-smi") is None:
-        return []
-    try:
-        listed = subprocess.run(["nvidia-smi", "-L"], capture_output=True, text=True,
-                                timeout=60).stdout
-    except (OSError, subprocess.SubprocessError):
-        return []
-    return [str(i) for i in range(sum(line.startswith("GPU ") for line in listed.splitlines()))]
-
-
-def local_gpu_groups(profile: Profile) -> list[str]:
-    """The CUDA_VISIBLE_DEVICES of each local task in turn: this machine's GPUs in groups of
-    ``gpus_per_cell`` (one each when it is 0), so that the local executor (which otherwise hides
-    every GPU) trains on them; [] without GPUs. More tasks than groups share them in turn
-    (several cells per GPU, as processes). UsageError if a cell needs more GPUs than there are."""
-    gpus = local_gpus()
-    per = max(profile.gpus_per_cell, 1)
-    if profile.gpus_per_cell > len(gpus):
-        raise UsageError(f"cluster profile {profile.name!r}: gpus_per_cell = "
-                         f"{profile.gpus_per_cell}, but this machine shows {len(gpus)} GPU(s) "
-                         "(CUDA_VISIBLE_DEVICES, nvidia-smi): lower gpus_per_cell, or submit to "
-                         "a cluster profile")
-    return [",".join(gpus[i:i + per]) for i in range(0, len(gpus) - per + 1, per)]
-
-
-def local_threads(profile: Profile, tasks_at_once: int) -> int:
-    """CPUs for each local task: the profile's cpus_per_task, at most this machine's cores
-    shared among the tasks that run at once."""
-    return max(1, min(profile.cpus_per_task, (os.cpu_count() or 1) // max(tasks_at_once, 1)))
-
-
 def submit(cfg: Config, profile: Profile, run_dir: Path, cells: list[Cell], n_tasks: int,
            parallel: int) -> tuple[dict, list]:
     """Submit ``cells`` as ``n_tasks`` array tasks; returns the jobs.json record and the jobs."""
@@ -256,8 +219,9 @@ def submit(cfg: Config, profile: Profile, run_dir: Path, cells: list[Cell], n_ta
     check_executor(profile)
     _leave_job_environment()
     tasks = pack(cells, n_tasks)
-    threads = local_threads(profile, min(parallel, n_tasks)) if profile.executor == "local" else 0
-    gpus = local_gpu_groups(profile) if profile.executor == "local" else []
+    local = profile.executor == "local"
+    threads = cluster.local_threads(profile, min(parallel, n_tasks)) if local else 0
+    gpus = cluster.local_gpu_groups(profile) if local else []
     per_gpu = profile.cells_per_gpu
     executor = submitit.AutoExecutor(folder=run_dir / LOGS, cluster=profile.executor)
     parameters = profile.submitit_parameters(job_name(run_dir), parallel)
@@ -348,7 +312,7 @@ def check_executor(profile: Profile) -> None:
         raise UsageError(f"cluster profile {profile.name!r} needs SLURM but sbatch is not on "
                          "PATH: use --cluster local, or run where SLURM is installed")
     if profile.executor == "local":
-        local_gpu_groups(profile)
+        cluster.local_gpu_groups(profile)
     _check_packing(profile)
 
 
@@ -363,7 +327,7 @@ def _check_packing(profile: Profile) -> None:
         raise UsageError(f"{where}: packed cells are one process on one GPU each, but the "
                          f"profile has gpus_per_cell = {profile.gpus_per_cell}, "
                          f"processes_per_cell = {profile.processes_per_cell}: set both to 1")
-    gpus = profile.gpus_per_cell if profile.executor == "slurm" else len(local_gpu_groups(profile))
+    gpus = profile.gpus_per_cell if profile.executor == "slurm" else len(cluster.local_gpu_groups(profile))
     if not gpus:
         raise UsageError(f"{where}: its tasks get no GPU to share (gpus_per_cell = 0"
                          + (")" if profile.executor == "slurm" else
