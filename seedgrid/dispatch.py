@@ -159,12 +159,12 @@ class ArrayTask:
                                                                   overwrite=True)
         log.configure()  # this process is seedgrid's: progress and warnings to the task's log
         set_threads(self.threads)
-        cfg = load_config(Path(run_dir) / CONFIG)
         plan = early_stop_run.read(Path(run_dir))  # early stopping: phase one stops, phase two goes on
-        if self.pack > 1:  # K cells at once, each in its own process
+        if self.pack > 1:  # K cells at once, each in its own process (which reads the config)
             todo = [c for c in cells if needs_training(run_dir, c, plan)]
             return celltask.train_at_once(run_dir, cells, todo, self.pack, self.threads,
                                           self._children)
+        cfg = load_config(Path(run_dir) / CONFIG)
         statuses = []
         for wi, do in cells:
             if not needs_training(run_dir, (wi, do), plan):  # a damaged shard trains again
@@ -216,12 +216,11 @@ def submit(cfg: Config, profile: Profile, run_dir: Path, cells: list[Cell], n_ta
     """Submit ``cells`` as ``n_tasks`` array tasks; returns the jobs.json record and the jobs."""
     import submitit
 
-    check_executor(profile)
+    gpus = check_executor(profile)
     _leave_job_environment()
     tasks = pack(cells, n_tasks)
     local = profile.executor == "local"
     threads = cluster.local_threads(profile, min(parallel, n_tasks)) if local else 0
-    gpus = cluster.local_gpu_groups(profile) if local else []
     per_gpu = profile.cells_per_gpu
     executor = submitit.AutoExecutor(folder=run_dir / LOGS, cluster=profile.executor)
     parameters = profile.submitit_parameters(job_name(run_dir), parallel)
@@ -305,18 +304,19 @@ def _leave_job_environment() -> None:
                 del os.environ[key]
 
 
-def check_executor(profile: Profile) -> None:
+def check_executor(profile: Profile) -> list[str]:
     """Refuse a SLURM profile where SLURM cannot be reached, and a local one whose cells need
-    more GPUs than this machine shows (before anything is written)."""
+    more GPUs than this machine shows (before anything is written). Returns the GPU groups local
+    tasks get in turn (:func:`seedgrid.cluster.local_gpu_groups`; [] on SLURM)."""
     if profile.executor == "slurm" and shutil.which("sbatch") is None:
         raise UsageError(f"cluster profile {profile.name!r} needs SLURM but sbatch is not on "
                          "PATH: use --cluster local, or run where SLURM is installed")
-    if profile.executor == "local":
-        cluster.local_gpu_groups(profile)
-    _check_packing(profile)
+    groups = cluster.local_gpu_groups(profile) if profile.executor == "local" else []
+    _check_packing(profile, len(groups))
+    return groups
 
 
-def _check_packing(profile: Profile) -> None:
+def _check_packing(profile: Profile, local_groups: int) -> None:
     """cells_per_gpu > 1 packs one-process cells onto the GPU(s) of a task: refuse it without
     GPUs, or with cells that are several processes themselves."""
     k = profile.cells_per_gpu
@@ -327,7 +327,7 @@ def _check_packing(profile: Profile) -> None:
         raise UsageError(f"{where}: packed cells are one process on one GPU each, but the "
                          f"profile has gpus_per_cell = {profile.gpus_per_cell}, "
                          f"processes_per_cell = {profile.processes_per_cell}: set both to 1")
-    gpus = profile.gpus_per_cell if profile.executor == "slurm" else len(cluster.local_gpu_groups(profile))
+    gpus = profile.gpus_per_cell if profile.executor == "slurm" else local_groups
     if not gpus:
         raise UsageError(f"{where}: its tasks get no GPU to share (gpus_per_cell = 0"
                          + (")" if profile.executor == "slurm" else
