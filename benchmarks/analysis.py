@@ -14,14 +14,18 @@ analysis has something to find. Timed in the same process:
   time. The simulation loop runs ``--loop-samples`` experiments per configuration and is scaled
   to the vectorised sample counts (printed as such).
 
-Prints seconds, the ratios, and peak memory (ru_maxrss) after each phase.
+Prints seconds, the ratios, and peak memory (ru_maxrss) after each phase, and appends them with
+the date, the machine and the command to ``benchmarks/results/analysis.md``: times on a shared
+machine vary, so the ratios against the loops of the same run are what to compare across runs.
 """
 
 from __future__ import annotations
 
 import argparse
 import itertools
+import os
 import resource
+import socket
 import sys
 import time
 import warnings
@@ -31,7 +35,8 @@ import numpy as np
 import scipy.stats
 import xarray as xr
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
 
 from seedgrid import early_stopping, report  # noqa: E402
 from seedgrid.store import SCHEMA_VERSION  # noqa: E402
@@ -126,13 +131,24 @@ def peak_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
+RESULTS = Path(__file__).resolve().parent / "results" / "analysis.md"
+_said: list[str] = []
+
+
+def say(line: str) -> None:
+    print(line, flush=True)
+    _said.append(line)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n", type=int, default=25)
     parser.add_argument("--loop-samples", type=int, default=20)
+    parser.add_argument("--no-record", action="store_true",
+                        help=f"do not append the figures to {RESULTS.relative_to(REPO)}")
     args = parser.parse_args()
     ds = synthetic_cube(args.n)
-    print(f"cube: {args.n} x {args.n} runs x {ds.sizes['example']} examples x "
+    say(f"cube: {args.n} x {args.n} runs x {ds.sizes['example']} examples x "
           f"{ds.sizes['step']} evaluations ({ds.logits.nbytes / 1e6:.0f} MB of logits); "
           f"peak {peak_mb():.0f} MB")
 
@@ -141,7 +157,7 @@ def main() -> None:
         start = time.perf_counter()
         report.analyse(ds, samples=5_000)
         t_report = time.perf_counter() - start
-    print(f"report.analyse (no figures, early stopping at 5,000 samples): {t_report:.2f} s; "
+    say(f"report.analyse (no figures, early stopping at 5,000 samples): {t_report:.2f} s; "
           f"peak {peak_mb():.0f} MB")
     start = time.perf_counter()
     early_stopping.simulate(ds.seedgrid.metric(), samples=5_000)
@@ -149,24 +165,34 @@ def main() -> None:
     start = time.perf_counter()
     early_stopping.simulate(ds.seedgrid.metric(), samples=50_000)
     t_full = time.perf_counter() - start
-    print(f"early-stopping search, budgets 1..30, 50,000 samples: {t_full:.1f} s; "
+    say(f"early-stopping search, budgets 1..30, 50,000 samples: {t_full:.1f} s; "
           f"peak {peak_mb():.0f} MB")
 
     times = loops(ds, args.loop_samples, 5_000, 50_000)
     full_loop = times.pop("_simulation_full_scaled")
     sim_loop = times["simulation (report's samples), scaled"]
     for name, seconds in times.items():
-        print(f"  loop: {name}: {seconds:.1f} s")
+        say(f"  loop: {name}: {seconds:.1f} s")
     t_loops = sum(times.values())
-    print(f"loops for the report's analyses: {t_loops:.1f} s -> vectorised is "
+    say(f"loops for the report's analyses: {t_loops:.1f} s -> vectorised is "
           f"{t_loops / t_report:.0f}x faster")
-    print(f"  without the simulation: {t_loops - sim_loop:.1f} s of loops vs "
+    say(f"  without the simulation: {t_loops - sim_loop:.1f} s of loops vs "
           f"{t_report - t_sim:.2f} s vectorised -> {(t_loops - sim_loop) / (t_report - t_sim):.0f}x"
           f"; the simulation at 5,000 samples: {sim_loop:.0f} s vs {t_sim:.2f} s -> "
           f"{sim_loop / t_sim:.0f}x")
-    print(f"loop simulation at 50,000 samples (scaled from {args.loop_samples} per "
+    say(f"loop simulation at 50,000 samples (scaled from {args.loop_samples} per "
           f"configuration): {full_loop / 3600:.1f} h -> vectorised is {full_loop / t_full:.0f}x "
           f"faster")
+
+
+    if not args.no_record:  # the ratios are what a reviewer compares across runs
+        RESULTS.parent.mkdir(exist_ok=True)
+        with open(RESULTS, "a") as f:
+            f.write(f"\n## {time.strftime('%Y-%m-%d %H:%M')} on {socket.gethostname()} "
+                    f"({len(os.sched_getaffinity(0))} cores, load {os.getloadavg()[0]:.1f})\n\n"
+                    f"    {' '.join(['.venv/bin/python', *sys.argv])}\n\n"
+                    + "".join(f"    {line}\n" for line in _said))
+        print(f"appended to {RESULTS.relative_to(REPO)}")
 
 
 if __name__ == "__main__":

@@ -12,7 +12,7 @@ Registered when this module is imported (``import seedgrid`` and ``open_cube`` d
 
 from __future__ import annotations
 
-import zlib
+import contextlib
 
 import numpy as np
 import pandas as pd
@@ -33,17 +33,32 @@ class SeedgridAccessor:
 
     def __init__(self, ds: xr.Dataset):
         self._ds = ds
-        # xarray keeps one accessor per Dataset object, and a Dataset can be changed in place
-        # (ds["label"] = ...): what is cached is keyed to a checksum of the data it came from
-        self._cache: dict = {}
-        self._cache_key: tuple | None = None
+        # A Dataset can be changed in place (ds["label"] = ..., ds["logits"][...] = ...), and
+        # no cheap key sees every such change: results are computed afresh on every call,
+        # except inside frozen(), where the caller promises the cube stays as it is
+        self._cache: dict | None = None
+
+    @contextlib.contextmanager
+    def frozen(self):
+        """Within the block, each result (predictions, the metric, best so far...) is computed
+        once and handed to every analysis that needs it — one pass over the logits for a whole
+        report. The cube must not change inside the block; after it, results are fresh again.
+
+            with ds.seedgrid.frozen():
+                report = seedgrid.report.analyse(ds)
+        """
+        outer = self._cache is not None  # (nested: the outermost block owns the cache)
+        if not outer:
+            self._cache = {}
+        try:
+            yield self
+        finally:
+            if not outer:
+                self._cache = None
 
     def _cached(self, key, compute):
-        """``compute()``, remembered while logits, label and status stay what they were."""
-        data_key = _data_key(self._ds)
-        if data_key != self._cache_key:
-            self._cache, self._cache_key = {}, data_key
-        if data_key is None:  # lazily chunked (dask): nothing is cached
+        """``compute()``, remembered inside :meth:`frozen` (on in-memory data)."""
+        if self._cache is None or self._ds.logits.chunks is not None:  # dask: lazy anyway
             return compute()
         if key not in self._cache:
             self._cache[key] = compute()
@@ -83,18 +98,7 @@ class SeedgridAccessor:
         constant), so it stays in every statistic with the score a collapsed model gets (Dodge
         et al.'s diverged runs).
         """
-        def compute():
-            logits = self._ds.logits
-            if self.regression:
-                pred, collapsed = logits.isel({"class": 0}, drop=True).astype(np.float64), \
-                    float(self._ds.label.mean())
-            else:
-                pred = logits.fillna(-np.inf).argmax("class").astype(np.float64)
-                pred, collapsed = pred.where(logits.notnull().all("class")), \
-                    float(self.majority_label())
-            failed = (self.status() == "diverged") & pred.isnull()
-            return pred.where(~failed, collapsed).rename("prediction")
-        return self._cached("predictions", compute)
+        return self._cached("predictions", lambda: _predictions(self._ds, self.status()))
 
     def correct(self) -> xr.DataArray:
         """1.0 where the prediction equals the gold label, 0.0 where not, NaN where missing."""
@@ -232,15 +236,15 @@ class SeedgridAccessor:
         return simulate(self.metric(name), **kwargs)
 
 
-def _data_key(ds: xr.Dataset) -> tuple | None:
-    """A checksum of what the accessor's results depend on; None for dask-backed data."""
-    key = []
-    for name in ("logits", "label", "status"):
-        variable = ds.variables[name]
-        if variable.chunks is not None:
-            return None
-        values = np.ascontiguousarray(variable.values)
-        digest = hash(tuple(values.ravel().tolist())) if values.dtype == object \
-            else zlib.crc32(values.view(np.uint8).tobytes())
-        key.append((values.dtype.str, values.shape, digest))
-    return tuple(key)
+def _predictions(ds: xr.Dataset, status: xr.DataArray) -> xr.DataArray:
+    """:meth:`SeedgridAccessor.predictions`: the one full pass over the logits."""
+    logits = ds.logits
+    if ds.sizes["class"] == 1:  # regression: the output itself
+        pred, collapsed = logits.isel({"class": 0}, drop=True).astype(np.float64), \
+            float(ds.label.mean())
+    else:
+        pred = logits.fillna(-np.inf).argmax("class").astype(np.float64)
+        pred, collapsed = pred.where(logits.notnull().all("class")), \
+            float(metrics.majority_label(ds.label.values))
+    failed = (status == "diverged") & pred.isnull()
+    return pred.where(~failed, collapsed).rename("prediction")

@@ -1,20 +1,21 @@
-"""What trains one cell inside an array task — the running marker, the checkpoint saved on
-SIGTERM, the shard — and several cells at once in one task (a profile's ``cells_per_gpu = K``,
-``submit --pack K``): K cells side by side on the task's GPU(s), each in a process of its own.
+"""What trains cells inside an array task — the running markers, the checkpoints saved on
+SIGTERM, the shards — one cell at a time, or K at once (a profile's ``cells_per_gpu = K``,
+``submit --pack K``).
 
-One GPU trains one batch-16 cell at a few per cent of its peak (issue 11: 5.6% for BERT-large on
-an H100, bound by per-update launch and Python overhead); 4 and 8 cells as separate processes
-on the one GPU reached 2.8x and 3.0x the throughput of one, as much as one process training 8
-cells as a vmapped ensemble (2.8x, 62 GB, with eager attention only). Processes keep what a
-cell is: its own seeds, RNG and checkpoint, the same code path as a lone cell (bitwise the
-same shard on CPU), and a cell that crashes or diverges cannot take its neighbours down. With
-CUDA MPS running on the node their kernels can overlap instead of taking turns.
+A pack is K cells of the task trained as ONE stacked model in one process (the pack engine,
+:mod:`seedgrid.stacked`, the default, ``pack_as = "stacked"``): their matmuls become one large
+one's, which is what fills a GPU (one batch-16 cell alone uses a few per cent of it), and each
+cell keeps what makes it a cell — its seeds, data order, dropout masks, optimizer state,
+clipping, divergence, checkpoint (in the lone format) and shard. It works on a CPU too. Cells of
+a pack train in step, so a task packs cells that resume at the same update (its fresh cells
+together, its requeued ones together).
 
-The array task's process starts the children (``python -m seedgrid.celltask RUN WI DO
-THREADS``) and waits; each child trains its cell as a lone task would. On USR2 (preemption,
-time limit) the task SIGTERMs every child — each saves its checkpoint — and is requeued with its
-cells; the requeued task resumes them. A child ignores USR2 itself (SLURM signals every process
-of the step): its parent decides.
+Where the engine cannot serve (a model family it does not know: ``stacked.FAMILIES``), a
+profile's ``pack_as = "processes"`` trains the K cells side by side on the task's GPU, each in a
+process of its own (``python -m seedgrid.celltask RUN WI DO THREADS``): the array task starts
+the children and waits; on USR2 (preemption, time limit) it SIGTERMs them — each saves its
+checkpoint — and is requeued with its cells. A child ignores USR2 itself (SLURM signals every
+process of the step): its parent decides.
 """
 
 from __future__ import annotations
@@ -32,73 +33,87 @@ from pathlib import Path
 from seedgrid import early_stop_run
 from seedgrid.config import Config
 from seedgrid.log import logger
-from seedgrid.rundir import Cell, running_marker, shard_path, write_config
-from seedgrid.store import (remove_stale_temporaries, set_aside, shard_state, write_atomic,
-                            write_text_atomic)
+from seedgrid.rundir import Cell, cell_state, running_marker, shard_path, write_config
+from seedgrid.store import set_aside, shard_state, write_atomic, write_text_atomic
 
 #: seconds the children get to save their checkpoints after SIGTERM
 SAVE_S = 60
 
 
-def train_and_store(cfg: Config, run_dir: str | Path, seed_wi: int, seed_do: int, checkpointer,
-                    stop_fraction: float | None = None):
-    """Train a cell (resuming from ``checkpointer``'s file), write its shard, drop the checkpoint
-    — unless the cell stopped early (``stop_fraction``): then the checkpoint stays, to continue.
+def train_and_store(cfg: Config, run_dir: str | Path, cells: list[Cell], checkpointers: list,
+                    stop_fractions: list[float | None] | None = None) -> list:
+    """Train ``cells`` (one, or a pack), each resuming from its checkpointer's file; write each
+    cell's shard as soon as it ends and drop its checkpoint — unless it stopped early
+    (``stop_fractions``): then the checkpoint stays, to continue.
 
-    Returns the shard on the main process, None on the others.
+    Returns the shards on the main process, None on the others.
     """
-    from seedgrid.trainer import train_cell  # torch: imported only where a cell trains
+    from seedgrid.trainer import train_cells  # torch: imported only where a cell trains
 
-    shard = train_cell(cfg, seed_wi, seed_do, checkpointer=checkpointer,
-                       stop_fraction=stop_fraction)
-    if shard is not None:  # the main process writes, once every input has proved valid
+    def store(k: int, shard) -> None:  # the main process writes, once every input proved valid
         write_config(Path(run_dir), cfg)  # (a run folder made by submit has it already)
-        path = shard_path(run_dir, seed_wi, seed_do)
-        if shard_state(path) == "damaged":  # an unreadable shard: kept aside for a look
-            logger.warning(f"[wi={seed_wi} do={seed_do}] the unreadable shard {path} was moved "
-                           f"to {set_aside(path).name}")
-        remove_stale_temporaries(path)
+        wi, do = cells[k]
+        path = shard_path(run_dir, wi, do)
+        if shard_state(path, cells[k]) == "damaged":  # an unreadable shard: kept aside for a look
+            logger.warning(f"[wi={wi} do={do}] the unreadable shard {path} was moved to "
+                           f"{set_aside(path).name}")
         write_atomic(shard, path)
         if shard.status.item() != "stopped":
-            checkpointer.remove()
-    return shard
+            checkpointers[k].remove()
+
+    return train_cells(cfg, cells, checkpointers=checkpointers, stop_fractions=stop_fractions,
+                       on_end=store)
 
 
 @contextlib.contextmanager
-def running(run_dir: str | Path, cell: Cell):
-    """Mark ``cell`` as training on this host (``running/wi<W>_do<D>.json``: pid, host, its
+def running(run_dir: str | Path, cells: list[Cell]):
+    """Mark ``cells`` as training on this host (``running/wi<W>_do<D>.json``: pid, host, its
     GPUs, start), so that ``status`` can tell a running local cell from a missing one and say
     where it trains."""
-    path = running_marker(run_dir, *cell)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    write_text_atomic(path, json.dumps({"pid": os.getpid(), "host": socket.gethostname(),
-                                        "gpu": os.environ.get("CUDA_VISIBLE_DEVICES", ""),
-                                        "started": time.time()}))
+    paths = [running_marker(run_dir, *cell) for cell in cells]
+    marker = json.dumps({"pid": os.getpid(), "host": socket.gethostname(),
+                         "gpu": os.environ.get("CUDA_VISIBLE_DEVICES", ""),
+                         "started": time.time()})
+    for path in paths:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_text_atomic(path, marker)
     try:
         yield
     finally:
-        path.unlink(missing_ok=True)
+        for path in paths:
+            path.unlink(missing_ok=True)
 
 
-def train_task_cell(cfg: Config, run_dir: str | Path, cell: Cell, plan: dict | None,
-                    checkpointer) -> str | None:
-    """One cell of an array task: marked running, its checkpoint saved on SIGTERM (it resumes
-    from one), trained and stored; its status (None on a process that is not the main one)."""
+def train_task_cells(cfg: Config, run_dir: str | Path, cells: list[Cell], plan: dict | None,
+                     checkpointers: list) -> list[str] | None:
+    """Cells of an array task trained at once (one, or a pack): marked running, their
+    checkpoints saved on SIGTERM (they resume from them), trained and stored; their statuses
+    (None on a process that is not the main one)."""
     from seedgrid.checkpoint import saved_on_terminate
 
-    with running(run_dir, cell):
-        with saved_on_terminate(checkpointer):
-            shard = train_and_store(cfg, run_dir, *cell, checkpointer,
-                                    stop_fraction=early_stop_run.fraction_for(plan, cell))
-    return None if shard is None else str(shard.status.item())
+    with running(run_dir, cells), saved_on_terminate(*checkpointers):
+        shards = train_and_store(cfg, run_dir, cells, checkpointers,
+                                 [early_stop_run.fraction_for(plan, c) for c in cells])
+    if shards[0] is None:
+        return None
+    return [str(shard.status.item()) for shard in shards]
+
+
+def packs(cells: list[Cell], checkpointers: list, k: int) -> list[list[int]]:
+    """The task's cells (indices) as packs of at most ``k`` that resume at one update (the
+    update of each one's checkpoint, 0 without one), in order."""
+    by_update: dict[int, list[int]] = {}
+    for i, checkpointer in enumerate(checkpointers):
+        by_update.setdefault(checkpointer.update(), []).append(i)
+    return [group[j:j + k] for group in by_update.values() for j in range(0, len(group), k)]
 
 
 def train_at_once(run_dir: str, cells: list[Cell], todo: list[Cell], k: int, threads: int,
                   children: dict) -> list[str]:
-    """Train the cells ``todo`` (of the task's ``cells``), ``k`` at a time, each in a child
-    process (registered in ``children`` while it runs); the statuses of ``cells``. Raises if a
-    cell ended without a shard (once the others finished): the task failed, the cells with
-    shards are done."""
+    """``pack_as = "processes"``: train the cells ``todo`` (of the task's ``cells``), ``k`` at
+    a time, each in a child process (registered in ``children`` while it runs); the statuses of
+    ``cells``. Raises if a cell ended without a shard (once the others finished): the task
+    failed, the cells with shards are done."""
     todo = list(todo)
     cpus = int(os.environ.get("SLURM_CPUS_PER_TASK") or 0) or threads or os.cpu_count() or 1
     per_child = max(1, cpus // k)  # the task's CPUs shared, not each child taking them all
@@ -119,7 +134,7 @@ def train_at_once(run_dir: str, cells: list[Cell], todo: list[Cell], k: int, thr
         raise RuntimeError("cell(s) " + ", ".join(f"(wi={wi}, do={do}) exit {rc}"
                                                   for (wi, do), rc in failed)
                            + " ended without a shard; the task's other cells are unharmed")
-    return [str(shard_state(shard_path(run_dir, *c))) for c in cells]
+    return [str(cell_state(run_dir, c)) for c in cells]
 
 
 def stop_and_save(children: dict) -> None:
@@ -137,11 +152,11 @@ def stop_and_save(children: dict) -> None:
 
 
 def main(argv: list[str]) -> None:
-    """A child: train cell (WI, DO) of the run folder as a lone array task would."""
+    """A child (``pack_as = "processes"``): train cell (WI, DO) of the run folder as a lone
+    array task would."""
     from seedgrid import log
     from seedgrid.checkpoint import Checkpointer
-    from seedgrid.config import load_config
-    from seedgrid.rundir import CONFIG, checkpoint_path
+    from seedgrid.rundir import checkpoint_path, load_run_config
 
     signal.signal(signal.SIGUSR2, signal.SIG_IGN)  # the parent task handles preemption
     run_dir, wi, do, threads = argv[0], int(argv[1]), int(argv[2]), int(argv[3])
@@ -149,10 +164,10 @@ def main(argv: list[str]) -> None:
     import torch
 
     torch.set_num_threads(threads)
-    cfg = load_config(Path(run_dir) / CONFIG)
+    cfg = load_run_config(Path(run_dir))
     plan = early_stop_run.read(Path(run_dir))
-    train_task_cell(cfg, run_dir, (wi, do), plan,
-                    Checkpointer(checkpoint_path(run_dir, wi, do)))
+    train_task_cells(cfg, run_dir, [(wi, do)], plan,
+                     [Checkpointer(checkpoint_path(run_dir, wi, do))])
 
 
 if __name__ == "__main__":

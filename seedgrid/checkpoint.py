@@ -28,10 +28,10 @@ import numpy as np
 import torch
 
 from seedgrid.log import logger
-from seedgrid.store import atomic_path, remove_stale_temporaries, set_aside
+from seedgrid.store import atomic_path, check_regular, remove_stale_temporaries, set_aside
 
 #: submitit's preemption/timeout signal, and the termination signal SLURM sends before a kill
-_HELD = {signal.SIGUSR2, signal.SIGTERM}
+_HELD = {signal.SIGUSR2, signal.SIGTERM, signal.SIGINT}
 
 
 class Checkpointer:
@@ -46,10 +46,12 @@ class Checkpointer:
     def __init__(self, path: str | Path, log: Callable[[str], None] = print):
         self.path = Path(path)
         self._state: Callable[[], dict] | None = None
+        self._loaded: dict | None = None
         self._log = log
 
-    def bind(self, state: Callable[[], dict]) -> None:
-        """The trainer's function returning its current, consistent state."""
+    def bind(self, state: Callable[[], dict] | None) -> None:
+        """The trainer's function returning its current, consistent state (None: the cell has
+        ended, and a save no longer writes anything)."""
         self._state = state
 
     def save(self) -> bool:
@@ -69,12 +71,28 @@ class Checkpointer:
             self._log(f"could not write checkpoint {self.path} ({e}); training goes on without it")
             return False
 
+    def keep(self, state: dict | None) -> None:
+        """Hold ``state`` (as loaded) for the next :meth:`load`, instead of reading the file
+        again."""
+        self._loaded = state
+
+    def update(self) -> int:
+        """The update the checkpoint resumes at (0 without one): cells of a pack train in
+        step, so a task packs cells that resume at the same update. The state stays loaded for
+        :meth:`load`."""
+        self._loaded = self.load()
+        return 0 if self._loaded is None else int(self._loaded["update"])
+
     def load(self) -> dict | None:
         """The saved state, or None when there is none or it is damaged (then set aside)."""
+        if self._loaded is not None:
+            state, self._loaded = self._loaded, None
+            return state
         remove_stale_temporaries(self.path)
         if not self.path.exists():
             return None
         try:
+            check_regular(self.path)  # (a FIFO would block torch.load)
             state = torch.load(self.path, map_location="cpu", weights_only=True)
             missing = [k for k in _KEYS if not isinstance(state, dict) or k not in state]
             if missing:
@@ -86,6 +104,16 @@ class Checkpointer:
                       f"to {aside.name}; the cell starts from the beginning")
             return None
         return state
+
+    def reject(self, why: str) -> None:
+        """Set the checkpoint aside (``<name>.damaged``) because it cannot be this cell's state
+        (``why``), saying so: the cell starts from the beginning instead of failing every
+        retry."""
+        self._loaded = None
+        if self.path.exists():
+            aside = set_aside(self.path)
+            self._log(f"checkpoint {self.path} cannot be resumed ({why}): moved to "
+                      f"{aside.name}; the cell starts from the beginning")
 
     def remove(self) -> None:
         self.path.unlink(missing_ok=True)
@@ -136,25 +164,28 @@ _KEYS = ("seed_wi", "seed_do", "config_hash", "model", "optimizer", "scheduler",
 
 
 @contextlib.contextmanager
-def saved_on_terminate(checkpointer: Checkpointer | None):
-    """While the block runs, SIGTERM (scancel, a kill, SLURM's warning before SIGKILL) saves
-    the cell's checkpoint, then ends the process (exit status 143): the rerun resumes there
-    instead of losing everything since the last periodic checkpoint."""
-    if checkpointer is None or threading.current_thread() is not threading.main_thread():
+def saved_on_terminate(*checkpointers: Checkpointer | None):
+    """While the block runs, SIGTERM (scancel, a kill, SLURM's warning before SIGKILL) and
+    SIGINT (Ctrl-C) save the checkpoint of each cell still training (a pack's: every one),
+    then end the process (exit status 128 + the signal): the rerun resumes there instead of
+    losing everything since the last periodic checkpoint."""
+    ours = [c for c in checkpointers if c is not None]
+    if not ours or threading.current_thread() is not threading.main_thread():
         yield
         return
 
-    def on_term(signum, frame):
-        saved = checkpointer.save_if_possible()
-        said = f"saved {checkpointer.path}" if saved else "nothing to save"
-        logger.warning(f"SIGTERM: {said}; ending")
+    def on_signal(signum, frame):
+        saved = [str(c.path) for c in ours if c.save_if_possible()]
+        said = f"saved {', '.join(saved)}" if saved else "nothing to save"
+        logger.warning(f"{signal.Signals(signum).name}: {said}; ending")
         raise SystemExit(128 + signum)
 
-    previous = signal.signal(signal.SIGTERM, on_term)
+    previous = {s: signal.signal(s, on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
     try:
         yield
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        for s, handler in previous.items():
+            signal.signal(s, handler)
 
 
 def rng_state() -> dict:

@@ -44,7 +44,8 @@ def _submit(args: argparse.Namespace) -> None:
     if not submit_grid(config_name=args.config, resume=args.resume, cluster_name=args.cluster,
                        array=args.array, parallel=args.parallel, out=args.out, wait=args.wait,
                        early_stop=args.early_stop, budget=args.budget, from_cube=args.from_cube,
-                       train_sizes=args.train_sizes, pack=args.pack):
+                       train_sizes=args.train_sizes, pack=args.pack,
+                       pack_as=args.pack_as):
         sys.exit(1)  # --wait: diverged, failed, missing: not done
 
 
@@ -77,7 +78,7 @@ def _json_out(where: str, result: dict) -> None:
 
         print(json.dumps(json_ready(result), indent=1, allow_nan=False))
     else:
-        write_json_atomic(where, result)
+        write_json_atomic(where, result, through_link=True)  # (a link stays a link)
         print(f"wrote {where}")
 
 
@@ -100,7 +101,7 @@ def _export(args: argparse.Namespace) -> None:
     check_output(out, "--to")
     with seedgrid.open_cube(args.cube) as ds:
         table = ds.seedgrid.table(args.metric)
-    with atomic_path(out) as tmp:
+    with atomic_path(out, through_link=True) as tmp:
         getattr(table, writers[out.suffix])(tmp, index=False)
     print(f"wrote {out}: {len(table)} rows (seed_wi, seed_do, update) x {list(table.columns[3:])}")
 
@@ -178,7 +179,11 @@ def _submit_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--from-cube", metavar="CUBE",
                    help="an earlier cube (or run folder) of the same task, for --budget")
     p.add_argument("--pack", metavar="K", type=integer(1, 64), help="cells each task trains "
-                   "at once on its GPU, each in its own process (the profile's cells_per_gpu)")
+                   "at once as one stacked model (the profile's cells_per_gpu; on a GPU or a "
+                   "CPU): BERT, RoBERTa, MiniLM (full or [lora]) and Llama ([lora])")
+    p.add_argument("--pack-as", choices=("stacked", "processes"), help="how a pack trains: "
+                   "one stacked model (default), or a process per cell on the task's GPU (for "
+                   "model families the pack engine does not know; the profile's pack_as)")
     p.add_argument("--train-sizes", metavar="N,N,...", type=sizes, help="a training-size sweep "
                    "(Bui Figs. 2, 4): the grid once per [task] train_size, in <out>/n<N>")
 

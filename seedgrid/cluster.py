@@ -25,6 +25,8 @@ from seedgrid.config import _read as read_text, table
 from seedgrid.errors import UsageError
 
 EXECUTORS = ("local", "slurm")
+#: how a pack of cells trains (Profile.pack_as)
+PACK_AS = ("stacked", "processes")
 #: the profiles installed with the package (in the wheel too)
 PACKAGED = Path(__file__).resolve().parent / "profiles"
 
@@ -41,9 +43,14 @@ class Profile:
     gpus_per_cell: int = 0
     #: processes for each cell (0: one per GPU, at least 1); on CPU, >1 trains with gloo
     processes_per_cell: int = 0
-    #: cells each array task trains at once on its GPU(s), each in its own process
-    #: (seedgrid.packed); submit --pack overrides it
+    #: cells each array task trains at once (a pack); submit --pack overrides it
     cells_per_gpu: int = 1
+    #: how a pack trains: "stacked" (one stacked model in one process: seedgrid.stacked; on a
+    #: GPU or a CPU) or "processes" (a process per cell on the task's GPU: for model families
+    #: the engine does not know)
+    pack_as: str = "stacked"
+    #: memory of each GPU in GB (0: unknown; the pack's estimate is then checked on the node)
+    gpu_mem_gb: float = 0.0
     cpus_per_task: int = 2
     mem_gb: float = 4.0
     #: wall-time limit of one array task, in minutes
@@ -56,14 +63,18 @@ class Profile:
     #: shell lines run before each task (module loads, environment variables)
     setup: list[str] = dataclasses.field(default_factory=list)
 
-    def submitit_parameters(self, job_name: str, parallel: int) -> dict:
-        """Keyword arguments for ``submitit.AutoExecutor.update_parameters``."""
+    def submitit_parameters(self, job_name: str, parallel: int, first: str = "") -> dict:
+        """Keyword arguments for ``submitit.AutoExecutor.update_parameters``; ``first``: a
+        shell line each task runs before anything else (the run folder's guard)."""
         params = {"timeout_min": self.time_min, "mem_gb": self.mem_gb,
                   "cpus_per_task": self.cpus_per_task, "name": job_name,
                   "tasks_per_node": self.processes_per_cell or max(self.gpus_per_cell, 1)}
+        setup = [first] * bool(first) + list(self.setup)
+        if self.executor == "local":  # (the profile's setup lines are for SLURM's nodes)
+            params["local_setup"] = [first] * bool(first)
         if self.executor == "slurm":
             extra = {k: getattr(self, k) for k in ("account", "qos", "constraint") if getattr(self, k)}
-            params.update(slurm_array_parallelism=parallel, slurm_setup=list(self.setup),
+            params.update(slurm_array_parallelism=parallel, slurm_setup=setup,
                           slurm_additional_parameters=extra)
             if self.partition:
                 params["slurm_partition"] = self.partition
@@ -104,6 +115,10 @@ def load_profile(spec: str) -> Profile:
                                                 f"{profile.processes_per_cell} must be from 0 to 64"),
         (1 <= profile.cells_per_gpu <= 64, f"cells_per_gpu = {profile.cells_per_gpu} must be "
                                            "from 1 to 64"),
+        (profile.pack_as in PACK_AS, f"pack_as = {profile.pack_as!r} must be one of "
+                                     f"{', '.join(PACK_AS)}"),
+        (0 <= profile.gpu_mem_gb <= 100_000, f"gpu_mem_gb = {profile.gpu_mem_gb} must be from "
+                                             "0 (unknown) to 100000"),
         (1 <= profile.cpus_per_task <= 4096, f"cpus_per_task = {profile.cpus_per_task} must be "
                                              "from 1 to 4096"),
         (0 < profile.mem_gb <= 100_000, f"mem_gb = {profile.mem_gb} must be above 0 (GB)"),

@@ -43,6 +43,8 @@ MAX_SEED = 2**63 - 1
 #: most seeds of one kind in a grid (Dodge et al.: 25); a grid holds at most MAX_CELLS cells
 MAX_SEEDS = 10_000
 MAX_CELLS = 1_000_000
+#: the engine this seedgrid trains cells by (TrainConfig.engine)
+ENGINE = 2
 
 
 @dataclass(frozen=True)
@@ -80,9 +82,14 @@ class TrainConfig:
     dropout: float = 0.1
     #: evaluations per epoch, plus one before training
     evals_per_epoch: int = 10
-    #: what torch's global RNG (dropout) follows: "seed_do", "seed_wi" or "fixed"
+    #: what a cell's dropout masks follow: "seed_do", "seed_wi" or "fixed"
     dropout_seed: str = "seed_do"
     mixed_precision: str = "no"
+    #: what a cell computes from its seeds, by seedgrid version: 2 (masks a function of the
+    #: cell's seeds, the update and the example's place in its global batch: seedgrid.dropout)
+    #: is what this seedgrid trains; 1 (dropout drawn per process) is read in run folders
+    #: frozen before it, never trained
+    engine: int = 2
 
 
 @dataclass(frozen=True)
@@ -144,6 +151,8 @@ class Config:
         semantic = {k: dataclasses.asdict(getattr(self, k)) for k in self.hashed_sections()}
         if self.model.dtype == "float32":  # added later: hashed only when set, as [lora]
             del semantic["model"]["dtype"]
+        if self.train.engine == 1:  # the cells before engine 2 keep their hashes
+            del semantic["train"]["engine"]
         text = json.dumps(semantic, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(text.encode()).hexdigest()[:12]
 
@@ -201,8 +210,10 @@ def presets_table() -> str:
                                                        for t in TASKS.values())
 
 
-def load_config(spec: str | Path) -> Config:
-    """A Config from a preset name (``demo``) or a TOML file path."""
+def load_config(spec: str | Path, frozen: bool = False) -> Config:
+    """A Config from a preset name (``demo``) or a TOML file path; ``frozen``: a run folder's
+    config.toml, where no ``[train] engine`` means engine 1 (frozen before engines were
+    named)."""
     spec = str(spec)
     path = Path(spec)
     if path.is_file():
@@ -219,7 +230,19 @@ def load_config(spec: str | Path) -> Config:
         raw = tomllib.loads(text)
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
         raise UsageError(f"config {spec!r} is not valid TOML ({e}): fix the file") from None
+    if frozen and isinstance(raw.get("train", {}), dict):
+        raw.setdefault("train", {}).setdefault("engine", 1)
     return config_from_dict(raw, source=spec)
+
+
+def check_trainable(cfg: Config, where: str) -> None:
+    """UsageError unless this seedgrid can train more cells of ``cfg`` (its engine)."""
+    if cfg.train.engine != ENGINE:
+        raise UsageError(f"{where}: its cells were trained by seedgrid's engine "
+                         f"{cfg.train.engine} (dropout drawn per process), and this seedgrid "
+                         f"trains engine {ENGINE} only (a cell's masks depend on its seeds "
+                         "alone): cells of the two cannot share a cube; start a new run folder "
+                         "(--out)")
 
 
 def config_from_dict(raw: dict[str, Any], source: str = "") -> Config:
@@ -363,6 +386,8 @@ def _validate(cfg: Config) -> None:
                                            "be from 1 to 10000 (Dodge et al.: 10)"),
         (t.dropout_seed in DROPOUT_SOURCES, f"[train] dropout_seed = {t.dropout_seed!r} must be "
                                             f"one of {', '.join(DROPOUT_SOURCES)}"),
+        (t.engine in (1, ENGINE), f"[train] engine = {t.engine} must be {ENGINE} (1: read "
+                                  "only, in run folders frozen before engine 2)"),
         (t.mixed_precision in MIXED_PRECISION, f"[train] mixed_precision = {t.mixed_precision!r} "
                                                f"must be one of {', '.join(MIXED_PRECISION)}"),
         (1 <= r.gradient_accumulation <= t.batch_size, f"[runtime] gradient_accumulation = "

@@ -26,8 +26,9 @@ from seedgrid.errors import UsageError
 from seedgrid.progress import Ticker
 from seedgrid.rundir import CUBE, load_run_config, resubmit_command, shards_on_disk
 from seedgrid.store import (CF_ATTRS, CONVENTIONS, PER_CELL_INT, PER_CELL_TEXT, SCHEMA_VERSION, SEEDS,
-                            STATUS, VARIABLES, atomic_path, cell_attrs, decode, grid_attrs,
-                            schema_problem, shard_state, status_flags, status_name)
+                            STATUS, VARIABLES, atomic_path, cell_attrs, check_regular, decode,
+                            grid_attrs, schema_problem, shard_problem, shard_state,
+                            status_flags, status_name)
 
 #: characters of a per-cell text variable (host, device, created, versions)
 _TEXT_WIDTH = 256
@@ -77,7 +78,7 @@ def collect(run_dir: str | Path, *, compress: bool = False) -> Collected:
     damaged, template = [], None
     for cell, path in found.items():  # the first readable shard fixes examples, steps, attrs
         try:
-            template = _read_shard(path, cfg.hash)
+            template = _read_shard(path, cfg.hash, cell=cell)
             break
         except _Damaged as e:
             damaged.append((*cell, path, str(e)))
@@ -89,7 +90,7 @@ def collect(run_dir: str | Path, *, compress: bool = False) -> Collected:
     outside = {cell: path for cell, path in found.items()
                if cell[0] not in cfg.grid.seeds_wi or cell[1] not in cfg.grid.seeds_do}
     for cell, path in outside.items():
-        if path != template["path"] and shard_state(path) == "damaged":
+        if path != template["path"] and shard_state(path, cell) == "damaged":
             damaged.append((*cell, path, "unreadable"))
             del found[cell]
     seeds_wi = sorted(set(cfg.grid.seeds_wi) | {wi for wi, _ in found})
@@ -107,8 +108,8 @@ def collect(run_dir: str | Path, *, compress: bool = False) -> Collected:
                 if cell in unreadable:
                     continue
                 try:
-                    shard = template if path == template["path"] else _read_shard(path, cfg.hash,
-                                                                                   template)
+                    shard = template if path == template["path"] else _read_shard(
+                        path, cfg.hash, template, cell)
                 except _Damaged as e:
                     damaged.append((*cell, path, str(e)))
                     continue
@@ -161,10 +162,16 @@ class _Damaged(Exception):
     pass
 
 
-def _read_shard(path: Path, config_hash: str, template: dict | None = None) -> dict:
-    """One shard's arrays and attributes; _Damaged if unreadable, UsageError if foreign."""
+def _read_shard(path: Path, config_hash: str, template: dict | None = None,
+                cell: tuple[int, int] | None = None) -> dict:
+    """One shard's arrays and attributes; _Damaged if unreadable or not a whole shard of
+    ``cell``, UsageError if foreign."""
     try:
+        check_regular(path)
         with netCDF4.Dataset(path) as nc:
+            problem = shard_problem(nc, cell)
+            if problem:
+                raise _Damaged(problem)
             nc.set_auto_mask(False)
             attrs = {k: nc.getncattr(k) for k in nc.ncattrs()}
             if attrs.get("config_hash") != config_hash:

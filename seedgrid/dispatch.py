@@ -28,14 +28,15 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from seedgrid import celltask, cluster, early_stop_run, log
+from seedgrid import celltask, cluster, early_stop_run, log, rundir
 from seedgrid.cluster import Profile
-from seedgrid.config import Config, load_config
+from seedgrid.config import Config
 from seedgrid.errors import UsageError
 from seedgrid.log import logger
-from seedgrid.rundir import (CONFIG, JOBS, LOGS, Cell, checkpoint_path, decider_log,
+from seedgrid.rundir import (JOBS, LOGS, Cell, cell_state, checkpoint_path, decider_log,
+                             load_run_config,
                              read_jobs, shard_path)
-from seedgrid.store import locked, shard_state, write_text_atomic
+from seedgrid.store import locked, write_text_atomic
 
 if TYPE_CHECKING:  # torch: imported only where a cell trains
     from seedgrid.checkpoint import Checkpointer
@@ -51,7 +52,7 @@ FINISHED = ("done", "diverged")
 def needs_training(run_dir: str | Path, cell: Cell, plan: dict | None = None) -> bool:
     """Whether ``cell`` still has to train: no shard, a damaged one, or (phase two of
     --early-stop, ``plan``) a stopped shard chosen to continue. The one place this is decided."""
-    state = shard_state(shard_path(run_dir, *cell))
+    state = cell_state(run_dir, cell)
     if state == "stopped":
         return early_stop_run.to_continue(plan, cell)
     return state not in FINISHED
@@ -133,20 +134,21 @@ def _has_cuda() -> bool:
 
 
 class ArrayTask:
-    """What one array task runs: train each of its cells that has no shard yet.
+    """What one array task runs: train each of its cells that has no shard yet — one at a time,
+    or ``pack`` at once (one stacked model, or with ``pack_as = "processes"`` a process each).
 
     A cell resumes from its checkpoint when it has one. On preemption or time limit, submitit
-    calls :meth:`checkpoint` (in its USR2 handler): the running cell's state is saved and the
+    calls :meth:`checkpoint` (in its USR2 handler): the running cells' states are saved and the
     task requeued with the same cells; finished cells are skipped on restart.
     """
 
-    def __init__(self, threads: int = 0, pack: int = 1) -> None:
-        self._checkpointer: Checkpointer | None = None  # the running cell's
-        #: torch threads for this task's cell (0: the CPUs SLURM gave it, else torch's own)
+    def __init__(self, threads: int = 0, pack: int = 1, pack_as: str = "stacked") -> None:
+        self._checkpointers: list[Checkpointer] = []  # the running cells'
+        #: torch threads for this task's cells (0: the CPUs SLURM gave it, else torch's own)
         self.threads = threads
-        #: cells trained at once (cells_per_gpu): above 1, each in a child process
-        self.pack = pack
-        self._children: dict = {}  # packed: cell -> its running process
+        #: cells trained at once (cells_per_gpu), and how: one stacked model, or processes
+        self.pack, self.pack_as = pack, pack_as
+        self._children: dict = {}  # packed as processes: cell -> its running process
 
     def __call__(self, run_dir: str, cells: list[Cell]) -> list[str]:
         import submitit
@@ -160,32 +162,29 @@ class ArrayTask:
         log.configure()  # this process is seedgrid's: progress and warnings to the task's log
         set_threads(self.threads)
         plan = early_stop_run.read(Path(run_dir))  # early stopping: phase one stops, phase two goes on
-        if self.pack > 1:  # K cells at once, each in its own process (which reads the config)
-            todo = [c for c in cells if needs_training(run_dir, c, plan)]
+        todo = [c for c in cells if needs_training(run_dir, c, plan)]  # a damaged shard trains again
+        if self.pack > 1 and self.pack_as == "processes":  # each cell reads the config itself
             return celltask.train_at_once(run_dir, cells, todo, self.pack, self.threads,
                                           self._children)
-        cfg = load_config(Path(run_dir) / CONFIG)
-        statuses = []
-        for wi, do in cells:
-            if not needs_training(run_dir, (wi, do), plan):  # a damaged shard trains again
-                statuses.append("done")
-                continue
-            self._checkpointer = Checkpointer(checkpoint_path(run_dir, wi, do))
-            status = celltask.train_task_cell(cfg, run_dir, (wi, do), plan, self._checkpointer)
-            if status is not None:
-                statuses.append(status)
+        cfg = load_run_config(Path(run_dir))
+        checkpointers = [Checkpointer(checkpoint_path(run_dir, *c)) for c in todo]
+        for group in celltask.packs(todo, checkpointers, self.pack):
+            self._checkpointers = [checkpointers[i] for i in group]
+            celltask.train_task_cells(cfg, run_dir, [todo[i] for i in group], plan,
+                                      self._checkpointers)
+        self._checkpointers = []
         end_distributed()
-        return statuses
+        return [str(cell_state(run_dir, c)) for c in cells]
 
     def checkpoint(self, run_dir: str, cells: list[Cell]):
         import submitit
 
-        if self._children:  # packed: each running cell saves its checkpoint on SIGTERM
+        if self._children:  # packed as processes: each running cell saves on SIGTERM
             celltask.stop_and_save(self._children)
-        elif self._checkpointer is not None:
-            self._checkpointer.save()
-        return submitit.helpers.DelayedSubmission(ArrayTask(self.threads, self.pack), run_dir,
-                                                  cells)
+        for checkpointer in self._checkpointers:
+            checkpointer.save()
+        return submitit.helpers.DelayedSubmission(ArrayTask(self.threads, self.pack,
+                                                            self.pack_as), run_dir, cells)
 
 
 def end_distributed() -> None:
@@ -222,8 +221,11 @@ def submit(cfg: Config, profile: Profile, run_dir: Path, cells: list[Cell], n_ta
     local = profile.executor == "local"
     threads = cluster.local_threads(profile, min(parallel, n_tasks)) if local else 0
     per_gpu = profile.cells_per_gpu
+    rundir.make_folder(run_dir / LOGS)  # (before submitit makes it with the umask's mode)
+    rundir.check_private(run_dir)  # the tasks will load pickles from it: nobody else's to write
     executor = submitit.AutoExecutor(folder=run_dir / LOGS, cluster=profile.executor)
-    parameters = profile.submitit_parameters(job_name(run_dir), parallel)
+    parameters = profile.submitit_parameters(job_name(run_dir), parallel,
+                                             first=rundir.guard_line(run_dir))
     logger.debug(f"submitit {profile.executor} executor: {parameters}")
     executor.update_parameters(**parameters)
     limit = len(tasks)
@@ -238,12 +240,12 @@ def submit(cfg: Config, profile: Profile, run_dir: Path, cells: list[Cell], n_ta
                 if gpus:  # local tasks on this machine's GPUs: each task its own, in turn
                     array_jobs = []
                     for i, task in enumerate(chunk):
-                        executor.update_parameters(local_setup=[
+                        executor.update_parameters(local_setup=parameters["local_setup"] + [
                             f"export CUDA_VISIBLE_DEVICES={shlex.quote(gpus[i % len(gpus)])}"])
-                        array_jobs.append(executor.submit(ArrayTask(threads, per_gpu), str(run_dir),
-                                                          task))
+                        array_jobs.append(executor.submit(
+                            ArrayTask(threads, per_gpu, profile.pack_as), str(run_dir), task))
                 else:
-                    array_jobs = executor.map_array(ArrayTask(threads, per_gpu),
+                    array_jobs = executor.map_array(ArrayTask(threads, per_gpu, profile.pack_as),
                                                     [str(run_dir)] * len(chunk), chunk)
         except submitit.core.utils.FailedJobError as e:  # sbatch refused what the profile asks
             if arrays:
@@ -317,22 +319,50 @@ def check_executor(profile: Profile) -> list[str]:
 
 
 def _check_packing(profile: Profile, local_groups: int) -> None:
-    """cells_per_gpu > 1 packs one-process cells onto the GPU(s) of a task: refuse it without
-    GPUs, or with cells that are several processes themselves."""
+    """cells_per_gpu > 1 packs one-process cells into each task: refuse cells that are several
+    processes themselves, and packing as processes without a GPU to share."""
     k = profile.cells_per_gpu
     if k == 1:
         return
     where = f"cells_per_gpu = {k} (or --pack {k}) with cluster profile {profile.name!r}"
     if profile.gpus_per_cell > 1 or profile.processes_per_cell > 1:
-        raise UsageError(f"{where}: packed cells are one process on one GPU each, but the "
+        raise UsageError(f"{where}: a pack trains in one process on at most one GPU, but the "
                          f"profile has gpus_per_cell = {profile.gpus_per_cell}, "
                          f"processes_per_cell = {profile.processes_per_cell}: set both to 1")
     gpus = profile.gpus_per_cell if profile.executor == "slurm" else local_groups
-    if not gpus:
-        raise UsageError(f"{where}: its tasks get no GPU to share (gpus_per_cell = 0"
-                         + (")" if profile.executor == "slurm" else
-                            ", and this machine shows none)")
-                         + ": give the profile gpus_per_cell = 1, or do not pack")
+    if profile.pack_as == "processes" and not gpus:
+        raise UsageError(f"{where} and pack_as = 'processes': its tasks get no GPU to share "
+                         "(gpus_per_cell = 0" + (")" if profile.executor == "slurm" else
+                                                  ", and this machine shows none)")
+                         + ": give the profile gpus_per_cell = 1, or pack as one stacked model "
+                           "(pack_as = 'stacked', also on a CPU)")
+
+
+def check_pack(cfg: Config, profile: Profile) -> None:
+    """Before a pack is submitted: can the engine stack this model, and does the pack fit?
+    Says how much memory a task of K cells needs (stderr); refuses (UsageError) a model family
+    the engine does not know, fp16 (one loss scale for the pack: one cell's overflow would
+    skip its neighbours' updates), and a K whose estimate exceeds what the task is given."""
+    k = profile.cells_per_gpu
+    if k == 1 or profile.pack_as != "stacked":
+        return
+    from seedgrid import memory
+
+    if cfg.train.mixed_precision == "fp16":
+        raise UsageError(f"--pack {k} with [train] mixed_precision = 'fp16': a pack has one loss "
+                         "scale, so one cell's overflow would skip its neighbours' updates: "
+                         "use 'bf16' (or 'no'), or do not pack")
+    need = memory.pack_memory(cfg, k)  # (checks the model family too)
+    have, where = memory.available(profile)
+    if have and need.total_gb > have:
+        fits = memory.largest_pack(cfg, have)
+        raise UsageError(f"--pack {k}: a pack of {k} cells needs about {memory.gb(need.total_gb)} "
+                         f"({need.describe(short=True)}), more than the {memory.gb(have)} of "
+                         f"{where}: "
+                         + (f"pack at most {fits} cells" if fits else "train the cells alone")
+                         + " (or give the tasks more memory)")
+    logger.info(f"a pack of {k} cells needs about {need.describe()}"
+                + (f"; the task has {memory.gb(have)} ({where})" if have else ""))
 
 
 def warn_if_login_node(profile: Profile) -> None:
@@ -365,7 +395,8 @@ def _record_submission(run_dir: Path, cfg: Config, profile: Profile, arrays: lis
             "submitted": datetime.datetime.now(datetime.timezone.utc).isoformat(
                 timespec="seconds"),
             "cluster": profile.name, "executor": profile.executor,
-            "host": socket.gethostname(), "arrays": arrays})
+            "host": socket.gethostname(), "cells_per_gpu": profile.cells_per_gpu,
+            "pack_as": profile.pack_as, "arrays": arrays})
         write_text_atomic(run_dir / JOBS, json.dumps(record, indent=1))
     return record
 

@@ -27,8 +27,9 @@ from pathlib import Path
 import numpy as np
 
 from seedgrid.errors import UsageError
+from seedgrid.log import logger
 from seedgrid.rundir import EARLY_STOP, shard_path
-from seedgrid.store import locked, read_json, read_shard, write_text_atomic
+from seedgrid.store import locked, read_json, read_shard, set_aside, write_text_atomic
 
 MAX_BUDGET = 1000
 #: Dodge §5: stopping after 20-30% of training did best on three of four tasks; their Fig. 6
@@ -134,10 +135,43 @@ def rule_of_thumb(budget: float, n_evals: int) -> Plan:
 
 
 def read(run_dir: Path) -> dict | None:
-    """early_stop.json, or None when the run has none (a damaged one is set aside, with a
-    warning: the run then reads as one without --early-stop)."""
-    record = read_json(Path(run_dir) / EARLY_STOP, None)
-    return record if isinstance(record, dict) and "phase_one" in record else None
+    """early_stop.json, or None when the run has none (a damaged one, or one whose cells are
+    not the grid's, is set aside with a warning: the run then reads as one without
+    --early-stop, and nothing outside the frozen grid is ever trained from it)."""
+    path = Path(run_dir) / EARLY_STOP
+    record = read_json(path, None)
+    if record is None:
+        return None
+    problem = _problem(record, Path(run_dir))
+    if problem:
+        logger.warning(f"{path} cannot be the run's plan ({problem}); moved to "
+                       f"{set_aside(path).name}")
+        return None
+    return record
+
+
+def _problem(record, run_dir: Path) -> str | None:
+    """What makes ``record`` not an early_stop.json of this run folder, or None."""
+    from seedgrid.rundir import load_run_config
+
+    if not isinstance(record, dict) or not isinstance(record.get("phase_one"), list):
+        return "no list of phase-one cells"
+    cells = [record["phase_one"]] + ([record["continued_cells"]]
+                                     if record.get("continued_cells") is not None else [])
+    if not all(isinstance(group, list) and all(
+            isinstance(c, list) and len(c) == 2 and all(type(s) is int for s in c)
+            for c in group) for group in cells):
+        return "cells that are not pairs of seeds"
+    grid = {tuple(c) for c in load_run_config(run_dir).grid.cells()}
+    outside = [c for group in cells for c in group if tuple(c) not in grid]
+    if outside:
+        return f"cell (wi={outside[0][0]}, do={outside[0][1]}) is not of the frozen grid"
+    if len(cells) > 1 and not {tuple(c) for c in cells[1]} <= {tuple(c) for c in cells[0]}:
+        return "a continued cell is not of phase one"
+    fraction = record.get("fraction")
+    if not (isinstance(fraction, (int, float)) and 0 < fraction <= 1):
+        return f"fraction {fraction!r} is not in (0, 1]"
+    return None
 
 
 def read_record(run_dir: Path) -> dict:

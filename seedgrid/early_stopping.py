@@ -114,10 +114,12 @@ def simulate(metric: xr.DataArray, budgets=range(1, 31), max_started: int = 200,
                     # ties broken at random: a draw within a run of tied trials is replaced by
                     # a fresh uniform member of that run, independent of its place in the ranking
                     top = first[top] + (member[:, lowest:] * tie_size[top]).astype(np.int64)
-                drawn_final = final[e][top]
+                # the best of the draws from each place up, for every place at once: the result
+                # of stopping the `stopped` lowest is the column `stopped` (from `lowest` on)
+                from_place = np.maximum.accumulate(final[e][top][:, ::-1], axis=1)[:, ::-1]
                 for row, stopped in rows:
                     if stopped < started:  # the best of the top `continued` draws
-                        result = drawn_final[:, stopped - lowest:].max(axis=1)
+                        result = from_place[:, stopped - lowest]
                     else:  # all stopped: the best early score, the top draw's
                         result = early[e][draws[:, -1]]
                     total[row] += result.sum()

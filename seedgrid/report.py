@@ -12,6 +12,7 @@ report.json's keys are documented in the README ("The report").
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import json
 import os
@@ -29,7 +30,8 @@ from seedgrid.report_markdown import markdown
 from seedgrid.errors import UsageError
 from seedgrid.progress import Ticker
 from seedgrid.rundir import REPORT, check_output
-from seedgrid.store import STATUS, json_ready, raise_if_disk_full
+from seedgrid.store import (STATUS, json_ready, raise_if_disk_full, read_regular,
+                            temporary_folder, write_json_atomic, write_target)
 
 
 def reported_metrics(ds: xr.Dataset) -> tuple[str, str]:
@@ -53,7 +55,13 @@ def _micro(acc, coupled: bool) -> dict:
 
 
 def analyse(ds: xr.Dataset, samples: int = 5_000, seed: int = 0) -> dict:
-    """All per-run numbers of the report for cube ``ds`` (JSON-ready, NaN as None)."""
+    """All per-run numbers of the report for cube ``ds`` (JSON-ready, NaN as None): its
+    predictions, metric and best so far computed once, for every analysis."""
+    with ds.seedgrid.frozen():
+        return _analyse(ds, samples, seed)
+
+
+def _analyse(ds: xr.Dataset, samples: int, seed: int) -> dict:
     acc = ds.seedgrid
     metric = acc.metric()
     final, best = acc.final(), acc.final(best=True)
@@ -146,8 +154,13 @@ def write(run_dirs: list[str | Path], out: str | Path | None = None, figures_too
     if samples < 1:
         raise UsageError(f"--samples {samples}: give at least 1 (the paper uses 50,000)")
     first = Path(run_dirs[0])
+    default = out is None
     out = Path(out) if out else (first.parent if first.is_file() else first) / REPORT
     check_output(out, "--out", folder=True)
+    if default and out.is_symlink():
+        raise UsageError(f"{str(out)!r} is a symbolic link, not the report folder seedgrid "
+                         "makes: remove it, or give --out")
+    out = out.resolve() if out.is_symlink() else out  # --out LINK: the folder it names
     cubes = {}
     for run in run_dirs:
         name = _run_name(Path(run))
@@ -156,11 +169,11 @@ def write(run_dirs: list[str | Path], out: str | Path | None = None, figures_too
         cubes[name] = open_cube(run).load()
     # everything is made in a temporary folder beside ``out`` and moved in at the end: a
     # report that fails half-way leaves the previous one (or nothing) in place
-    tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
+    tmp = temporary_folder(out)  # (a killed report's are removed)
     try:
-        with warnings.catch_warnings():
+        with warnings.catch_warnings(), contextlib.ExitStack() as frozen:
+            for ds in cubes.values():  # one pass over each cube's logits for the whole report
+                frozen.enter_context(ds.seedgrid.frozen())
             # degenerate grids (one seed, constant scores) give NaN statistics, reported as such
             warnings.simplefilter("ignore")
             ticker, results = Ticker("report: runs analysed", len(cubes), every_s=10), {}
@@ -178,7 +191,7 @@ def write(run_dirs: list[str | Path], out: str | Path | None = None, figures_too
             report["across"] = cross
         (tmp / "report.json").write_text(json.dumps(report, indent=1, allow_nan=False))
         (tmp / "report.md").write_text(markdown(report, drawn))
-        _move_into(tmp, out)
+        publish(tmp, out, ours_by_name=default)
     except OSError as e:
         raise_if_disk_full(e, out / "report.json")
         raise
@@ -218,19 +231,54 @@ def summary(report: dict) -> str:
     return "\n".join(lines)
 
 
-def _move_into(tmp: Path, out: Path) -> None:
-    """Move the report's files from ``tmp`` into ``out``, each by an atomic rename; other files
-    in ``out`` are left alone (``--out`` may be a folder the user keeps more in)."""
+#: the report folder's record of the files seedgrid wrote in it (the only ones it replaces
+#: or removes there)
+MANIFEST = ".seedgrid-report.json"
+
+
+def publish(tmp: Path, out: Path, ours_by_name: bool = False) -> None:
+    """Move the files made in ``tmp`` into the folder ``out``, each by an atomic rename, and
+    record them in ``out``'s :data:`MANIFEST`. A file replaces only what an earlier report
+    wrote there (listed in the manifest) — or, in the run's own ``report/`` folder
+    (``ours_by_name``), a file of the same name: the folder is seedgrid's. Anything else in the
+    way is refused before anything moves (one line); files of the earlier report that this
+    one does not write again are removed; nothing else in ``out`` is touched, no folder is
+    ever removed or replaced, and no link is followed."""
+    new = sorted(str(p.relative_to(tmp)) for p in tmp.rglob("*") if p.is_file())
+    old = _manifest(out)
+    write_target(out / MANIFEST)  # (refuses a folder or FIFO in its place, before any move)
+    for name in new:
+        target = out / name
+        for folder in reversed(target.relative_to(out).parents[:-1]):
+            place = out / folder
+            if os.path.lexists(place) and (place.is_symlink() or not place.is_dir()):
+                raise UsageError(f"{str(place)!r} is in the way of the report (not a folder it "
+                                 "made): move it away, or choose another --out")
+        if os.path.lexists(target) and (os.path.isdir(target) and not target.is_symlink()
+                                        or name not in old and not ours_by_name):
+            raise UsageError(f"{str(target)!r} is not a file an earlier report wrote there: "
+                             "move it away, or choose another --out")
     out.mkdir(parents=True, exist_ok=True)
-    for item in sorted(tmp.iterdir(), key=lambda p: p.name.startswith("report.")):  # md last
-        target = out / item.name
-        if item.is_dir() and target.is_dir():
-            old = target.with_name(f".{target.name}.{os.getpid()}.old")
-            os.replace(target, old)
-            os.replace(item, target)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(item, target)
+    for name in sorted(new, key=lambda n: n.startswith("report.")):  # report.md last
+        (out / name).parent.mkdir(parents=True, exist_ok=True)
+        os.replace(tmp / name, out / name)  # (a link there is replaced, never followed)
+    for name in sorted(set(old) - set(new)):  # an earlier report's figures, gone from this one
+        stale = out / name
+        if os.path.lexists(stale) and not os.path.isdir(stale):
+            stale.unlink()
+    write_json_atomic(out / MANIFEST, {"seedgrid_report_files": new})
+
+
+def _manifest(out: Path) -> set[str]:
+    """The files an earlier report wrote in ``out`` (its manifest; names that would leave the
+    folder are not taken)."""
+    try:
+        record = json.loads(read_regular(out / MANIFEST))
+        names = record["seedgrid_report_files"]
+    except (OSError, ValueError, TypeError, KeyError):
+        return set()
+    return {n for n in names if isinstance(n, str) and n and not Path(n).is_absolute()
+            and ".." not in Path(n).parts}
 
 
 def _phases(run) -> dict:

@@ -15,13 +15,19 @@ A folder belongs to one config (by hash): cells of another config are refused, n
 
 from __future__ import annotations
 
+import contextlib
+import os
 import re
+import shlex
+import stat
+import sys
 import tempfile
 from pathlib import Path
 
 from seedgrid.config import Config, load_config, with_seeds
 from seedgrid.errors import UsageError
-from seedgrid.store import read_json, write_text_atomic
+from seedgrid.log import logger
+from seedgrid.store import read_json, set_aside, shard_state, write_target, write_text_atomic
 
 CONFIG = "config.toml"
 JOBS = "jobs.json"
@@ -55,6 +61,12 @@ def shard_path(run_dir: str | Path, seed_wi: int, seed_do: int) -> Path:
     return Path(run_dir) / SHARDS / f"{cell_name(seed_wi, seed_do)}.nc"
 
 
+def cell_state(run_dir: str | Path, cell: Cell) -> str | None:
+    """The state of ``cell``'s shard (:func:`seedgrid.store.shard_state`): None without one,
+    ``damaged`` when it is not a whole shard of this cell, else its status."""
+    return shard_state(shard_path(run_dir, *cell), cell)
+
+
 def checkpoint_path(run_dir: str | Path, seed_wi: int, seed_do: int) -> Path:
     return Path(run_dir) / CHECKPOINTS / f"{cell_name(seed_wi, seed_do)}.pt"
 
@@ -74,17 +86,58 @@ def shards_on_disk(run_dir: str | Path) -> dict[Cell, Path]:
 
 
 def read_jobs(run_dir: str | Path) -> dict:
-    """jobs.json: every submission of the run (none when it is missing or damaged)."""
-    record = read_json(Path(run_dir) / JOBS, None)
-    if not isinstance(record, dict) or not isinstance(record.get("submissions"), list):
+    """jobs.json: every submission of the run (none when it is missing or damaged: one that is
+    not of seedgrid's shape is set aside as ``jobs.json.damaged``, with a warning)."""
+    path = Path(run_dir) / JOBS
+    record = read_json(path, None)
+    if record is None:
+        return {"submissions": []}
+    if not _jobs_shape(record):
+        logger.warning(f"{path} is not a record of submissions; moved to "
+                       f"{set_aside(path).name}")
         return {"submissions": []}
     return record
+
+
+def _jobs_shape(record) -> bool:
+    """Whether ``record`` has jobs.json's shape: submissions of arrays, each a job id, its
+    tasks' ids and each task's cells (pairs of seeds); the texts status prints, short."""
+    def text(x) -> bool:
+        return isinstance(x, str) and len(x) <= 256 and x.isprintable()
+
+    def cell(c) -> bool:
+        return (isinstance(c, list) and len(c) == 2
+                and all(isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in c))
+
+    def array(a) -> bool:
+        return (isinstance(a, dict) and text(a.get("job_id"))
+                and isinstance(a.get("task_ids"), list) and isinstance(a.get("tasks"), list)
+                and len(a["task_ids"]) == len(a["tasks"])
+                and all(text(t) for t in a["task_ids"])
+                and all(isinstance(t, list) and all(cell(c) for c in t) for t in a["tasks"]))
+
+    return (isinstance(record, dict) and isinstance(record.get("submissions"), list)
+            and all(isinstance(s, dict) and isinstance(s.get("arrays"), list)
+                    and all(array(a) for a in s["arrays"])
+                    and all(text(s.get(k, "")) for k in ("cluster", "executor", "host"))
+                    for s in record["submissions"]))
 
 
 def recorded_cluster(jobs: dict) -> str:
     """The profile a run's cells were last submitted to ("" before any), from its jobs.json."""
     submissions = jobs["submissions"]
     return str(submissions[-1].get("cluster", "")) if submissions else ""
+
+
+def recorded_pack(jobs: dict, pack_as: str | None) -> tuple[int | None, str | None]:
+    """(cells_per_gpu, pack_as) of the run's last submission (None, ``pack_as`` before any, or
+    when it did not record them)."""
+    last = jobs["submissions"][-1] if jobs["submissions"] else {}
+    k = last.get("cells_per_gpu")
+    if not isinstance(k, int) or not 1 <= k <= 64:
+        return None, pack_as
+    recorded = last.get("pack_as")
+    return k, pack_as or (recorded if recorded in ("stacked", "processes") else None)
 
 
 def resubmit_command(run_dir: str | Path, cluster: str = "") -> str:
@@ -113,7 +166,7 @@ def load_run_config(run_dir: Path) -> Config:
     if not path.exists():
         raise UsageError(f"{str(run_dir)!r} is not a run folder (no {CONFIG}): give the folder "
                          "that submit or run wrote")
-    return load_config(path)
+    return load_config(path, frozen=True)
 
 
 def check_writable(run_dir: Path, option: str = "--out") -> None:
@@ -136,6 +189,11 @@ def check_output(path: str | Path, option: str, folder: bool = False) -> None:
     if too_long is not None:
         raise UsageError(f"{option}: the name {too_long[:40]!r}... is {len(too_long.encode())} "
                          "bytes, more than the 255 a file system allows: choose a shorter one")
+    if not folder:
+        try:
+            write_target(path, through_link=True)  # a FIFO, device or folder is refused
+        except UsageError as e:
+            raise UsageError(f"{option}: {e}") from None
     if path.exists() and path.is_dir() != folder:
         raise UsageError(f"{option} {str(path)!r} is a {'file' if folder else 'folder'}, not a "
                          f"{what}: choose another {option}")
@@ -157,7 +215,7 @@ def check_config(run_dir: Path, cfg: Config) -> None:
     """Refuse a run folder made with another config (a different hash)."""
     path = run_dir / CONFIG
     if path.exists():
-        old = load_config(path)
+        old = load_config(path, frozen=True)
         if old.hash != cfg.hash:
             raise UsageError(f"{str(run_dir)!r} holds cells of config {old.hash}, not {cfg.hash} "
                              f"({config_difference(old, cfg)}): use another --out")
@@ -186,11 +244,70 @@ def write_config(run_dir: Path, cfg: Config) -> None:
     """
     path = run_dir / CONFIG
     if path.exists():
-        old = load_config(path)
+        old = load_config(path, frozen=True)
         wi = sorted(set(old.grid.seeds_wi) | set(cfg.grid.seeds_wi))
         do = sorted(set(old.grid.seeds_do) | set(cfg.grid.seeds_do))
         if (tuple(wi), tuple(do)) == (old.grid.seeds_wi, old.grid.seeds_do):
             return
         cfg = with_seeds(old, wi, do)
-    run_dir.mkdir(parents=True, exist_ok=True)
+    make_folder(run_dir)
     write_text_atomic(path, cfg.to_toml())
+
+
+def make_folder(path: Path) -> Path:
+    """Make ``path`` and the folders above it that are missing, each writable by its owner
+    only (``0755`` less the umask, whatever the umask says of the group): a run folder others
+    cannot write to is one whose pickles nobody else can swap (:func:`check_private`)."""
+    missing = []
+    while not os.path.lexists(path):
+        missing.append(path)
+        path = path.parent
+    for folder in reversed(missing):
+        with contextlib.suppress(FileExistsError):  # made meanwhile by a concurrent submit
+            os.mkdir(folder, 0o755)
+    return missing[0] if missing else path
+
+
+def check_private(run_dir: Path) -> None:
+    """Refuse (UsageError, one line) a run folder that someone else could write into: submitit
+    keeps each task's function and result as pickles in ``logs/``, which the task loads on
+    its node, so whoever can replace one runs code as you (as ssh refuses a ``~/.ssh`` others
+    can write). The folder and ``logs/`` must be yours and writable by you only; every folder
+    above them yours or root's, and not writable by others unless sticky (as ``/tmp``).
+    Folders not made yet are skipped (seedgrid makes them so: :func:`make_folder`)."""
+    real = Path(os.path.realpath(run_dir))
+    me = os.getuid()
+    chain = [(real / LOGS, True), (real, True)] + [(p, False) for p in real.parents]
+    for folder, strict in chain:
+        try:
+            st = os.stat(folder)
+        except FileNotFoundError:
+            continue
+        except OSError as e:
+            raise UsageError(f"cannot check {str(folder)!r} ({e.strerror}): choose another "
+                             "run folder") from None
+        shared = st.st_mode & 0o022 and (strict or not st.st_mode & stat.S_ISVTX)
+        if st.st_uid not in (me, 0) or strict and st.st_uid != me or shared:
+            who = ("writable by " + ("others" if st.st_mode & 0o002 else "its group")
+                   if shared else "owned by another user")
+            fix = (f"chmod go-w {shlex.quote(str(folder))}" if shared and st.st_uid == me
+                   else "use a run folder under a folder only you can write to")
+            raise UsageError(f"{str(folder)!r} is {who} (mode {stat.filemode(st.st_mode)}): "
+                             "the array tasks load submitit's pickles from the run folder, and "
+                             f"whoever can replace them runs code as you: {fix}")
+
+
+def guard(run_dir: str) -> None:
+    """What each array task runs before submitit loads its pickle (the first line of its
+    setup): exit status 2 with one line when :func:`check_private` refuses the folder."""
+    try:
+        check_private(Path(run_dir))
+    except UsageError as e:
+        print(f"seedgrid: error: {e}", file=sys.stderr)
+        raise SystemExit(2) from None
+
+
+def guard_line(run_dir: Path) -> str:
+    """The shell line an array task starts with: :func:`guard`, its folder given absolute."""
+    code = "import sys; from seedgrid.rundir import guard; guard(sys.argv[1])"
+    return shlex.join([sys.executable, "-c", code, os.path.realpath(run_dir)]) + " || exit 2"

@@ -8,7 +8,9 @@ A cell of the grid is a pair (seed_wi, seed_do):
 - ``seed_do`` (data order) drives the order of training examples: epoch ``e`` uses
   :func:`epoch_permutation` ``(seed_do, e)``. By default dropout follows ``seed_do`` too (as in
   Dodge et al. 2020's code, where the data-order seed was set after the model was built); the
-  config's ``train.dropout_seed`` can tie it to ``seed_wi`` or to a fixed value instead.
+  config's ``train.dropout_seed`` can tie it to ``seed_wi`` or to a fixed value instead. The
+  masks of each update are keyed by the update, the dropout site and the example's place in
+  the global batch (:mod:`seedgrid.dropout`), never by a process or a pack.
 
 Each stream is derived from (stream name, seed, ...) through :class:`numpy.random.SeedSequence`,
 so seed 3 of the WI stream and seed 3 of the DO stream are unrelated, and no stream depends on
@@ -22,7 +24,7 @@ import numpy as np
 # Stream identifiers: part of the reproducibility contract, never renumber them.
 _STREAMS = {"wi": 0, "do": 1, "dropout": 2, "lora": 3}
 
-# What torch's global RNG (dropout) may follow; the index is part of the derived seed.
+# What a cell's dropout masks may follow; the index is part of the derived seed.
 DROPOUT_SOURCES = ("seed_do", "seed_wi", "fixed")
 
 
@@ -49,13 +51,10 @@ def epoch_permutation(seed_do: int, epoch: int, n: int) -> np.ndarray:
     return torch.randperm(n, generator=g).numpy()
 
 
-def dropout_seed(choice: str, seed_wi: int, seed_do: int, rank: int) -> int:
-    """Seed of torch's global RNG (used by dropout) on process ``rank``.
-
-    ``choice`` is the config's ``train.dropout_seed``: ``"seed_do"`` (default), ``"seed_wi"``,
-    or ``"fixed"`` (the same dropout stream for every cell). Each rank gets its own stream,
-    since each rank draws masks for its own slice of the global batch.
-    """
+def dropout_seed(choice: str, seed_wi: int, seed_do: int) -> int:
+    """The seed of a cell's dropout masks (:mod:`seedgrid.dropout` keys it further by update and
+    site). ``choice`` is the config's ``train.dropout_seed``: ``"seed_do"`` (default),
+    ``"seed_wi"``, or ``"fixed"`` (the same masks for every cell)."""
     source = DROPOUT_SOURCES.index(choice)
     seed = {"seed_do": seed_do, "seed_wi": seed_wi, "fixed": 0}[choice]
-    return derive("dropout", source, seed, rank)
+    return derive("dropout", source, seed)

@@ -28,10 +28,10 @@ from seedgrid.config import Config
 from seedgrid.errors import Interrupted
 from seedgrid.progress import Progress
 from seedgrid.dispatch import WAITING, sacct_states, settled, wait_settled
-from seedgrid.rundir import (decider_log, load_run_config, read_jobs, recorded_cluster,
+from seedgrid.rundir import (cell_state, decider_log, load_run_config, read_jobs, recorded_cluster,
                              resubmit_command, running_marker, shard_path, shards_on_disk,
                              task_log)
-from seedgrid.store import shard_state
+from seedgrid.store import clean_text, read_regular, read_tail
 
 SYMBOLS = {"done": "#", "diverged": "!", "stopped": "s", "running": "R", "pending": ".",
            "failed": "x", "damaged": "?", "missing": "-", "unused": " "}
@@ -66,7 +66,7 @@ def run_status(run_dir: Path) -> tuple[Config, dict[tuple[int, int], CellState],
     cells = {}
     design = set(cfg.grid.cells())
     for cell in run_cells(run_dir, cfg):
-        state = shard_state(shard_path(run_dir, *cell))
+        state = cell_state(run_dir, cell)
         task, executor, host = tasks.get(cell, ("", "", ""))
         if state == "damaged":
             cells[cell] = CellState("damaged", task, "the shard cannot be read: submit --resume "
@@ -95,13 +95,14 @@ def _where(run_dir: Path, cell: tuple[int, int]) -> str:
     """Where a running cell trains, from its marker: "on <host>, GPU <ids>" (or CPU); "" for
     a cell of a running task that has not started yet."""
     try:
-        marker = json.loads(running_marker(run_dir, *cell).read_text())
+        marker = json.loads(read_regular(running_marker(run_dir, *cell), 1 << 16))
     except (OSError, ValueError):
         return ""
     if not isinstance(marker, dict):
         return ""
-    gpu = marker.get("gpu") or ""
-    return f"on {marker.get('host', '?')}, " + (f"GPU {gpu}" if gpu else "CPU")
+    gpu = clean_text(str(marker.get("gpu") or ""))[:200]  # (a file: what it says is shown
+    host = clean_text(str(marker.get("host", "?")))[:200]  # escaped, never sent raw)
+    return f"on {host}, " + (f"GPU {gpu}" if gpu else "CPU")
 
 
 def _slurm_state(run_dir: Path, slurm_state: str, task: str) -> CellState:
@@ -251,10 +252,13 @@ _ERROR_LINE = re.compile(r"^(seedgrid: error:|[\w.]*(Error|Exception|Interrupt)\
 def last_log_line(run_dir: Path, task: str) -> str:
     """The line of a task's log that says why it failed: its last error line (the exception
     of a traceback), else its last line."""
-    log = task_log(run_dir, task)
-    if not log.exists():
+    try:  # the end of the log only: a task may have logged gigabytes
+        tail = read_tail(task_log(run_dir, task))
+    except FileNotFoundError:
         return "no log"
-    lines = [ln.strip() for ln in log.read_text(errors="replace").splitlines() if ln.strip()]
+    except OSError as e:
+        return f"log unreadable ({e.strerror})"
+    lines = [clean_text(ln.strip()) for ln in tail.splitlines() if ln.strip()]
     errors = [ln for ln in lines if _ERROR_LINE.search(ln)]
     return f"log: {(errors or lines)[-1][:200]}" if lines else "empty log"
 
@@ -271,7 +275,7 @@ def wait_for(jobs: list, run_dir: Path, cells: list, stopped_counts: bool = True
     try:
         while True:
             ended = sum(job.done() for job in jobs)
-            states = [shard_state(shard_path(run_dir, *c)) for c in cells]
+            states = [cell_state(run_dir, c) for c in cells]
             done = sum(s not in (None, "damaged") and (stopped_counts or s != "stopped")
                        for s in states)
             progress.show(done, states.count("diverged"), ended, final=ended == len(jobs))
@@ -294,15 +298,16 @@ def wait_and_report(jobs: list, run_dir: Path, cells: list, profile, *,
     """--wait: progress until the tasks end, why tasks failed, the final status (once the
     queue's accounting agrees that they ended); True when every cell is done."""
     wait_for(jobs, run_dir, cells, stopped_counts)
-    for job in jobs:
-        try:
-            job.result()
-        except Exception as e:  # the status below says which cells and why
-            print(f"task {job.job_id} failed: {str(e).strip().splitlines()[-1][:200]}")
+    # why a task failed, from its log (text): never from submitit's result pickle, which
+    # job.result() would unpickle — code, were someone else to swap it
+    for array in read_jobs(run_dir)["submissions"][-1]["arrays"]:
+        for task, task_cells in zip(array["task_ids"], array["tasks"]):
+            if any(cell_state(run_dir, c) in (None, "damaged") for c in task_cells):
+                print(f"task {task} failed: {last_log_line(run_dir, task)}")
     if profile.executor == "slurm":
         wait_settled(read_jobs(run_dir)["submissions"][-1])
     print(format_status(run_dir, profile.name))
-    return all(shard_state(shard_path(run_dir, *c)) == "done" for c in cells)  # not diverged
+    return all(cell_state(run_dir, c) == "done" for c in cells)  # not diverged
 
 
 def wait_phase_two(run_dir: Path, poll_s: float = 5.0) -> bool:
@@ -319,7 +324,7 @@ def wait_phase_two(run_dir: Path, poll_s: float = 5.0) -> bool:
                     print(format_status(run_dir))  # says why, and the command to decide
                     return False
         else:
-            final = [shard_state(shard_path(run_dir, *c)) != "stopped"
+            final = [cell_state(run_dir, c) != "stopped"
                      for c in rec["continued_cells"]]
             if all(final):
                 break
@@ -328,4 +333,4 @@ def wait_phase_two(run_dir: Path, poll_s: float = 5.0) -> bool:
         time.sleep(poll_s)
     print(format_status(run_dir))
     rec = early_stop_run.read_record(run_dir)
-    return all(shard_state(shard_path(run_dir, *c)) == "done" for c in rec["continued_cells"])
+    return all(cell_state(run_dir, c) == "done" for c in rec["continued_cells"])

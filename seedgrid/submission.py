@@ -33,7 +33,7 @@ def run_one(config_name: str, seed_wi: int, seed_do: int, out: str | None) -> bo
     rundir.check_config(run_dir, cfg)
     dispatch.check_precision(cfg, cluster.Profile())
     path = rundir.shard_path(run_dir, seed_wi, seed_do)
-    state = store.shard_state(path)
+    state = store.shard_state(path, (seed_wi, seed_do))
     if state in dispatch.FINISHED:
         print(f"{path} exists: cell (wi={seed_wi}, do={seed_do}) is {state}; delete it to train "
               "again")
@@ -41,7 +41,7 @@ def run_one(config_name: str, seed_wi: int, seed_do: int, out: str | None) -> bo
     dispatch.set_threads()
     checkpointer = Checkpointer(rundir.checkpoint_path(run_dir, seed_wi, seed_do))
     with saved_on_terminate(checkpointer):
-        shard = celltask.train_and_store(cfg, run_dir, seed_wi, seed_do, checkpointer)
+        (shard,) = celltask.train_and_store(cfg, run_dir, [(seed_wi, seed_do)], [checkpointer])
     dispatch.end_distributed()
     if shard is None:  # not the main process
         return True
@@ -56,8 +56,8 @@ def run_one(config_name: str, seed_wi: int, seed_do: int, out: str | None) -> bo
     return cell_status == "done"  # a diverged cell is a result, not a success
 
 
-def profile_named(cluster_name: str | None, pack: int | None = None
-                  ) -> tuple[cluster.Profile, str]:
+def profile_named(cluster_name: str | None, pack: int | None = None,
+                  pack_as: str | None = None) -> tuple[cluster.Profile, str]:
     """The profile of --cluster, else of SEEDGRID_CLUSTER (a site's or user's default, so that
     a pasted command does not train on a login node), else local — with the name as given.
     Checked against the machine; where the local executor only runs by default (no --cluster,
@@ -66,6 +66,8 @@ def profile_named(cluster_name: str | None, pack: int | None = None
     profile = cluster.load_profile(name)
     if pack is not None:  # submit --pack K: the profile's cells_per_gpu, for this submission
         profile = dataclasses.replace(profile, cells_per_gpu=pack)
+    if pack_as is not None:
+        profile = dataclasses.replace(profile, pack_as=pack_as)
     dispatch.check_executor(profile)
     return profile, name
 
@@ -79,16 +81,19 @@ def submit_grid(*, config_name: str | None, resume: str | None, cluster_name: st
                 array: int | None, parallel: int | None, out: str | None, wait: bool,
                 early_stop: str | None, budget: float | None, from_cube: str | None,
                 train_sizes: list[int] | None = None, train_size: int | None = None,
-                pack: int | None = None) -> bool:
+                pack: int | None = None, pack_as: str | None = None) -> bool:
     """Submit the cells of a grid that still have to train (``--resume``: of a run folder);
     with ``train_sizes``, the grid once per training-set size, each in its own run folder."""
     if train_sizes:
         return _sweep(train_sizes, config_name=config_name, resume=resume,
                       cluster_name=cluster_name, array=array, parallel=parallel, out=out,
                       wait=wait, early_stop=early_stop, budget=budget, from_cube=from_cube,
-                      pack=pack)
+                      pack=pack, pack_as=pack_as)
     cfg, run_dir = _config_and_folder(config_name, resume, out, array, train_size)
-    profile, name = profile_named(cluster_name, pack)
+    rundir.check_private(run_dir)  # its tasks load pickles from it: nobody else's to write
+    if resume and pack is None:  # the cells resume packed as they were submitted
+        pack, pack_as = rundir.recorded_pack(rundir.read_jobs(run_dir), pack_as)
+    profile, name = profile_named(cluster_name, pack, pack_as)
     dispatch.check_precision(cfg, profile)
     total = len(cfg.grid.cells())
     plan = _early_stop_plan(cfg, run_dir, early_stop, budget, from_cube, resumed=bool(resume))
@@ -109,8 +114,9 @@ def submit_grid(*, config_name: str | None, resume: str | None, cluster_name: st
         raise UsageError(f"--array {array} must be between 1 and the {len(cells)} cells to "
                          f"run (of {total}): one array task trains one cell or more")
     dispatch.check_inputs(cfg)
+    dispatch.check_pack(cfg, profile)
     n_tasks, parallel = dispatch.task_layout(profile, len(cells), array, parallel)
-    new_folder = not run_dir.exists()
+    new_folder = not os.path.lexists(run_dir)
     rundir.write_config(run_dir, cfg)  # before the tasks start: they read it
     if plan is not None:
         early_stop_run.start(run_dir, plan, started)
@@ -153,6 +159,7 @@ def _config_and_folder(config_name, resume, out, array, train_size=None):
     if resume:
         run_dir = Path(resume)
         cfg = rundir.load_run_config(run_dir)
+        config.check_trainable(cfg, f"--resume {str(run_dir)!r}")
         if config_name:
             rundir.check_config(run_dir, config.load_config(config_name))
     elif config_name:
@@ -226,7 +233,10 @@ def continue_grid(run: str, cluster_name: str | None, parallel: int | None, wait
     """Phase two of --early-stop: decide (once) and continue the chosen cells."""
     run_dir = Path(run)
     cfg = rundir.load_run_config(run_dir)
-    profile, _ = profile_named(cluster_name)
+    config.check_trainable(cfg, str(run_dir))
+    rundir.check_private(run_dir)
+    profile, _ = profile_named(cluster_name, *rundir.recorded_pack(rundir.read_jobs(run_dir),
+                                                                   None))
     rec = early_stop_run.decide(run_dir)
     print(f"{run_dir}: decided on {rec['decided_on']} of {len(rec['phase_one'])} phase-one cells"
           + (f" ({len(rec['missing'])} without a shard: {_cells(rec['missing'])})"

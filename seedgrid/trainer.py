@@ -1,13 +1,18 @@
-"""Train one cell (seed_wi, seed_do) with Accelerate and return it as a shard Dataset.
+"""Train cells with Accelerate — one alone, or K at once as one stacked model (a pack) — and hand
+each back as a shard Dataset.
 
-Reads top to bottom: set up (data, model from seed_wi, optimizer, schedule) → evaluate before
-training → for each global batch of seed_do's order: forward/backward over this process's
-micro-batches, one optimizer update, evaluate when due → the cell as a Dataset.
+Reads top to bottom: set up (data; the model: pretrained body, a head from each cell's seed_wi,
+K cells stacked into one model when K > 1; AdamW, the schedule) → resume each cell from its
+checkpoint → evaluate before training → for each update: each cell's global batch of its seed_do
+order, forward/backward over this process's micro-batches (the K cells folded into one batch),
+clipping per cell, one optimizer update → evaluate when due → each cell as a Dataset, as soon as
+it ends.
 
-Run on one process (``python -m seedgrid run``) or several (``torchrun``, ``accelerate launch``,
-or a multi-GPU SLURM task): each process takes its slice of every global batch
-(:mod:`seedgrid.data`), so the cell sees the same updates whatever the number of processes or the
-gradient-accumulation split.
+A lone cell runs on one process (``python -m seedgrid run``) or several (``torchrun``,
+``accelerate launch``, a multi-GPU SLURM task): each process takes its slice of every global batch
+(:mod:`seedgrid.data`). A pack runs in one process. Either way a cell is its seeds: the same
+global batches and dropout masks (:mod:`seedgrid.dropout`), its own clipping, optimizer state,
+divergence and early stop, whatever the layout.
 """
 
 from __future__ import annotations
@@ -20,7 +25,7 @@ import os
 import socket
 import time
 from importlib import metadata
-from typing import Callable
+from typing import Any, Callable
 
 import numpy as np
 import torch
@@ -28,17 +33,21 @@ import torch.nn.functional as F
 from accelerate import Accelerator, DataLoaderConfiguration
 from transformers import get_linear_schedule_with_warmup
 
-import seedgrid
-from seedgrid import data, metrics, seeds
+from seedgrid import __version__, data, metrics, seeds, stacked
 from seedgrid.checkpoint import Checkpointer, Progress, rng_state, signals_held
 from seedgrid.config import Config
+from seedgrid.dropout import Masks, use_cell_dropout
+from seedgrid.errors import UsageError
 from seedgrid.log import logger
-from seedgrid.model import load_model, load_tokenizer, optimizer_groups
+from seedgrid.model import cell_parameters, load_model, load_tokenizer, optimizer_groups
 from seedgrid.store import cell_dataset
 from seedgrid.tasks import Task, get_task, load_splits
 
-#: called on every process after each update with (update, example positions this process used)
-OnUpdate = Callable[[int, np.ndarray], None]
+#: called on every process after each update with (update, each cell's example positions this
+#: process used)
+OnUpdate = Callable[[int, list], None]
+#: called on the main process with (cell index, its shard) as soon as a cell ends
+OnEnd = Callable[[int, object], None]
 
 #: a mean cross-entropy above this (nats per example: the gold label's probability below
 #: e^-100; regression: a squared error of 100) means training has exploded; the cell is marked
@@ -46,95 +55,176 @@ OnUpdate = Callable[[int, np.ndarray], None]
 EXPLODED_LOSS = 100.0
 
 
-def _loss_sum(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """Summed over the examples: cross-entropy, or the squared error of the one output of a
-    regression task (as transformers' problem_type "regression")."""
-    if logits.shape[-1] == 1:
-        return F.mse_loss(logits.squeeze(-1), labels.float(), reduction="sum")
-    return F.cross_entropy(logits, labels, reduction="sum")
+@dataclasses.dataclass
+class _Run:
+    """One cell of the pack, as it trains: its seeds, progress, checkpoint, and how it ended."""
+    seed_wi: int
+    seed_do: int
+    progress: Progress
+    checkpointer: Checkpointer | None = None
+    stop_at: int | None = None
+    #: "training" until it ends: "done", "diverged" or "stopped"
+    status: str = "training"
+
+    @property
+    def name(self) -> str:
+        return f"[wi={self.seed_wi} do={self.seed_do}]"
 
 
-def train_cell(cfg: Config, seed_wi: int, seed_do: int, *, on_update: OnUpdate | None = None,
+def train_cell(cfg: Config, seed_wi: int, seed_do: int, *, on_update=None,
                checkpointer: Checkpointer | None = None, log: Callable[[str], None] = logger.info,
                stop_fraction: float | None = None):
-    """Fine-tune one cell and return its shard (an ``xarray.Dataset``; main process only).
+    """Fine-tune one cell and return its shard (an ``xarray.Dataset``; None on processes other
+    than the main one); see :func:`train_cells`. ``on_update`` gets (update, the example
+    positions this process used)."""
+    hook = None if on_update is None else (lambda u, used: on_update(u, used[0]))
+    shards = train_cells(cfg, [(seed_wi, seed_do)], checkpointers=[checkpointer],
+                         stop_fractions=[stop_fraction], on_update=hook, log=log)
+    return shards[0]
 
-    With a ``checkpointer``, the cell resumes from its checkpoint if there is one, and binds its
-    state so that a preemption handler can save it; with ``[runtime] checkpoint_every_evals``
-    it also saves after every N-th evaluation. With ``stop_fraction`` (early stopping, see
-    seedgrid.early_stop_run) it stops after the last evaluation at or before that fraction of
-    training, saves its checkpoint and returns a shard with status ``stopped``; trained again
-    without it, the cell continues from there. On processes other than the main one, returns
-    None.
+
+def train_cells(cfg: Config, cells: list[tuple[int, int]], *,
+                checkpointers: list[Checkpointer | None] | None = None,
+                stop_fractions: list[float | None] | None = None,
+                on_update: OnUpdate | None = None, on_end: OnEnd | None = None,
+                log: Callable[[str], None] = logger.info) -> list:
+    """Fine-tune ``cells`` at once (one stacked model when there are several) and return their
+    shards (main process; None elsewhere), each also given to ``on_end`` when its cell ends.
+
+    With checkpointers, each cell resumes from its checkpoint if there is one (all at the same
+    update: a pack trains cells in step), and binds its state so that a preemption handler can
+    save it; with ``[runtime] checkpoint_every_evals`` they also save after every N-th
+    evaluation. A cell with a ``stop_fraction`` (early stopping, seedgrid.early_stop_run) stops
+    after the last evaluation at or before that fraction of training, saves its checkpoint and
+    ends as ``stopped``; trained again without it, it continues from there. A cell whose loss
+    explodes ends as ``diverged`` while the others go on.
     """
     started = time.time()
-    cell = _setup(cfg, seed_wi, seed_do)
-    main = cell.accelerator.is_main_process
+    checkpointers = checkpointers or [None] * len(cells)
+    stop_fractions = stop_fractions or [None] * len(cells)
+    pack = _setup(cfg, cells)
+    main = pack.accelerator.is_main_process
     say = log if main else (lambda _: None)
-    name = f"[wi={seed_wi} do={seed_do}]"
-    stop_at = None if stop_fraction is None else data.stop_update(cell.eval_at, stop_fraction)
-    say(f"{name} {cell.task.name}: {len(cell.train)} train / {len(cell.val)} validation "
-        f"examples, {cell.total_updates} updates, {len(cell.eval_at)} evaluations, "
-        f"{cell.world} process(es)")
+    try:
+        runs = _resume(pack, checkpointers, say, started)
+    except _NotInStep as e:  # trained as packs in step, one after the other
+        del pack
+        return _in_step(cfg, cells, e, checkpointers, stop_fractions, on_update, on_end, log)
+    for run, fraction in zip(runs, stop_fractions):
+        run.stop_at = None if fraction is None else data.stop_update(pack.eval_at, fraction)
+    say(f"{_names(runs)} {pack.task.name}: {len(pack.train)} train / {len(pack.val)} "
+        f"validation examples, {pack.total_updates} updates, {len(pack.eval_at)} evaluations, "
+        + (f"{pack.world} process(es)" if pack.k == 1 else f"a pack of {pack.k} cells"))
+    shards: list = [None] * len(runs)
 
-    # --- progress: fresh, or where the checkpoint left it ------------------------------------
-    progress = _resume(cell, checkpointer, say, name, started)
-    if checkpointer is not None and main:  # submitit signals rank 0 only
-        checkpointer.bind(lambda: {**cell.state(), **progress.state()})
-    due = int(np.searchsorted(cell.eval_at, progress.update, side="right"))  # due by now
-    if progress.evaluated < due:  # before training, or interrupted during the evaluation
-        progress.logits[due - 1] = cell.evaluate()
-        progress.evaluated = due
-    status = "done"
+    def end(k: int, status: str) -> None:  # a cell is over: its shard, its checkpoint frozen
+        runs[k].status = status
+        checkpointer = runs[k].checkpointer
+        if checkpointer is not None:
+            checkpointer.bind(None)  # (a later save would write a state past its end)
+        if main:
+            shards[k] = _shard(pack, runs[k])
+            if on_end is not None:
+                on_end(k, shards[k])
 
-    # --- training: one optimizer update per global batch -------------------------------------
-    for epoch in range(progress.update // cell.per_epoch, cfg.train.epochs):
-        for b, batch in enumerate(data.global_batches(len(cell.train), cfg.train.batch_size,
-                                                      seed_do, epoch)):
-            if epoch * cell.per_epoch + b < progress.update:
+    # --- evaluations due by now: before training, or interrupted during one ------------------
+    start = update = runs[0].progress.update  # (the cells of a pack resume at one update)
+    due = int(np.searchsorted(pack.eval_at, update, side="right"))
+    if any(run.progress.evaluated < due for run in runs):
+        logits = pack.evaluate()
+        for k, run in enumerate(runs):
+            run.progress.logits[due - 1] = logits[k]
+            run.progress.evaluated = due
+
+    # --- training: one optimizer update per global batch (of each cell) ----------------------
+    for epoch in range(update // pack.per_epoch, cfg.train.epochs):
+        orders = [data.global_batches(len(pack.train), cfg.train.batch_size, run.seed_do, epoch)
+                  for run in runs]
+        for b in range(pack.per_epoch):
+            update = epoch * pack.per_epoch + b
+            if update < start:
                 continue  # done before a restart
-            if progress.update == stop_at:  # early stopping: keep the state, to continue
-                if checkpointer is not None and main:
-                    checkpointer.save()
-                status = "stopped"
-                say(f"{name} stopped at update {progress.update} (early stopping)")
+            for k, run in enumerate(runs):
+                if run.status == "training" and update == run.stop_at:  # early stopping
+                    if run.checkpointer is not None and main:
+                        run.checkpointer.save()
+                    say(f"{run.name} stopped at update {update} (early stopping)")
+                    end(k, "stopped")
+            live = [run.status == "training" for run in runs]
+            if not any(live):
                 break
-            used = _update(cell, batch, progress)
+            used = _update(pack, runs, update, [order[b] for order in orders], live)
             if on_update is not None:
-                on_update(progress.update, used)
-            loss = progress.train_loss[progress.update - 1]
-            if not loss <= EXPLODED_LOSS:  # NaN fails this comparison too
-                status = "diverged"  # keep what was evaluated so far; the rest stays NaN
-                say(f"{name} diverged at update {progress.update}: loss {loss}")
-                break
-            if progress.update in cell.eval_at:
-                j = int(np.searchsorted(cell.eval_at, progress.update))
-                progress.logits[j] = cell.evaluate()
-                progress.evaluated = j + 1
-                value = metrics.score(progress.logits[j], cell.val.labels, cell.task.metric)
-                say(f"{name} update {progress.update}/{cell.total_updates} (epoch "
-                    f"{progress.update / cell.per_epoch:.2f}) loss {loss:.4f} "
-                    f"{cell.task.metric} {value:.4f}")
-                every = cfg.runtime.checkpoint_every_evals
-                if (checkpointer is not None and main and every and j % every == 0
-                        and progress.update < cell.total_updates):
-                    checkpointer.save_if_possible()  # one writer: states are equal on all ranks
-        if status != "done":
+                on_update(update + 1, used)
+            for k, run in enumerate(runs):
+                loss = run.progress.train_loss[update]
+                if live[k] and not loss <= EXPLODED_LOSS:  # NaN fails this comparison too
+                    say(f"{run.name} diverged at update {update + 1}: loss {loss}")
+                    end(k, "diverged")  # keeps what was evaluated so far; the rest stays NaN
+            if update + 1 in pack.eval_at:
+                _evaluate_due(pack, runs, update + 1, say)
+        if not any(run.status == "training" for run in runs):
             break
 
-    cell.accelerator.wait_for_everyone()
-    return _shard(cell, progress, status) if main else None
+    pack.accelerator.wait_for_everyone()
+    for k, run in enumerate(runs):
+        if run.status == "training":
+            end(k, "done")
+    return shards
+
+
+def _in_step(cfg: Config, cells: list[tuple[int, int]], e: "_NotInStep", checkpointers: list,
+             stop_fractions: list, on_update: OnUpdate | None, on_end: OnEnd | None,
+             log: Callable[[str], None]) -> list:
+    """Cells whose checkpoints resume at different updates (one was set aside): a pack for
+    each group in step, one after the other; their shards in the cells' order."""
+    shards: list = [None] * len(cells)
+    for group in e.groups:
+        for k in group:
+            if checkpointers[k] is not None:
+                checkpointers[k].keep(e.saved[k])
+
+        def ended(i: int, shard, group: list[int] = group) -> None:
+            if on_end is not None:
+                on_end(group[i], shard)
+
+        done = train_cells(cfg, [cells[k] for k in group],
+                           checkpointers=[checkpointers[k] for k in group],
+                           stop_fractions=[stop_fractions[k] for k in group],
+                           on_update=on_update, on_end=ended, log=log)
+        for k, shard in zip(group, done):
+            shards[k] = shard
+    return shards
+
+
+def _evaluate_due(pack: "_Pack", runs: list[_Run], update: int, say) -> None:
+    """The evaluation after ``update``: every training cell's logits, its metric said, and its
+    periodic checkpoint written when one is due."""
+    j = int(np.searchsorted(pack.eval_at, update))
+    logits = pack.evaluate()
+    every = pack.cfg.runtime.checkpoint_every_evals
+    for k, run in enumerate(runs):
+        if run.status != "training":
+            continue
+        run.progress.logits[j] = logits[k]
+        run.progress.evaluated = j + 1
+        value = metrics.score(logits[k], pack.val.labels, pack.task.metric)
+        say(f"{run.name} update {update}/{pack.total_updates} (epoch "
+            f"{update / pack.per_epoch:.2f}) loss {run.progress.train_loss[update - 1]:.4f} "
+            f"{pack.task.metric} {value:.4f}")
+        if (run.checkpointer is not None and pack.accelerator.is_main_process and every
+                and j % every == 0 and update < pack.total_updates):
+            run.checkpointer.save_if_possible()  # one writer: states are equal on all ranks
 
 
 @dataclasses.dataclass
-class _Cell:
-    """What a cell trains with, set up once: data, schedule, and the prepared model."""
+class _Pack:
+    """What K cells train with, set up once: data, schedule, and the prepared (stacked) model."""
     cfg: Config
-    seed_wi: int
-    seed_do: int
+    cells: list[tuple[int, int]]
     accelerator: Accelerator
     task: Task
-    tokenizer: object
+    tokenizer: Any
     train: data.Encoded
     val: data.Encoded
     per_epoch: int
@@ -142,6 +232,15 @@ class _Cell:
     model: torch.nn.Module
     optimizer: torch.optim.Optimizer
     scheduler: torch.optim.lr_scheduler.LRScheduler
+    masks: Masks
+    #: names of the stacked parameters (empty for one cell)
+    stacked: set[str]
+    #: the model's type (config.model_type): how a folded batch gets its positions
+    family: str
+
+    @property
+    def k(self) -> int:
+        return len(self.cells)
 
     @property
     def rank(self) -> int:
@@ -155,22 +254,34 @@ class _Cell:
     def total_updates(self) -> int:
         return self.per_epoch * self.cfg.train.epochs
 
-    def evaluate(self) -> np.ndarray:
-        return _evaluate(self.model, self.tokenizer, self.val, self.accelerator,
-                         self.cfg.runtime.eval_batch_size, self.task.num_labels)
+    def trained(self) -> list[torch.nn.Parameter]:
+        return [p for p in self.model.parameters() if p.requires_grad]
 
-    def state(self) -> dict:
-        """The checkpoint's share of the setup: which cell, model, optimizer and schedule."""
+    def evaluate(self) -> np.ndarray:
+        """(cell, example, class)."""
+        return _evaluate(self, self.cfg.runtime.eval_batch_size)
+
+    def state(self, k: int) -> dict:
+        """Cell k's share of a checkpoint, as a lone cell's: which cell, model, optimizer and
+        schedule."""
+        wi, do = self.cells[k]
+        model = self.accelerator.unwrap_model(self.model)
+        if self.k == 1:
+            model_state, optimizer_state = model.state_dict(), self.optimizer.state_dict()
+        else:
+            model_state, optimizer_state = stacked.cell_state(model, self.optimizer, k,
+                                                              self.stacked)
         scaler = self.accelerator.scaler
-        return {"seed_wi": self.seed_wi, "seed_do": self.seed_do, "config_hash": self.cfg.hash,
-                "model": self.accelerator.unwrap_model(self.model).state_dict(),
-                "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
+        return {"seed_wi": wi, "seed_do": do, "config_hash": self.cfg.hash,
+                "model": model_state, "optimizer": optimizer_state,
+                "scheduler": self.scheduler.state_dict(),
                 "scaler": scaler.state_dict() if scaler else None}
 
 
-def _setup(cfg: Config, seed_wi: int, seed_do: int) -> _Cell:
-    """Data, then the model (pretrained body, head from seed_wi), AdamW and the linear schedule,
-    prepared by Accelerate; then torch's RNG seeded for dropout."""
+def _setup(cfg: Config, cells: list[tuple[int, int]]) -> _Pack:
+    """Data, then the model (pretrained body, a head from each cell's seed_wi; the K cells
+    stacked into one), its dropout drawn per cell, AdamW and the linear schedule, prepared by
+    Accelerate."""
     if cfg.runtime.deterministic:
         _deterministic()
     accelerator = Accelerator(
@@ -178,111 +289,240 @@ def _setup(cfg: Config, seed_wi: int, seed_do: int) -> _Cell:
         mixed_precision=cfg.train.mixed_precision,
         # One scheduler step per update: our batches are already global (see seedgrid.data).
         dataloader_config=DataLoaderConfiguration(split_batches=True))
+    if len(cells) > 1 and accelerator.num_processes > 1:
+        raise UsageError("a pack of cells trains in one process: pack one-process cells, or "
+                         "train each cell on several processes alone")
     task = get_task(cfg.task.name)
     tokenizer, train, val = _encoded_data(cfg)
     per_epoch = data.updates_per_epoch(len(train), cfg.train.batch_size)
     total_updates = per_epoch * cfg.train.epochs
     eval_at = data.evaluation_updates(per_epoch, cfg.train.epochs, cfg.train.evals_per_epoch)
-    model = load_model(cfg.model, task.num_labels, cfg.train.dropout, seed_wi, cfg.lora)
+    model = load_model(cfg.model, task.num_labels, cfg.train.dropout, cells[0][0], cfg.lora)
+    if len(cells) > 1:  # K cells as one model: each stacked leaf holds their K tensors
+        stacked.check_family(model, bool(cfg.lora.rank))
+        stacked.stack(model, [cell_parameters(model, wi) for wi, _ in cells])
+    masks = Masks([seeds.dropout_seed(cfg.train.dropout_seed, wi, do) for wi, do in cells])
+    use_cell_dropout(model, masks)
     if cfg.runtime.gradient_checkpointing:
         model.activation_checkpointing_enable({"use_reentrant": False})
-    # Fused AdamW: one kernel for all parameters (transformers.Trainer's default too).
+    # Fused AdamW: one kernel for all parameters (transformers.Trainer's default too); it is
+    # elementwise, so over stacked parameters each cell's update is its own.
     optimizer = torch.optim.AdamW(optimizer_groups(model, cfg.train.weight_decay),
                                   lr=cfg.train.learning_rate, fused=True)
     scheduler = get_linear_schedule_with_warmup(
         optimizer, round(cfg.train.warmup_ratio * total_updates), total_updates)
+    names, family = stacked.stacked_names(model), getattr(model.config, "model_type", "")
     model, optimizer, scheduler = accelerator.prepare(model, optimizer, scheduler)
     if accelerator.is_main_process:
-        name, gpus = f"[wi={seed_wi} do={seed_do}]", os.environ.get("CUDA_VISIBLE_DEVICES", "")
-        logger.debug(f"{name} config {cfg.hash} on {accelerator.device}, mixed precision "
-                     f"{accelerator.mixed_precision}, {torch.get_num_threads()} CPU threads")
+        gpus = os.environ.get("CUDA_VISIBLE_DEVICES", "")
+        logger.debug(f"{_names(cells)} config {cfg.hash} on {accelerator.device}, mixed "
+                     f"precision {accelerator.mixed_precision}, {torch.get_num_threads()} CPU "
+                     "threads")
         if gpus and accelerator.device.type == "cpu":  # GPUs given, none usable: say so
-            logger.warning(f"{name} CUDA_VISIBLE_DEVICES={gpus} but torch sees no CUDA device "
-                           "(a CPU build of torch, or no driver): training on the CPU")
-    # Dropout draws from torch's global RNG: seeded after the model is built (Dodge et al.).
-    torch.manual_seed(seeds.dropout_seed(cfg.train.dropout_seed, seed_wi, seed_do,
-                                         accelerator.process_index))
-    return _Cell(cfg, seed_wi, seed_do, accelerator, task, tokenizer, train, val, per_epoch,
-                 eval_at, model, optimizer, scheduler)
+            logger.warning(f"{_names(cells)} CUDA_VISIBLE_DEVICES={gpus} but torch sees no CUDA "
+                           "device (a CPU build of torch, or no driver): training on the CPU")
+    return _Pack(cfg, list(cells), accelerator, task, tokenizer, train, val, per_epoch,
+                 eval_at, model, optimizer, scheduler, masks, names, family)
 
 
-def _resume(cell: _Cell, checkpointer: Checkpointer | None, say, name: str,
-            started: float) -> Progress:
-    """A fresh progress, or the checkpoint's (model, optimizer, schedule and RNG restored)."""
-    progress = Progress(
-        logits=np.full((len(cell.eval_at), len(cell.val), cell.task.num_labels), np.nan,
-                       np.float32),
-        train_loss=np.full(cell.total_updates, np.nan, np.float32), rng=rng_state(),
-        started=started)
-    if checkpointer is None or (saved := checkpointer.load()) is None:
-        return progress
-    if (saved["config_hash"], saved["seed_wi"], saved["seed_do"]) != (
-            cell.cfg.hash, cell.seed_wi, cell.seed_do):
-        say(f"{name} ignoring {checkpointer.path}: it is of another config or cell")
-        return progress
-    cell.accelerator.unwrap_model(cell.model).load_state_dict(saved["model"])
-    cell.optimizer.load_state_dict(saved["optimizer"])
-    cell.scheduler.load_state_dict(saved["scheduler"])
-    if cell.accelerator.scaler is not None and saved.get("scaler"):
-        cell.accelerator.scaler.load_state_dict(saved["scaler"])
-    progress.restore(saved)
-    say(f"{name} resumed from {checkpointer.path} at update {progress.update}/"
-        f"{cell.total_updates}")
-    return progress
+def _resume(pack: _Pack, checkpointers: list, say, started: float) -> list[_Run]:
+    """Each cell's progress: fresh, or its checkpoint's (model, optimizer and schedule
+    restored); each checkpointer bound to its cell's state."""
+    runs = []
+    for k, ((wi, do), checkpointer) in enumerate(zip(pack.cells, checkpointers)):
+        progress = Progress(
+            logits=np.full((len(pack.eval_at), len(pack.val), pack.task.num_labels), np.nan,
+                           np.float32),
+            train_loss=np.full(pack.total_updates, np.nan, np.float32), rng=rng_state(),
+            started=started)
+        runs.append(_Run(wi, do, progress, checkpointer))
+    saved = [None if c is None else c.load() for c in checkpointers]
+    for k, (run, state, c) in enumerate(zip(runs, saved, checkpointers)):
+        problem = None if state is None else _checkpoint_problem(pack, run, state)
+        if problem is not None:
+            if pack.accelerator.is_main_process:
+                c.reject(problem)
+            saved[k] = None
+    updates = {0 if s is None else int(s["update"]) for s in saved}
+    if len(updates) > 1:  # (a checkpoint set aside above: that cell starts afresh)
+        raise _NotInStep([[k for k, s in enumerate(saved) if (0 if s is None else s["update"])
+                           == u] for u in sorted(updates)], saved)
+    if any(s is not None for s in saved):
+        _load(pack, [s if s is not None else pack.state(k) for k, s in enumerate(saved)])
+        for run, state, c in zip(runs, saved, checkpointers):
+            if state is not None:
+                run.progress.restore(state)
+                say(f"{run.name} resumed from {c.path} at update {run.progress.update}/"
+                    f"{pack.total_updates}")
+    for k, (run, c) in enumerate(zip(runs, checkpointers)):
+        if c is not None and pack.accelerator.is_main_process:
+            c.bind(_state_of(pack, k, run))
+    return runs
 
 
-def _update(cell: _Cell, batch: np.ndarray, progress: Progress) -> np.ndarray:
-    """One optimizer update on a global batch: forward/backward over this process's
-    micro-batches, then the step. Returns the example positions this process used."""
-    accelerator, model = cell.accelerator, cell.model
+class _NotInStep(Exception):
+    """The cells of a pack resume at different updates: groups of cell indices, in step."""
+
+    def __init__(self, groups: list[list[int]], saved: list) -> None:
+        super().__init__(groups)
+        self.groups, self.saved = groups, saved
+
+
+def _state_of(pack: _Pack, k: int, run: _Run) -> Callable[[], dict]:
+    """What cell k's checkpoint saves: its share of the pack and its progress."""
+    return lambda: {**pack.state(k), **run.progress.state()}
+
+
+def _checkpoint_problem(pack: _Pack, run: _Run, state: dict) -> str | None:
+    """Why ``state`` cannot be ``run``'s checkpoint in this pack (None if it can): another
+    config or cell, progress out of range, or tensors of other shapes than the model's."""
+    try:
+        return _state_problem(pack, run, state)
+    except (AttributeError, KeyError, TypeError, ValueError, IndexError) as e:
+        return f"not a checkpoint of this shape ({type(e).__name__}: {e})"
+
+
+def _state_problem(pack: _Pack, run: _Run, state: dict) -> str | None:
+    if (state["config_hash"], state["seed_wi"], state["seed_do"]) != (
+            pack.cfg.hash, run.seed_wi, run.seed_do):
+        return "it is of another config or cell"
+    update, evaluated = state["update"], state["evaluated"]
+    if not (isinstance(update, int) and 0 <= update <= pack.total_updates):
+        return f"update {update!r} is not within 0..{pack.total_updates}"
+    due = int(np.searchsorted(pack.eval_at, update, side="right"))
+    if not (isinstance(evaluated, int) and 0 <= evaluated <= due):
+        return f"{evaluated!r} evaluations done by update {update}, of at most {due}"
+    expected = {"logits": run.progress.logits.shape, "train_loss": run.progress.train_loss.shape}
+    for name, shape in expected.items():
+        if not torch.is_tensor(state[name]) or tuple(state[name].shape) != shape:
+            return f"its {name} are not of shape {shape}"
+    model = pack.accelerator.unwrap_model(pack.model)
+    shapes = {name: tuple(value.shape[1:] if name in pack.stacked else value.shape)
+              for name, value in model.state_dict().items()}
+    theirs = state["model"] if isinstance(state["model"], dict) else {}
+    if set(theirs) != set(shapes):
+        return "its model has other parameters than this config's"
+    wrong = next((n for n, v in theirs.items()
+                  if not torch.is_tensor(v) or tuple(v.shape) != shapes[n]), None)
+    if wrong is not None:
+        return f"its {wrong} is not of shape {shapes[wrong]}"
+    names = stacked.optimizer_names(model, pack.optimizer)
+    for i, per_param in state["optimizer"].get("state", {}).items():
+        if not (isinstance(i, int) and 0 <= i < len(names)):
+            return "its optimizer state is of other parameters"
+        for key, value in per_param.items():
+            if torch.is_tensor(value) and value.dim() and tuple(value.shape) != shapes[names[i]]:
+                return f"its optimizer's {key} of {names[i]} is not of shape {shapes[names[i]]}"
+    return None
+
+
+def _load(pack: _Pack, states: list[dict]) -> None:
+    """The cells' checkpointed model, optimizer and schedule states into the pack."""
+    model = pack.accelerator.unwrap_model(pack.model)
+    if pack.k == 1:
+        model.load_state_dict(states[0]["model"])
+        pack.optimizer.load_state_dict(states[0]["optimizer"])
+    else:
+        stacked.load_cell_states(model, pack.optimizer,
+                                 [(s["model"], s["optimizer"]) for s in states], pack.stacked)
+    pack.scheduler.load_state_dict(states[0]["scheduler"])
+    if pack.accelerator.scaler is not None and states[0].get("scaler"):
+        pack.accelerator.scaler.load_state_dict(states[0]["scaler"])
+
+
+def _update(pack: _Pack, runs: list[_Run], update: int, batches: list[np.ndarray],
+            live: list[bool]) -> list[np.ndarray]:
+    """Update ``update`` (0-based) on each cell's global batch: forward/backward over this
+    process's micro-batches (the cells folded into one batch), clipping per cell, then the
+    step. Returns each cell's example positions this process used."""
+    accelerator, model = pack.accelerator, pack.model
     model.train()
-    micro = data.local_micro_batches(batch, cell.rank, cell.world,
-                                     cell.cfg.runtime.gradient_accumulation)
-    loss_sum = torch.zeros((), device=accelerator.device)
+    size = len(batches[0])  # every cell of a pack has the same batch sizes
+    micro = data.local_micro_batches(np.arange(size), pack.rank, pack.world,
+                                     pack.cfg.runtime.gradient_accumulation)
+    longest = [max(len(pack.train.features[i]["input_ids"]) for i in batch) for batch in batches]
+    keep = torch.tensor(live, device=accelerator.device)
+    loss_sums = torch.zeros(pack.k, device=accelerator.device)
     for i, part in enumerate(micro):
         # An empty share still runs (on one example, weight 0) to join the all-reduce.
         weight = 0.0 if len(part) == 0 else 1.0
-        inputs = data.collate(cell.tokenizer, cell.train, part if len(part) else batch[:1],
-                              accelerator.device)
+        rows = part if len(part) else np.arange(1)
+        inputs = _fold([data.collate(pack.tokenizer, pack.train, batch[rows], accelerator.device)
+                        for batch in batches], pack.tokenizer.pad_token_id)
+        labels = inputs.pop("labels")
+        pack.masks.begin(update, rows, size, longest)
         last = i == len(micro) - 1
         with contextlib.nullcontext() if last else accelerator.no_sync(model):
-            out = model(**{k: v for k, v in inputs.items() if k != "labels"})
-            loss = weight * _loss_sum(out.logits.float(), inputs["labels"])
+            out = model(**inputs, **stacked.fold_positions(pack.family, inputs["input_ids"]))
+            losses = weight * _loss_sums(out.logits.float(), labels, pack.k)
             # DDP averages gradients over processes: scale so that the result is the gradient
-            # of the mean loss over the whole global batch.
-            accelerator.backward(loss * cell.world / len(batch))
-        loss_sum += loss.detach()
+            # of the mean loss over the whole global batch; ended cells take no gradient.
+            accelerator.backward(losses[keep].sum() * pack.world / size)
+        loss_sums += losses.detach()
     with signals_held():  # a checkpoint sees the state before or after this update
-        if cell.cfg.train.max_grad_norm > 0:
-            accelerator.clip_grad_norm_(model.parameters(), cell.cfg.train.max_grad_norm)
-        cell.optimizer.step()
-        cell.scheduler.step()
-        cell.optimizer.zero_grad()
-        progress.train_loss[progress.update] = (accelerator.reduce(loss_sum, "sum").item()
-                                                / len(batch))
-        progress.update += 1
-        progress.rng = rng_state()  # what the next update's dropout starts from
-    return np.concatenate(micro)
+        if pack.cfg.train.max_grad_norm > 0:
+            if accelerator.scaler is not None:  # fp16: the norm of the true gradients
+                accelerator.unscale_gradients()
+            stacked.clip_per_cell(pack.trained(), pack.k, pack.cfg.train.max_grad_norm)
+        pack.optimizer.step()
+        pack.scheduler.step()
+        pack.optimizer.zero_grad()
+        means = (accelerator.reduce(loss_sums, "sum") / size).tolist()
+        for k, run in enumerate(runs):
+            if live[k]:
+                run.progress.train_loss[update] = means[k]
+                run.progress.update = update + 1
+                run.progress.rng = rng_state()
+    return [batch[np.concatenate(micro)] for batch in batches]
 
 
-def _shard(cell: _Cell, progress: Progress, status: str):
-    """The cell as a shard Dataset, with what it ran on and with."""
-    cfg, val = cell.cfg, cell.val
+def _fold(parts: list[dict[str, torch.Tensor]], pad_id: int) -> dict[str, torch.Tensor]:
+    """The K cells' collated batches as one, cell-major, each padded on the right to the
+    longest (its extra positions are padding: masked, never reaching a real token)."""
+    if len(parts) == 1:
+        return parts[0]
+    longest = max(p["input_ids"].shape[1] for p in parts)
+    folded = {}
+    for name in parts[0]:
+        if name == "labels":
+            folded[name] = torch.cat([p[name] for p in parts])
+            continue
+        value = pad_id if name == "input_ids" else 0
+        folded[name] = torch.cat([F.pad(p[name], (0, longest - p[name].shape[1]), value=value)
+                                  for p in parts])
+    return folded
+
+
+def _loss_sums(logits: torch.Tensor, labels: torch.Tensor, k: int) -> torch.Tensor:
+    """Each cell's loss summed over its rows (cell-major): cross-entropy, or the squared error
+    of the one output of a regression task (as transformers' problem_type "regression")."""
+    if logits.shape[-1] == 1:
+        per_row = F.mse_loss(logits.squeeze(-1), labels.float(), reduction="none")
+    else:
+        per_row = F.cross_entropy(logits, labels, reduction="none")
+    return per_row.view(k, -1).sum(1)
+
+
+def _shard(pack: _Pack, run: _Run):
+    """The cell as a shard Dataset, with what it ran on and with (the pack it trained in)."""
+    cfg, val = pack.cfg, pack.val
+    together = "" if pack.k == 1 else ", ".join(f"wi={wi} do={do}" for wi, do in pack.cells)
     return cell_dataset(
-        seed_wi=cell.seed_wi, seed_do=cell.seed_do, logits=progress.logits, labels=val.labels,
-        example_ids=val.ids, steps=cell.eval_at, epochs=cell.eval_at / cell.per_epoch,
-        train_loss=progress.train_loss, status=status, wall_time_s=progress.wall_time_s(),
-        label_names=cell.task.label_names, attrs={
-            "task": cell.task.name, "metric": cell.task.metric, "model": cfg.model.name,
-            "majority_baseline": metrics.majority_baseline(val.labels, cell.task.metric),
+        seed_wi=run.seed_wi, seed_do=run.seed_do, logits=run.progress.logits, labels=val.labels,
+        example_ids=val.ids, steps=pack.eval_at, epochs=pack.eval_at / pack.per_epoch,
+        train_loss=run.progress.train_loss, status=run.status,
+        wall_time_s=run.progress.wall_time_s(), label_names=pack.task.label_names, attrs={
+            "task": pack.task.name, "metric": pack.task.metric, "model": cfg.model.name,
+            "majority_baseline": metrics.majority_baseline(val.labels, pack.task.metric),
             "config_hash": cfg.hash,
-            "config": cfg.to_toml(), "updates_per_epoch": cell.per_epoch,
-            "n_train": len(cell.train), "num_processes": cell.world,
+            "config": cfg.to_toml(), "updates_per_epoch": pack.per_epoch,
+            "n_train": len(pack.train), "num_processes": pack.world,
             "gradient_accumulation": cfg.runtime.gradient_accumulation,
             "deterministic": cfg.runtime.deterministic, "host": socket.gethostname(),
-            "device": _device_name(cell.accelerator.device),
+            "device": _device_name(pack.accelerator.device),
             "gpu": os.environ.get("CUDA_VISIBLE_DEVICES", ""),
-            "started": _iso(progress.started),  # (resumed: when this process took it over)
+            "pack": together,
+            "started": _iso(run.progress.started),  # (resumed: when this process took it over)
             "torch_threads": torch.get_num_threads(),
             "created": _iso(time.time()),
             **_versions(),
@@ -304,30 +544,43 @@ def _encoded_data(cfg: Config) -> tuple:
     return _DATA[key]
 
 
-def _evaluate(model, tokenizer, val: data.Encoded, accelerator: Accelerator, batch_size: int,
-              num_labels: int) -> np.ndarray:
-    """Logits of every validation example, (example, class), identical on every process.
+def _evaluate(pack: _Pack, batch_size: int) -> np.ndarray:
+    """Logits of every validation example for each cell, (cell, example, class), identical on
+    every process.
 
     Examples are sorted by length (less padding) and each process evaluates a contiguous share;
-    the shares are gathered and put back in the split's order.
+    the shares are gathered and put back in the split's order. A pack evaluates each batch once
+    per cell, folded.
     """
+    model, accelerator, val, k = pack.model, pack.accelerator, pack.val, pack.k
+    classes = pack.task.num_labels
     model.eval()
     rank, world = accelerator.process_index, accelerator.num_processes
     order = np.argsort([len(f["input_ids"]) for f in val.features], kind="stable")
     shares = np.array_split(order, world)
     mine = shares[rank]
     width = len(shares[0])  # array_split: the first share is the longest
-    out = torch.full((width, num_labels), float("nan"), device=accelerator.device)
+    out = torch.full((k, width, classes), float("nan"), device=accelerator.device)
     with torch.no_grad():
         for start in range(0, len(mine), batch_size):
-            inputs = data.collate(tokenizer, val, mine[start:start + batch_size], accelerator.device)
+            inputs = data.collate(pack.tokenizer, val, mine[start:start + batch_size],
+                                  accelerator.device)
             inputs.pop("labels")
-            out[start:start + batch_size] = model(**inputs).logits.float()
-    gathered = accelerator.gather(out).cpu().numpy().reshape(world, width, -1)
-    logits = np.empty((len(val), num_labels), np.float32)
+            n = len(inputs["input_ids"])
+            folded = {name: value.repeat(k, 1) for name, value in inputs.items()}
+            logits = model(**folded, **stacked.fold_positions(pack.family, folded["input_ids"])).logits
+            out[:, start:start + n] = logits.float().view(k, n, classes)
+    gathered = accelerator.gather(out.transpose(0, 1).contiguous()).cpu().numpy()
+    gathered = gathered.reshape(world, width, k, classes)
+    logits = np.empty((k, len(val), classes), np.float32)
     for r, share in enumerate(shares):  # a loop over processes, not examples
-        logits[share] = gathered[r, :len(share)]
+        logits[:, share] = gathered[r, :len(share)].transpose(1, 0, 2)
     return logits
+
+
+def _names(cells) -> str:
+    pairs = [(c.seed_wi, c.seed_do) if isinstance(c, _Run) else c for c in cells]
+    return " ".join(f"[wi={wi} do={do}]" for wi, do in pairs)
 
 
 def _deterministic() -> None:
@@ -349,5 +602,5 @@ def _device_name(device: torch.device) -> str:
 
 def _versions() -> dict[str, str]:
     names = ("torch", "transformers", "accelerate", "numpy", "xarray")
-    return {"seedgrid_version": seedgrid.__version__,
+    return {"seedgrid_version": __version__,
             **{f"{n}_version": metadata.version(n) for n in names}}

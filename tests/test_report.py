@@ -214,3 +214,25 @@ def test_a_report_of_a_cube_file_goes_beside_it(tmp_path):
     collect(run)
     main(["report", str(run / "cube.nc"), "--samples", "100", "--no-figures"])
     assert json.loads((run / "report" / "report.json").read_text())["runs"]["run"]["task"] == "mr"
+
+
+def test_one_report_makes_one_pass_over_each_cubes_logits(tmp_path, monkeypatch):
+    """The report computes each cube's predictions (the pass over its logits) once and hands
+    them, the metric and the best so far to every analysis and figure; outside a report the
+    accessor computes afresh, never from a stale cache."""
+    from seedgrid import accessor, report
+
+    passes = []
+    real = accessor._predictions
+    monkeypatch.setattr(accessor, "_predictions",
+                        lambda ds, status: passes.append(ds.attrs["task"]) or real(ds, status))
+    runs = []
+    for name in ("a", "b"):
+        run, _ = _run(tmp_path / name, [(1, 1), (1, 2), (2, 1), (2, 2)], n=2)
+        collect(run)
+        runs.append(run.rename(tmp_path / name / f"run_{name}"))
+    report.write(runs, tmp_path / "out", samples=50)
+    assert len(passes) == 2  # one per cube, figures and cross-run numbers included
+    ds = seedgrid.open_cube(runs[0]).load()
+    ds.seedgrid.metric(), ds.seedgrid.metric()
+    assert len(passes) == 4  # outside a report: fresh each time

@@ -61,10 +61,11 @@ def test_a_deterministic_cell_reproduces_bitwise():
 
 
 #: the tiny model's training losses for cell (1, 2), recorded with torch 2.13.0 (CPU) and
-#: transformers 5 (torchtune's "recipe" tests): a library upgrade or a change to the loop, the
-#: data order or the initialisation that moves the numbers fails here, not in a user's grid
-RECORDED_LOSSES = [0.691813, 0.692102, 0.695368, 0.689947, 0.693116, 0.673462, 0.702317,
-                   0.692776, 0.717142, 0.686201]
+#: transformers 5.24 (torchtune's "recipe" tests), engine 2 (seedgrid.dropout's masks): a
+#: library upgrade or a change to the loop, the data order, the dropout masks or the
+#: initialisation that moves the numbers fails here, not in a user's grid
+RECORDED_LOSSES = [0.692422, 0.692299, 0.695861, 0.690013, 0.692454, 0.680877, 0.694299,
+                   0.690811, 0.707756, 0.689156]
 
 
 def test_the_tiny_cell_trains_to_its_recorded_losses():

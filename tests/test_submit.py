@@ -127,9 +127,11 @@ def test_bad_submit_input_submits_nothing(tmp_path, tiny_toml, args, message):
 
 
 def test_resume_with_a_changed_config_is_refused(tmp_path, tiny_toml):
+    from seedgrid.config import load_config
+    from seedgrid.rundir import write_config
+
     out = tmp_path / "grid"
-    out.mkdir()
-    (out / "config.toml").write_text(Path(_grid_toml(tiny_toml, 2, 2)).read_text())
+    write_config(out, load_config(_grid_toml(tiny_toml, 2, 2)))  # as submit froze it
     changed = tiny_toml("changed.toml", train={"learning_rate": 0.5})
     result = run_cli("submit", "--resume", str(out), "--config", str(changed), "--cluster", DEV)
     assert result.returncode == 2 and "holds cells of config" in result.stderr

@@ -1,0 +1,107 @@
+"""How much memory a pack of K cells needs, estimated before it is submitted.
+
+From the model's parameter count (built without weights) and the batch: each cell's trained
+parameters hold four tensors of their size (the weights, their gradients, AdamW's two moments),
+the frozen body of a LoRA model is held once for the pack, and the activations kept for the
+backward pass grow with the cells, the batch, the tokens and the layers. The activation term is
+a rough rule (about 80 values per hidden unit and 12 per attention probability, per token and
+layer, in float32, with seedgrid's dropout masks), at ``[model] max_length`` tokens — an upper
+bound, since batches are padded to their longest example only. ``benchmarks/pack.py`` prints
+the estimate beside the peak measured.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import shutil
+import subprocess
+
+from seedgrid.cluster import Profile
+from seedgrid.config import Config
+
+GB = 1e9
+
+
+@dataclasses.dataclass(frozen=True)
+class PackMemory:
+    k: int
+    #: weights, gradients and AdamW state of the K cells' trained parameters
+    trained_gb: float
+    #: the frozen body, shared by the pack (LoRA)
+    shared_gb: float
+    #: what the forward keeps for the backward, K cells at max_length tokens
+    activations_gb: float
+
+    @property
+    def total_gb(self) -> float:
+        return self.trained_gb + self.shared_gb + self.activations_gb
+
+    def describe(self, short: bool = False) -> str:
+        parts = (f"trained parameters with gradients and AdamW state {gb(self.trained_gb)}, "
+                 + (f"frozen body {gb(self.shared_gb)}, " if self.shared_gb else "")
+                 + f"activations up to {gb(self.activations_gb)}")
+        return parts if short else f"{gb(self.total_gb)} ({parts})"
+
+
+def gb(value: float) -> str:
+    """A size in GB with two significant digits (0.031 GB, 2.9 GB, 58 GB)."""
+    return f"{value:.2g} GB" if value < 10 else f"{value:.0f} GB"
+
+
+def pack_memory(cfg: Config, k: int) -> PackMemory:
+    """The estimate for a pack of ``k`` cells of ``cfg`` (UsageError if the engine does not know
+    the model's family)."""
+    from seedgrid import model, stacked
+    from seedgrid.tasks import get_task
+
+    arch = model.architecture(cfg.model, get_task(cfg.task.name).num_labels, cfg.lora)
+    inner = arch.get_base_model() if hasattr(arch, "get_base_model") else arch
+    stacked.check_family(inner, bool(cfg.lora.rank))
+    trained = sum(p.numel() * p.element_size() for p in arch.parameters() if p.requires_grad)
+    frozen = sum(p.numel() * p.element_size() for p in arch.parameters() if not p.requires_grad)
+    c = inner.config
+    layers = getattr(c, "num_hidden_layers", 12)
+    hidden = getattr(c, "hidden_size", 768)
+    heads = getattr(c, "num_attention_heads", 12)
+    tokens = cfg.train.batch_size * cfg.model.max_length
+    per_cell = tokens * layers * (80 * hidden + 12 * heads * cfg.model.max_length) * 4.0
+    if cfg.train.mixed_precision == "bf16":
+        per_cell *= 0.6
+    return PackMemory(k, k * 4 * trained / GB, frozen / GB, k * per_cell / GB)
+
+
+def available(profile: Profile) -> tuple[float, str]:
+    """(GB, what) a task of ``profile`` trains in: its GPU's memory (the profile's gpu_mem_gb,
+    or this machine's smallest GPU for the local executor), else its CPU memory (the profile's
+    mem_gb on SLURM, this machine's on the local executor); 0 when unknown."""
+    if profile.executor == "slurm":
+        if profile.gpus_per_cell:
+            return profile.gpu_mem_gb, f"a GPU (profile {profile.name!r}: gpu_mem_gb)"
+        return profile.mem_gb, f"the task's memory (profile {profile.name!r}: mem_gb)"
+    gpus = _local_gpu_memory()
+    if gpus:
+        return min(gpus), "this machine's GPU"
+    try:
+        total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / GB
+    except (ValueError, OSError):
+        return 0.0, ""
+    return total, "this machine's memory"
+
+
+def largest_pack(cfg: Config, have_gb: float) -> int:
+    """The most cells (up to 64) whose pack fits in ``have_gb``; 0 if not even one."""
+    return max((k for k in range(1, 65) if pack_memory(cfg, k).total_gb <= have_gb), default=0)
+
+
+def _local_gpu_memory() -> list[float]:
+    from seedgrid.cluster import local_gpus
+
+    if not local_gpus() or shutil.which("nvidia-smi") is None:
+        return []
+    try:
+        out = subprocess.run(["nvidia-smi", "--query-gpu=memory.total", "--format=csv,noheader,"
+                              "nounits"], capture_output=True, text=True, timeout=60).stdout
+        return [float(line) / 1024 for line in out.split() if line.strip()]
+    except (OSError, subprocess.SubprocessError, ValueError):
+        return []
