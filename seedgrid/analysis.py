@@ -283,37 +283,57 @@ def run_pairs(predictions: xr.DataArray, label: xr.DataArray, tolerance: float =
 
 
 def by_training_size(cubes: list[xr.Dataset], step: int = -1) -> pd.DataFrame:
-    """Bui et al.'s Fig. 2: one row per cube — n_train, VAR of its metric over runs, CON, CCON.
+    """Bui et al.'s Fig. 2: one row per cube — n_train, VAR over runs of its task's own metric
+    (``var``: MCC for CoLA, Pearson for STS-B...), of accuracy (``var_accuracy``) and of F1
+    (``var_f1``: macro-F1 beyond two labels) — the paper's abstract speaks of "accuracy and
+    F1" — and CON, CCON.
 
-    All at evaluation ``step`` (position; default the last); sorted by training-set size.
+    All at evaluation ``step`` (position; default the last); sorted by training-set size. What a
+    task cannot have (accuracy, F1, CON and CCON of a regression task) is NaN.
     """
     rows = []
     for ds in cubes:
-        m = ds.seedgrid.metric().isel(step=step)
-        micro = None if ds.seedgrid.regression else ds.seedgrid.consistency(step=step)
+        acc = ds.seedgrid
+        m = acc.metric().isel(step=step)
+        micro = None if acc.regression else acc.consistency(step=step)
+        f1 = "f1" if ds.sizes["class"] == 2 else "macro_f1"
+        by = {} if acc.regression else {
+            k: summary(acc.metric(name).isel(step=step))["var"]
+            for k, name in (("var_accuracy", "accuracy"), ("var_f1", f1))}
         rows.append({"task": ds.attrs["task"], "model": ds.attrs["model"],
                      "n_train": int(ds.attrs["n_train"]),
                      "metric": m.name, "runs": int(m.notnull().sum()),
-                     "var": summary(m)["var"],  # CON, CCON: NaN for a regression task
+                     "var": summary(m)["var"],
+                     "var_accuracy": by.get("var_accuracy", np.nan),
+                     "var_f1": by.get("var_f1", np.nan),
                      "con": np.nan if micro is None else float(micro.con),
                      "ccon": np.nan if micro is None else float(micro.ccon)})
-    columns = ["task", "model", "n_train", "metric", "runs", "var", "con", "ccon"]
+    columns = ["task", "model", "n_train", "metric", "runs", "var", "var_accuracy", "var_f1",
+               "con", "ccon"]
     return pd.DataFrame(rows, columns=columns).sort_values("n_train", kind="stable") \
         .reset_index(drop=True)
 
 
+#: what Bui's Figs. 2 and 4 relate to training size (VAR of the task's own metric, of accuracy
+#: and of F1; CON; CCON)
+TRAINING_SIZE_QUANTITIES = ("var", "var_accuracy", "var_f1", "con", "ccon")
+
+
 def training_size_correlation(table: pd.DataFrame) -> pd.DataFrame:
     """The coefficients of Bui et al.'s Figs. 2 and 4: per model family, Pearson and Spearman
-    correlation of log10(training size) with VAR, CON and CCON over its cubes (NaN with fewer
-    than three cubes or a constant column). One row per (model, quantity)."""
+    correlation of log10(training size) with VAR, CON and CCON over its cubes. A cube whose
+    quantity is undefined (CON of a regression task; VAR of fewer than two runs) is left out
+    of that quantity's coefficients, and ``cubes`` says how many were used: NaN with fewer than
+    three, or a constant column. One row per (model, quantity)."""
     rows = []
     for model, group in table.groupby("model", sort=True):
-        size = np.log10(group["n_train"].to_numpy(dtype=np.float64))
-        for quantity in ("var", "con", "ccon"):
-            values = group[quantity].to_numpy(dtype=np.float64)
+        for quantity in [q for q in TRAINING_SIZE_QUANTITIES if q in group]:
+            used = group[group[quantity].notna()]
+            size = np.log10(used["n_train"].to_numpy(dtype=np.float64))
+            values = used[quantity].to_numpy(dtype=np.float64)
             cells = np.column_stack([size, values])
-            enough = len(group) >= 3 and np.ptp(size) > 0 and np.ptp(values) > 0
-            rows.append({"model": model, "quantity": quantity, "cubes": len(group),
+            enough = len(used) >= 3 and np.ptp(size) > 0 and np.ptp(values) > 0
+            rows.append({"model": model, "quantity": quantity, "cubes": len(used),
                          "pearson": float(_correlation(cells, "pearson")[0, 1]) if enough
                          else float("nan"),
                          "spearman": float(_correlation(cells, "spearman")[0, 1]) if enough
@@ -355,7 +375,11 @@ def seeds_across_tasks(metrics: dict[str, xr.DataArray]) -> xr.Dataset:
     """
     means = xr.concat([m.mean("seed_do").drop_vars("step", errors="ignore")
                        for m in metrics.values()], dim="task", join="inner")
-    means = means.assign_coords(task=list(metrics)).dropna("seed_wi", how="any")
+    # a task without any score (every run failed) is left out, not every seed with it; then
+    # the seeds scored on every task left
+    means = means.assign_coords(task=list(metrics)).dropna("task", how="all") \
+        .dropna("seed_wi", how="any")
+    metrics = {t: metrics[t] for t in means["task"].values}
     ranks = means.copy(data=scipy.stats.rankdata(-means.values, axis=1))
     corr = xr.DataArray(_correlation(means.values.T, "spearman"), dims=("task", "task_other"),
                         coords={"task": list(metrics), "task_other": list(metrics)})

@@ -33,7 +33,7 @@ from pathlib import Path
 from seedgrid import early_stop_run
 from seedgrid.config import Config
 from seedgrid.log import logger
-from seedgrid.rundir import Cell, cell_state, running_marker, shard_path, write_config
+from seedgrid.rundir import Cell, cell_state, claim, running_marker, shard_path, write_config
 from seedgrid.store import set_aside, shard_state, write_atomic, write_text_atomic
 
 #: seconds the children get to save their checkpoints after SIGTERM
@@ -66,32 +66,50 @@ def train_and_store(cfg: Config, run_dir: str | Path, cells: list[Cell], checkpo
 
 
 @contextlib.contextmanager
-def running(run_dir: str | Path, cells: list[Cell]):
-    """Mark ``cells`` as training on this host (``running/wi<W>_do<D>.json``: pid, host, its
-    GPUs, start), so that ``status`` can tell a running local cell from a missing one and say
-    where it trains."""
-    paths = [running_marker(run_dir, *cell) for cell in cells]
+def claims(run_dir: str | Path, cells: list[Cell]):
+    """Claim ``cells`` for this process (:func:`seedgrid.rundir.claim`: a lock that dies with
+    it) and mark them as training here (``running/wi<W>_do<D>.json``: pid, host, GPUs, start:
+    ``status`` says where a cell trains); yields the cells claimed. A cell another process
+    holds is left to it, saying so: one trainer per cell, whatever submits overlap."""
+    rank = int(os.environ.get("RANK") or os.environ.get("SLURM_PROCID") or 0)
+    world = int(os.environ.get("WORLD_SIZE") or os.environ.get("SLURM_NTASKS") or 1)
+    if rank != 0:  # several processes train each cell: the main one claims them
+        yield list(cells)
+        return
+    held, mine = [], []
     marker = json.dumps({"pid": os.getpid(), "host": socket.gethostname(),
                          "gpu": os.environ.get("CUDA_VISIBLE_DEVICES", ""),
                          "started": time.time()})
-    for path in paths:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        write_text_atomic(path, marker)
     try:
-        yield
+        for cell in cells:
+            fd = claim(run_dir, cell)
+            if fd is None and world > 1:  # the other processes would wait for it forever
+                raise RuntimeError(f"cell (wi={cell[0]}, do={cell[1]}) is trained by another "
+                                   "process (its claim is held): this task's processes cannot "
+                                   "skip it together; resubmit once it has finished")
+            if fd is None:
+                logger.warning(f"[wi={cell[0]} do={cell[1]}] another process is training it "
+                               "(its claim is held): left to it")
+                continue
+            held.append(fd)
+            mine.append(cell)
+            write_text_atomic(running_marker(run_dir, *cell), marker)
+        yield mine
     finally:
-        for path in paths:
-            path.unlink(missing_ok=True)
+        for cell in mine:
+            running_marker(run_dir, *cell).unlink(missing_ok=True)
+        for fd in held:
+            os.close(fd)  # (the lock goes with the descriptor)
 
 
 def train_task_cells(cfg: Config, run_dir: str | Path, cells: list[Cell], plan: dict | None,
                      checkpointers: list) -> list[str] | None:
-    """Cells of an array task trained at once (one, or a pack): marked running, their
+    """Cells of an array task (claimed: :func:`claims`) trained at once (one, or a pack): their
     checkpoints saved on SIGTERM (they resume from them), trained and stored; their statuses
     (None on a process that is not the main one)."""
     from seedgrid.checkpoint import saved_on_terminate
 
-    with running(run_dir, cells), saved_on_terminate(*checkpointers):
+    with saved_on_terminate(*checkpointers):
         shards = train_and_store(cfg, run_dir, cells, checkpointers,
                                  [early_stop_run.fraction_for(plan, c) for c in cells])
     if shards[0] is None:
@@ -166,8 +184,10 @@ def main(argv: list[str]) -> None:
     torch.set_num_threads(threads)
     cfg = load_run_config(Path(run_dir))
     plan = early_stop_run.read(Path(run_dir))
-    train_task_cells(cfg, run_dir, [(wi, do)], plan,
-                     [Checkpointer(checkpoint_path(run_dir, wi, do))])
+    with claims(run_dir, [(wi, do)]) as mine:
+        if mine:
+            train_task_cells(cfg, run_dir, mine, plan,
+                             [Checkpointer(checkpoint_path(run_dir, wi, do))])
 
 
 if __name__ == "__main__":

@@ -235,6 +235,17 @@ def load_config(spec: str | Path, frozen: bool = False) -> Config:
     return config_from_dict(raw, source=spec)
 
 
+def config_from_toml(text: str, frozen: bool = True) -> Config:
+    """A Config from TOML text (a shard's ``config`` attribute): frozen, as a run folder's."""
+    try:
+        raw = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as e:
+        raise UsageError(f"not a config ({e})") from None
+    if frozen and isinstance(raw.get("train", {}), dict):
+        raw.setdefault("train", {}).setdefault("engine", 1)
+    return config_from_dict(raw)
+
+
 def check_trainable(cfg: Config, where: str) -> None:
     """UsageError unless this seedgrid can train more cells of ``cfg`` (its engine)."""
     if cfg.train.engine != ENGINE:

@@ -24,7 +24,7 @@ import xarray as xr
 from seedgrid import accessor  # noqa: F401  (registers ds.seedgrid)
 from seedgrid.errors import UsageError
 from seedgrid.progress import Ticker
-from seedgrid.rundir import CUBE, load_run_config, resubmit_command, shards_on_disk
+from seedgrid.rundir import CUBE, command, load_run_config, resubmit_command, shards_on_disk
 from seedgrid.store import (CF_ATTRS, CONVENTIONS, PER_CELL_INT, PER_CELL_TEXT, SCHEMA_VERSION, SEEDS,
                             STATUS, VARIABLES, atomic_path, cell_attrs, check_regular, decode,
                             grid_attrs, schema_problem, shard_problem, shard_state,
@@ -74,7 +74,7 @@ def collect(run_dir: str | Path, *, compress: bool = False) -> Collected:
     found = shards_on_disk(run_dir)
     if not found:
         raise UsageError(f"no shards in {str(run_dir / 'shards')!r}: nothing to collect yet "
-                         f"(python -m seedgrid status {run_dir})")
+                         f"({command('status', run_dir)})")
     damaged, template = [], None
     for cell, path in found.items():  # the first readable shard fixes examples, steps, attrs
         try:
@@ -192,6 +192,13 @@ def _read_shard(path: Path, config_hash: str, template: dict | None = None,
         for key in ("example", "step", "class", "update"):
             if not np.array_equal(shard[key], template[key]):
                 raise _Damaged(f"its {key} coordinate differs from the other shards'")
+        for key in ("data_train", "data_validation"):  # (shards before fingerprints: none)
+            mine, theirs = attrs.get(key), template["attrs"].get(key)
+            if mine and theirs and mine != theirs:
+                raise UsageError(f"shard {str(path)!r} was trained on other {key[5:]} data than "
+                                 f"{str(template['path'])!r} (fingerprint {mine}, not {theirs}): "
+                                 "the data changed during the grid; move the shards of one "
+                                 "data out of the run folder")
     return shard
 
 

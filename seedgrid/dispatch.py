@@ -100,19 +100,21 @@ def pack(cells: list[Cell], n_tasks: int) -> list[list[Cell]]:
     return [cells[a:b] for a, b in zip(bounds, bounds[1:])]
 
 
-def check_inputs(cfg: Config) -> None:
+def check_inputs(cfg: Config) -> dict[str, str]:
     """What every cell will need, checked where the user is, before anything is written or
     submitted: the model's files, the data (files readable, columns, labels; downloaded into
     the cache from the hub where there is one) and an evaluation schedule the training set
-    can keep. A task that would fail on these fails here instead, once, in one line."""
+    can keep. A task that would fail on these fails here instead, once, in one line. Returns
+    the data's fingerprints, as shards record them."""
     from seedgrid import data, model, tasks
 
     model.resolve(cfg.model.name)
     if cfg.lora.rank:
         model.check_lora(cfg.model, cfg.lora)
-    train, _ = tasks.load_splits(cfg.task)
+    train, validation = tasks.load_splits(cfg.task)
     data.evaluation_updates(data.updates_per_epoch(len(train), cfg.train.batch_size),
                             cfg.train.epochs, cfg.train.evals_per_epoch)
+    return {"data_train": train.fingerprint(), "data_validation": validation.fingerprint()}
 
 
 def check_precision(cfg: Config, profile: Profile) -> None:
@@ -167,11 +169,14 @@ class ArrayTask:
             return celltask.train_at_once(run_dir, cells, todo, self.pack, self.threads,
                                           self._children)
         cfg = load_run_config(Path(run_dir))
-        checkpointers = [Checkpointer(checkpoint_path(run_dir, *c)) for c in todo]
-        for group in celltask.packs(todo, checkpointers, self.pack):
-            self._checkpointers = [checkpointers[i] for i in group]
-            celltask.train_task_cells(cfg, run_dir, [todo[i] for i in group], plan,
-                                      self._checkpointers)
+        with celltask.claims(run_dir, todo) as mine:  # one trainer per cell
+            # (claimed now: a cell another trainer finished meanwhile has its shard)
+            todo = [c for c in mine if needs_training(run_dir, c, plan)]
+            checkpointers = [Checkpointer(checkpoint_path(run_dir, *c)) for c in todo]
+            for group in celltask.packs(todo, checkpointers, self.pack):
+                self._checkpointers = [checkpointers[i] for i in group]
+                celltask.train_task_cells(cfg, run_dir, [todo[i] for i in group], plan,
+                                          self._checkpointers)
         self._checkpointers = []
         end_distributed()
         return [str(cell_state(run_dir, c)) for c in cells]
@@ -282,7 +287,7 @@ def submit_decider(run_dir: Path, profile: Profile, arrays: list[str], cluster: 
                           "--wrap", command], capture_output=True, text=True)
     if out.returncode != 0:
         raise UsageError(f"sbatch refused the decider job ({out.stderr.strip()[:200]}): "
-                         f"run python -m seedgrid continue {run_dir} after phase one")
+                         f"run {rundir.command('continue', run_dir)} after phase one")
     decider = out.stdout.strip().split(";")[0]
     early_stop_run.update(run_dir, decider_job=decider)
     subprocess.run(["scontrol", "release", decider], check=True, capture_output=True)

@@ -186,10 +186,15 @@ def zeta_heatmap(zeta: pd.DataFrame, path: Path) -> Path:
 
 
 def by_training_size(table: pd.DataFrame, path: Path) -> Path:
-    """Bui et al.'s Fig. 2: VAR, CON and CCON of several cubes against training-set size."""
+    """Bui et al.'s Fig. 2: VAR (of each task's own metric, of accuracy, of F1), CON and CCON of
+    several cubes against training-set size."""
     fig, (left, right) = _subplots(1, 2, figsize=(8, 3.2))
-    left.plot(table.n_train, table["var"], "o-")
-    left.set_ylabel("VAR (variance of the metric)")
+    for name, label, style in (("var", "task's metric", "o-"), ("var_accuracy", "accuracy", "s--"),
+                               ("var_f1", "F1", "^:")):
+        if name in table and table[name].notna().any():
+            left.plot(table.n_train, table[name], style, label=label)
+    left.set_ylabel("VAR over runs")
+    left.legend(fontsize=7)
     for name in ("con", "ccon"):
         right.plot(table.n_train, table[name], "o-", label=name.upper())
     right.set_ylabel("fraction of examples")

@@ -131,11 +131,12 @@ def across(cubes: dict[str, xr.Dataset]) -> dict:
     zeta = analysis.zeta({n: ds.seedgrid.final(reported_metrics(ds)[0])
                           for n, ds in cubes.items()},
                          {n: bool(ds.attrs.get("coupled", 0)) for n, ds in cubes.items()})
+    used = shared["task"].values.tolist()  # (a run without any score is left out)
     return json_ready({
         "seeds_across_tasks": {
-            "seeds_wi": shared["seed_wi"].values.tolist(),
-            "mean": {t: shared["mean"].sel(task=t).values.tolist() for t in cubes},
-            "rank": {t: shared["rank"].sel(task=t).values.tolist() for t in cubes},
+            "seeds_wi": shared["seed_wi"].values.tolist(), "runs": used,
+            "mean": {t: shared["mean"].sel(task=t).values.tolist() for t in used},
+            "rank": {t: shared["rank"].sel(task=t).values.tolist() for t in used},
             "mean_rank": shared["mean_rank"].values.tolist(),
             "spearman": shared["correlation"].values.tolist()},
         "by_training_size": sizes.to_dict("records"),

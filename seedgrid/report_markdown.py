@@ -198,11 +198,16 @@ def _across_markdown(a: dict, files: dict) -> str:
            "seed (1 = best mean over its DO seeds) per run.\n\n",
            _table(["seed_wi", *tasks, "mean rank"], rows)]
     if a["by_training_size"]:
-        out += ["\nVAR, CON and CCON against training-set size (Bui Fig. 2):\n\n",
-                _table(["run task", "training examples", "runs", "VAR", "CON", "CCON"],
-                       [[b["task"], b["n_train"], b["runs"], b["var"], b["con"], b["ccon"]]
+        out += ["\nVAR, CON and CCON against training-set size (Bui Fig. 2). VAR is the variance "
+                "over runs of the run's own metric (named), of accuracy and of F1 (macro-F1 "
+                "beyond two labels; n/a for a regression task, as CON and CCON):\n\n",
+                _table(["run task", "training examples", "runs", "metric", "VAR", "VAR accuracy",
+                        "VAR F1", "CON", "CCON"],
+                       [[b["task"], b["n_train"], b["runs"], b["metric"], b["var"],
+                         b.get("var_accuracy"), b.get("var_f1"), b["con"], b["ccon"]]
                         for b in a["by_training_size"]]),
-                "\n", _image(files, "bui_fig2", "Bui Fig. 2: VAR, CON, CCON by training size"),
+                "\n", _image(files, "bui_fig2", "Bui Fig. 2: VAR (of each run's metric, of "
+                              "accuracy, of F1), CON, CCON by training size"),
                 "\nTheir correlation with log10(training size), per model family (Bui Figs. "
                 "2 and 4; n/a with fewer than three runs of a family):\n\n",
                 _table(["model", "with", "runs", "Pearson", "Spearman"],

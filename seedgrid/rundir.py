@@ -4,7 +4,8 @@
       config.toml                  the frozen config (its hash names what the folder holds)
       shards/wi<W>_do<D>.nc        one per finished cell (the truth: a cell is done by its shard)
       checkpoints/wi<W>_do<D>.pt   a cell in training (removed when its shard is written)
-      running/wi<W>_do<D>.json     a cell training under the local executor (pid, host, start)
+      running/wi<W>_do<D>.json     a cell in training (pid, host, GPUs, start)
+      running/wi<W>_do<D>.lock     its claim: locked while a process trains it (one trainer)
       jobs.json                    every submission: array job ids, each task's cells
       early_stop.json              the --early-stop plan and its decision
       logs/                        submitit's folder: <job id>_<rank>_log.{out,err}, pickles
@@ -16,18 +17,21 @@ A folder belongs to one config (by hash): cells of another config are refused, n
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import os
 import re
 import shlex
 import stat
 import sys
 import tempfile
+import time
 from pathlib import Path
 
-from seedgrid.config import Config, load_config, with_seeds
+from seedgrid.config import Config, config_from_toml, load_config, with_seeds
 from seedgrid.errors import UsageError
 from seedgrid.log import logger
-from seedgrid.store import read_json, set_aside, shard_state, write_target, write_text_atomic
+from seedgrid.store import (check_regular, read_json, set_aside, shard_state, write_target,
+                            write_text_atomic)
 
 CONFIG = "config.toml"
 JOBS = "jobs.json"
@@ -59,6 +63,49 @@ def cell_of(path: str | Path, suffix: str) -> Cell | None:
 
 def shard_path(run_dir: str | Path, seed_wi: int, seed_do: int) -> Path:
     return Path(run_dir) / SHARDS / f"{cell_name(seed_wi, seed_do)}.nc"
+
+
+def claim_path(run_dir: str | Path, seed_wi: int, seed_do: int) -> Path:
+    return Path(run_dir) / RUNNING / f"{cell_name(seed_wi, seed_do)}.lock"
+
+
+def claim(run_dir: str | Path, cell: Cell, tries: int = 5) -> int | None:
+    """Claim ``cell`` for this process: an exclusive lock (flock) on its claim file, which dies
+    with the process; the open descriptor, or None when another process holds the cell. The
+    claim file is never removed (removing it would let two processes each lock a file of the
+    name). A status's brief probe is waited out (``tries``)."""
+    path = claim_path(run_dir, *cell)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o644)
+    for attempt in range(tries):
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return fd
+        except BlockingIOError:
+            time.sleep(0.2 * (attempt < tries - 1))
+        except OSError as e:  # a filesystem without locks: the cell trains unclaimed
+            logger.warning(f"cannot lock {path} ({e.strerror}): the cell is not claimed, and a "
+                           "second trainer of it would not be stopped")
+            return fd
+    os.close(fd)
+    return None
+
+
+def claimed(run_dir: str | Path, cell: Cell) -> bool:
+    """Whether a process holds ``cell``'s claim now (a shared lock probe, released at once)."""
+    try:
+        fd = os.open(claim_path(run_dir, *cell), os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    except OSError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    except OSError:  # no locks on this filesystem: nothing tells
+        return False
+    finally:
+        os.close(fd)
+    return False
 
 
 def cell_state(run_dir: str | Path, cell: Cell) -> str | None:
@@ -140,12 +187,17 @@ def recorded_pack(jobs: dict, pack_as: str | None) -> tuple[int | None, str | No
     return k, pack_as or (recorded if recorded in ("stacked", "processes") else None)
 
 
+def command(*args: str | Path) -> str:
+    """A seedgrid command line as a hint prints it, each argument shell-quoted: pasted, a run
+    folder named ``a b;rm x`` stays one argument."""
+    return "python -m seedgrid " + shlex.join(str(a) for a in args)
+
+
 def resubmit_command(run_dir: str | Path, cluster: str = "") -> str:
     """The command that trains the run's unfinished cells, on ``cluster`` or else the profile
     they were last submitted to (never the login node by omission)."""
     cluster = cluster or recorded_cluster(read_jobs(run_dir))
-    return (f"python -m seedgrid submit --resume {run_dir}"
-            + (f" --cluster {cluster}" if cluster else ""))
+    return command("submit", "--resume", run_dir, *(["--cluster", cluster] if cluster else []))
 
 
 def decider_log(run_dir: str | Path) -> Path:
@@ -181,6 +233,13 @@ def check_output(path: str | Path, option: str, folder: bool = False) -> None:
     (whose exit status 1 would read as a verdict). Writes nothing but a probe it removes."""
     path = Path(path)
     what = "folder" if folder else "file"
+    try:
+        os.stat(path)
+    except (FileNotFoundError, NotADirectoryError):
+        pass
+    except OSError as e:  # a loop of symbolic links, a folder it may not read
+        raise UsageError(f"{option} {str(path)!r} cannot be used ({e.strerror}): choose another "
+                         f"{option}") from None
     bad = next((c for c in str(path) if ord(c) < 32 or ord(c) == 127), None)
     if bad is not None:
         raise UsageError(f"{option} {str(path)!r} has a control character ({bad!r}) in its name: "
@@ -223,6 +282,44 @@ def check_config(run_dir: Path, cfg: Config) -> None:
             kind = "a coupled" if old.grid.coupled else "a WI x DO"
             raise UsageError(f"{str(run_dir)!r} holds {kind} grid and this config's [grid] is "
                              "not: use another --out")
+
+
+def check_unchanged(run_dir: Path, cfg: Config, fingerprints: dict[str, str]) -> None:
+    """Refuse (UsageError) to train more cells of ``run_dir`` when its cells were trained on
+    another config (a config.toml edited since) or other data (a data file changed since):
+    the new cells could not share a cube with them. Compares with a shard on disk (the first
+    readable one); a folder without shards passes."""
+    import netCDF4
+
+    for cell, path in shards_on_disk(run_dir).items():
+        try:
+            check_regular(path)
+            with netCDF4.Dataset(path) as nc:
+                attrs: dict[str, str] = {
+                    k: str(nc.getncattr(k)) for k in ("config_hash", "config", "data_train",
+                                                      "data_validation") if k in nc.ncattrs()}
+        except (OSError, RuntimeError):
+            continue
+        if "config_hash" not in attrs:
+            continue
+        name = f"{str(run_dir / SHARDS)!r}"
+        if attrs["config_hash"] != cfg.hash:
+            try:
+                change = config_difference(config_from_toml(str(attrs.get("config", ""))), cfg)
+            except UsageError:
+                change = "its config cannot be read"
+            raise UsageError(f"the cells in {name} were trained with config "
+                             f"{attrs['config_hash']}, and {str(run_dir / CONFIG)!r} now says "
+                             f"{cfg.hash} ({change}): it was edited since; restore it, or "
+                             "start a new run folder")
+        for split in ("train", "validation"):
+            recorded, now = attrs.get(f"data_{split}"), fingerprints.get(f"data_{split}")
+            if recorded and now and recorded != now:
+                where = cfg.task.data_files.get(split) or f"task {cfg.task.name!r}"
+                raise UsageError(f"the {split} data ({where}) changed since the cells in {name} "
+                                 f"trained (fingerprint {recorded}, now {now}): restore it, or "
+                                 "start a new run folder for the new data")
+        return
 
 
 def config_difference(old: Config, new: Config) -> str:

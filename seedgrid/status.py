@@ -28,7 +28,7 @@ from seedgrid.config import Config
 from seedgrid.errors import Interrupted
 from seedgrid.progress import Progress
 from seedgrid.dispatch import WAITING, sacct_states, settled, wait_settled
-from seedgrid.rundir import (cell_state, decider_log, load_run_config, read_jobs, recorded_cluster,
+from seedgrid.rundir import (cell_state, claimed, command, decider_log, load_run_config, read_jobs, recorded_cluster,
                              resubmit_command, running_marker, shard_path, shards_on_disk,
                              task_log)
 from seedgrid.store import clean_text, read_regular, read_tail
@@ -73,6 +73,8 @@ def run_status(run_dir: Path) -> tuple[Config, dict[tuple[int, int], CellState],
                                                      "sets it aside and trains the cell again")
         elif state is not None:
             cells[cell] = CellState(state, task)
+        elif claimed(run_dir, cell):  # a process holds it, whatever submitted it
+            cells[cell] = CellState("running", task)
         elif executor == "local" and host == socket.gethostname():
             cells[cell] = _local_state(run_dir, cell, task)
         elif task in states:
@@ -198,7 +200,7 @@ def _early_stop_lines(run_dir: Path, cluster: str,
     lines = [f"  early stop ({record['source']}): started {record['started']}, stop at "
              f"{record['fraction']:g} of training, continue {record['continued']}; phase "
              f"{record['phase']}"]
-    option = f" --cluster {cluster}" if cluster else ""
+    option = ["--cluster", cluster] if cluster else []
     if record["continued_cells"] is not None:
         chosen = " ".join(f"({wi},{do})" for wi, do in record["continued_cells"])
         lines.append(f"  continued {len(record['continued_cells'])}: {chosen}; decided on "
@@ -210,7 +212,7 @@ def _early_stop_lines(run_dir: Path, cluster: str,
                     for c in record["phase_one"] if tuple(c) in cells)
         lines.append("  phase one has ended; phase two: " if ended else
                      "  phase one is still running; then phase two: ")
-        lines[-1] += f"python -m seedgrid continue {run_dir}{option}"
+        lines[-1] += command("continue", run_dir, *option)
     else:
         states, _ = sacct_states([record["decider_job"]])
         state = states.get(record["decider_job"], "unknown to sacct")
@@ -220,7 +222,7 @@ def _early_stop_lines(run_dir: Path, cluster: str,
         else:
             lines.append(f"  phase two: decider job {record['decider_job']} ended ({state}) "
                          f"without deciding (log {decider_log(run_dir)}): "
-                         f"python -m seedgrid continue {run_dir}{option}")
+                         + command("continue", run_dir, *option))
     spent = early_stop_run.accounting(run_dir)
     if spent["all_full_estimate"]:
         lines.append(f"  time: {spent['cell_seconds']:.0f} cell-seconds spent vs about "
@@ -283,11 +285,19 @@ def wait_for(jobs: list, run_dir: Path, cells: list, stopped_counts: bool = True
                 return
             time.sleep(2)
     except KeyboardInterrupt:
-        time.sleep(0.5)  # a Ctrl-C reaches local tasks too: see which survived it
+        # A Ctrl-C in a terminal reaches local tasks too (one process group): each saves its
+        # cells' checkpoints and ends. Give them the time to, then say what really happened.
+        local = [job for job in jobs if type(job).__name__ == "LocalJob"]
+        deadline = time.monotonic() + 30
+        while any(not job.done() for job in local) and time.monotonic() < deadline:
+            time.sleep(0.5)
         alive = [job.job_id for job in jobs if not job.done()]
+        ended = len(jobs) - len(alive)
         raise Interrupted(f"stopped waiting; {len(alive)} of {len(jobs)} task(s) keep running"
                           + (f" ({' '.join(alive)})" if alive else "")
-                          + f": python -m seedgrid status {run_dir} shows them, "
+                          + (f", {ended} ended (local tasks take the Ctrl-C too: their cells "
+                             "saved checkpoints)" if ended else "")
+                          + f": {command('status', run_dir)} shows them, "
                           f"{resubmit_command(run_dir)} reruns what did not finish") from None
     finally:
         signal.signal(signal.SIGTERM, previous)

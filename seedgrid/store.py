@@ -219,7 +219,14 @@ def schema_problem(ds: xr.Dataset) -> str | None:
         if ds[name].dims != dims:
             return f"variable {name!r} has dimensions {ds[name].dims}, expected {dims}"
     missing = [a for a in ATTRS if a not in ds.attrs]
-    return f"no attribute {missing[0]!r}" if missing else None
+    if missing:
+        return f"no attribute {missing[0]!r}"
+    for coord in (*SEEDS, "example", "step"):  # labels a cell or an evaluation by: each once
+        values = np.asarray(ds[coord].values)
+        unique, counts = np.unique(values, return_counts=True)
+        if (counts > 1).any():
+            return f"{coord} {unique[counts > 1][0]} is given twice"
+    return None
 
 
 class DiskFullError(OSError):

@@ -31,6 +31,7 @@ def run_one(config_name: str, seed_wi: int, seed_do: int, out: str | None) -> bo
     run_dir = Path(out or f"runs/{Path(cfg.source).stem}")
     rundir.check_writable(run_dir)
     rundir.check_config(run_dir, cfg)
+    rundir.check_unchanged(run_dir, cfg, dispatch.check_inputs(cfg))
     dispatch.check_precision(cfg, cluster.Profile())
     path = rundir.shard_path(run_dir, seed_wi, seed_do)
     state = store.shard_state(path, (seed_wi, seed_do))
@@ -40,7 +41,9 @@ def run_one(config_name: str, seed_wi: int, seed_do: int, out: str | None) -> bo
         return True
     dispatch.set_threads()
     checkpointer = Checkpointer(rundir.checkpoint_path(run_dir, seed_wi, seed_do))
-    with saved_on_terminate(checkpointer):
+    with celltask.claims(run_dir, [(seed_wi, seed_do)]) as mine, saved_on_terminate(checkpointer):
+        if not mine:  # another process trains it: one trainer per cell
+            return False
         (shard,) = celltask.train_and_store(cfg, run_dir, [(seed_wi, seed_do)], [checkpointer])
     dispatch.end_distributed()
     if shard is None:  # not the main process
@@ -105,15 +108,20 @@ def submit_grid(*, config_name: str | None, resume: str | None, cluster_name: st
         cells = dispatch.cells_to_resume(run_dir, record)
     else:
         cells = dispatch.missing_cells(cfg, run_dir)
+    live = _live(run_dir, cells) if resume else []
+    if live:  # cells still training, or queued to, are not submitted twice
+        cells = [c for c in cells if c not in live]
     if not cells:
-        print(f"{run_dir}: all {total} cells have shards; nothing to submit"
+        print(f"{run_dir}: nothing else to submit" if live else
+              f"{run_dir}: all {total} cells have shards; nothing to submit"
               if record is None else f"{run_dir}: nothing of its early-stop phase "
               f"{record['phase']} is left to train")
         return True
     if array is not None and array > len(cells):
         raise UsageError(f"--array {array} must be between 1 and the {len(cells)} cells to "
                          f"run (of {total}): one array task trains one cell or more")
-    dispatch.check_inputs(cfg)
+    fingerprints = dispatch.check_inputs(cfg)
+    rundir.check_unchanged(run_dir, cfg, fingerprints)
     dispatch.check_pack(cfg, profile)
     n_tasks, parallel = dispatch.task_layout(profile, len(cells), array, parallel)
     new_folder = not os.path.lexists(run_dir)
@@ -131,10 +139,22 @@ def submit_grid(*, config_name: str | None, resume: str | None, cluster_name: st
     print(f"submitted {len(cells)} of {total} cells of {run_dir} (config {cfg.hash}) to "
           f"{profile.name!r} ({profile.executor}): job {ids}, {n_tasks} task(s) of up to "
           f"{-(-len(cells) // n_tasks)} cell(s), at most {parallel} at once")
-    print(f"watch it: python -m seedgrid status {run_dir} --cluster {profile.name}")
+    print(f"watch it: {rundir.command('status', run_dir, '--cluster', profile.name)}")
     if plan is not None or (record is not None and record["continued_cells"] is None):
         return _after_phase_one(profile, name, run_dir, submitted, jobs, parallel, wait)
     return not wait or status.wait_and_report(jobs, run_dir, cells, profile)
+
+
+def _live(run_dir: Path, cells: list) -> list:
+    """Those of ``cells`` a task still trains (claimed) or is queued to train (sacct; a local
+    task's process alive), saying which."""
+    states = status.run_status(run_dir)[1]
+    live = [c for c in cells if states.get(c) and states[c].state in ("running", "pending")]
+    if live:
+        tasks = sorted({states[c].task for c in live if states[c].task})
+        print(f"{len(live)} cell(s) are still training or queued (task(s) "
+              f"{', '.join(tasks) or 'of another submit'}): not submitted again")
+    return live
 
 
 def _sweep(sizes: list[int], *, config_name, resume, out, **options) -> bool:
@@ -149,7 +169,7 @@ def _sweep(sizes: list[int], *, config_name, resume, out, **options) -> bool:
     ok = [submit_grid(config_name=config_name, resume=None, out=str(folder), train_size=n,
                       **options) for n, folder in zip(sizes, folders)]
     print(f"training sizes {', '.join(map(str, sizes))}: once they are collected, report them "
-          f"together: python -m seedgrid report {' '.join(map(str, folders))}")
+          f"together: {rundir.command('report', *folders)}")
     return all(ok)
 
 
@@ -192,7 +212,7 @@ def _early_stop_plan(cfg, run_dir: Path, spec: str | None, budget: float | None,
         raise UsageError("give --early-stop or --budget, not both")
     if resumed or (run_dir / rundir.EARLY_STOP).exists():
         raise UsageError(f"--early-stop starts a new run: {run_dir} has one already; use "
-                         f"python -m seedgrid continue {run_dir} for its second phase")
+                         f"{rundir.command('continue', run_dir)} for its second phase")
     n_evals = cfg.train.epochs * cfg.train.evals_per_epoch  # evaluations during training
     if budget is not None:
         plan = early_stop_run.plan_from_budget(budget, from_cube, cfg.task.name, n_evals)
@@ -223,7 +243,8 @@ def _after_phase_one(profile, cluster_name: str, run_dir: Path, submitted: dict,
         status.wait_for(jobs, run_dir, started)
         return status.wait_phase_two(run_dir)
     if not wait:
-        print(f"after phase one: python -m seedgrid continue {run_dir} --cluster {profile.name}")
+        print(f"after phase one: "
+              f"{rundir.command('continue', run_dir, '--cluster', profile.name)}")
         return True
     status.wait_for(jobs, run_dir, started)
     return continue_grid(str(run_dir), profile.name, parallel, wait=True)

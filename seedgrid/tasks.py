@@ -16,6 +16,7 @@ permutation of the split, in the split's own order.
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -113,6 +114,17 @@ class Split:
         return Split(tuple([col[i] for i in index] for col in self.texts),
                      self.labels[index], self.ids[index])
 
+    def fingerprint(self) -> str:
+        """16 hex digits of SHA-256 over the examples (texts, labels, ids, in order): what a
+        cell trained on, whatever file or hub it came from. A shard records its splits'."""
+        digest = hashlib.sha256()
+        for column in self.texts:
+            for text in column:
+                digest.update(text.encode("utf-8", "surrogatepass") + b"\x00")
+        digest.update(np.ascontiguousarray(self.labels).astype("<f8").tobytes())
+        digest.update("\x00".join(map(str, self.ids.tolist())).encode())
+        return digest.hexdigest()[:16]
+
 
 def get_task(name: str) -> Task:
     if name not in TASKS:
@@ -131,7 +143,8 @@ def load_splits(cfg: TaskConfig) -> tuple[Split, Split]:
         frames = _read_hub(task)
     train = _split(frames["train"], task, "train")
     validation = _split(frames["validation"], task, "validation")
-    return _subset(train, cfg.train_size), _subset(validation, cfg.validation_size)
+    return (_subset(train, cfg.train_size, "train"),
+            _subset(validation, cfg.validation_size, "validation"))
 
 
 def _split(df: pd.DataFrame, task: Task, which: str) -> Split:
@@ -181,8 +194,12 @@ def _texts_and_ids(df: pd.DataFrame, task: Task, which: str, labels: np.ndarray)
     return Split(texts, labels, ids)
 
 
-def _subset(split: Split, n: int) -> Split:
-    if n == 0 or n >= len(split):
+def _subset(split: Split, n: int, which: str = "train") -> Split:
+    if n > len(split):  # never clipped in silence: the config would not say what trained
+        key = "train_size" if which == "train" else "validation_size"
+        raise UsageError(f"[task] {key} = {n} is more than the {len(split)} examples of the "
+                         f"{which} split: give at most {len(split)} (0: all of them)")
+    if n == 0 or n == len(split):
         return split
     keep = np.sort(np.random.default_rng(0).permutation(len(split))[:n])
     return split.take(keep)

@@ -237,6 +237,8 @@ class _Pack:
     stacked: set[str]
     #: the model's type (config.model_type): how a folded batch gets its positions
     family: str
+    #: what the cells train and are evaluated on: data_train, data_validation fingerprints
+    fingerprints: dict[str, str]
 
     @property
     def k(self) -> int:
@@ -293,7 +295,7 @@ def _setup(cfg: Config, cells: list[tuple[int, int]]) -> _Pack:
         raise UsageError("a pack of cells trains in one process: pack one-process cells, or "
                          "train each cell on several processes alone")
     task = get_task(cfg.task.name)
-    tokenizer, train, val = _encoded_data(cfg)
+    tokenizer, train, val, fingerprints = _encoded_data(cfg)
     per_epoch = data.updates_per_epoch(len(train), cfg.train.batch_size)
     total_updates = per_epoch * cfg.train.epochs
     eval_at = data.evaluation_updates(per_epoch, cfg.train.epochs, cfg.train.evals_per_epoch)
@@ -322,7 +324,7 @@ def _setup(cfg: Config, cells: list[tuple[int, int]]) -> _Pack:
             logger.warning(f"{_names(cells)} CUDA_VISIBLE_DEVICES={gpus} but torch sees no CUDA "
                            "device (a CPU build of torch, or no driver): training on the CPU")
     return _Pack(cfg, list(cells), accelerator, task, tokenizer, train, val, per_epoch,
-                 eval_at, model, optimizer, scheduler, masks, names, family)
+                 eval_at, model, optimizer, scheduler, masks, names, family, fingerprints)
 
 
 def _resume(pack: _Pack, checkpointers: list, say, started: float) -> list[_Run]:
@@ -514,7 +516,7 @@ def _shard(pack: _Pack, run: _Run):
         wall_time_s=run.progress.wall_time_s(), label_names=pack.task.label_names, attrs={
             "task": pack.task.name, "metric": pack.task.metric, "model": cfg.model.name,
             "majority_baseline": metrics.majority_baseline(val.labels, pack.task.metric),
-            "config_hash": cfg.hash,
+            "config_hash": cfg.hash, **pack.fingerprints,
             "config": cfg.to_toml(), "updates_per_epoch": pack.per_epoch,
             "n_train": len(pack.train), "num_processes": pack.world,
             "gradient_accumulation": cfg.runtime.gradient_accumulation,
@@ -540,7 +542,9 @@ def _encoded_data(cfg: Config) -> tuple:
         tokenizer = load_tokenizer(cfg.model)
         _DATA.clear()  # one task trains one config: keep one entry
         _DATA[key] = (tokenizer, data.encode(tokenizer, train_split, cfg.model.max_length),
-                      data.encode(tokenizer, val_split, cfg.model.max_length))
+                      data.encode(tokenizer, val_split, cfg.model.max_length),
+                      {"data_train": train_split.fingerprint(),
+                       "data_validation": val_split.fingerprint()})
     return _DATA[key]
 
 

@@ -38,6 +38,40 @@ def test_training_size_coefficients_per_family_against_scipy():
     assert got.loc[("solo", "var")].isna()[["pearson", "spearman"]].all()  # two cubes: n/a
 
 
+def test_an_undefined_cube_is_left_out_of_the_coefficients_not_poisoning_them():
+    """Bui's study as shipped: STS-B (regression: CON, CCON undefined) among the llama runs."""
+    rng = np.random.default_rng(1)
+    rows = [{"task": f"t{i}", "model": "llama", "n_train": n, "metric": "accuracy", "runs": 10,
+             "var": rng.random(), "con": rng.random(), "ccon": rng.random()}
+            for i, n in enumerate((100, 2_500, 8_000, 400_000))]
+    rows.append({"task": "stsb", "model": "llama", "n_train": 5_749, "metric": "pearson",
+                 "runs": 10, "var": rng.random(), "con": np.nan, "ccon": np.nan})
+    table = pd.DataFrame(rows)
+    got = analysis.training_size_correlation(table).set_index(["model", "quantity"])
+    defined = table[table.task != "stsb"]
+    for q, used in (("var", table), ("con", defined), ("ccon", defined)):
+        x = np.log10(used.n_train.to_numpy(float))
+        assert got.loc[("llama", q), "pearson"] == pytest.approx(
+            scipy.stats.pearsonr(x, used[q]).statistic)
+        assert got.loc[("llama", q), "spearman"] == pytest.approx(
+            scipy.stats.spearmanr(x, used[q]).statistic)
+        assert got.loc[("llama", q), "cubes"] == len(used)
+
+
+def test_a_run_without_scores_is_left_out_of_the_seeds_across_tasks():
+    wi, do = [1, 2, 3, 4], [1, 2]
+    rng = np.random.default_rng(2)
+    a = _metric(rng.random((4, 2)), wi, do)
+    b = _metric(rng.random((4, 2)), wi, do)
+    failed = _metric(np.full((4, 2), np.nan), wi, do)  # every run of it failed
+    got = analysis.seeds_across_tasks({"a": a, "b": b, "failed": failed})
+    assert list(got["task"].values) == ["a", "b"] and list(got["seed_wi"].values) == wi
+    means = np.stack([a.mean("seed_do").values, b.mean("seed_do").values])
+    np.testing.assert_allclose(got["mean"].values, means)
+    assert float(got["correlation"].sel(task="a", task_other="b")) == pytest.approx(
+        scipy.stats.spearmanr(means[0], means[1]).statistic)
+
+
 def _metric(values, wi, do):
     return xr.DataArray(np.asarray(values, float), dims=("seed_wi", "seed_do"),
                         coords={"seed_wi": wi, "seed_do": do}, name="accuracy")

@@ -5,19 +5,35 @@ import pytest
 from seedgrid.config import config_from_dict, load_config, preset_names, with_seeds
 from seedgrid.errors import UsageError
 
-from conftest import tiny_config, tiny_raw, write_toml
+from conftest import REPO, tiny_config, tiny_raw, write_toml
+
+
+#: what Dodge et al. 2020 state (seeds/002_…): "BERT-large, uncased", "three epochs", "a batch
+#: size of 16, a learning rate of 0.00002, and dropout of 0.1", the head's std 0.02 (the
+#: model's own initializer_range: the preset leaves it), evaluated "every 10th of an epoch
+#: (except SST, which was evaluated every 100 steps, equivalent to 42 times per epoch)", grids of
+#: 25 x 25 (15 x 15 on SST) with seeds from 1 (footnote 3)
+DODGE_STATED = {"model": "bert-large-uncased", "epochs": 3, "batch_size": 16,
+                "learning_rate": 2e-5, "dropout": 0.1, "initializer_range": 0.0,
+                "evals_per_epoch": {"mrpc": 10, "rte": 10, "cola": 10, "sst2": 42},
+                "grid": {"mrpc": 25, "rte": 25, "cola": 25, "sst2": 15}}
 
 
 def test_every_preset_loads_and_dodge_presets_match_the_paper():
     assert {"demo", "dodge2020-mrpc", "dodge2020-rte", "dodge2020-cola", "dodge2020-sst2",
             "bui2025-rte"} <= set(preset_names())
-    for task, n in [("mrpc", 25), ("rte", 25), ("cola", 25), ("sst2", 15)]:
+    for task, n in DODGE_STATED["grid"].items():
         cfg = load_config(f"dodge2020-{task}")
-        assert cfg.model.name == "bert-large-uncased" and cfg.task.name == task
+        assert cfg.model.name == DODGE_STATED["model"] and cfg.task.name == task
+        assert cfg.model.initializer_range == DODGE_STATED["initializer_range"]
         t = cfg.train
-        assert (t.batch_size, t.learning_rate, t.epochs, t.warmup_ratio, t.dropout,
-                t.evals_per_epoch) == (16, 2e-5, 3, 0.1, 0.1, 10)
+        assert (t.batch_size, t.learning_rate, t.epochs, t.dropout, t.evals_per_epoch) == (
+            DODGE_STATED["batch_size"], DODGE_STATED["learning_rate"], DODGE_STATED["epochs"],
+            DODGE_STATED["dropout"], DODGE_STATED["evals_per_epoch"][task])
         assert cfg.grid.seeds_wi == cfg.grid.seeds_do == tuple(range(1, n + 1))
+        text = (REPO / f"seedgrid/presets/dodge2020-{task}.toml").read_text()
+        header = " ".join(ln.lstrip("# ") for ln in text.splitlines() if ln.startswith("#"))
+        assert "not the paper's text" in header  # warmup: the authors' code, said so
     assert load_config("bui2025-rte").model.name == "roberta-large"
 
 
@@ -91,5 +107,7 @@ def test_bui_presets_are_ten_coupled_runs_per_task_and_family():
         assert roberta.model.name == "roberta-large" and roberta.lora.rank == 0
         assert llama.model.name == "meta-llama/Llama-3.2-3B" and llama.lora.rank == 8
         assert llama.train.mixed_precision == "bf16"
+        assert llama.train.dropout == 0.0  # Llama-3.2's own attention dropout, unchanged
+        assert roberta.train.dropout == 0.1  # RoBERTa's own
         # the adapters' targets exist in a Llama classifier (the tiny one: same module names)
         check_lora(llama.model.__class__(name="tiny-random-llama"), llama.lora)

@@ -48,17 +48,31 @@ def test_stop_update_and_the_rule_of_thumb():
     # Dodge §5 / Fig. 6 (MRPC, 30 evaluations): budget 20 -> start 41, continue 11, stop at 30%
     plan = early_stop_run.plan_from_budget(20, n_evals=30)
     assert (plan.started, plan.continued, plan.fraction) == (41, 11, 0.3)
-    for budget in (1, 2, 3, 5, 7.5, 12.5, 20, 30):
-        for n_evals in (4, 10, 30):
-            plan = early_stop_run.plan_from_budget(budget, n_evals=n_evals)
-            before = round(plan.fraction * n_evals)  # evaluations before the stop
-            assert before == plan.fraction * n_evals and 1 <= before < n_evals
-            spent = plan.continued * n_evals + (plan.started - plan.continued) * before
-            assert spent <= budget * n_evals + 1e-9  # never over the budget
-            assert plan.continued >= min(budget / 2, plan.started)  # about B/2 trained fully
-            if budget >= 3:  # the budget affords stopping: start significantly more
-                assert plan.started >= plan.continued + 2
-    assert early_stop_run.plan_from_budget(1) == early_stop_run.Plan(1, 0.3, 1, "rule of thumb")
+    assert early_stop_run.plan_from_budget(1) == early_stop_run.Plan(
+        1, 0.3, 1, "rule of thumb: the budget stops nothing")
+
+
+@pytest.mark.parametrize("n_evals", [10, 30])
+def test_the_rule_of_thumb_follows_the_papers_words_at_every_budget(n_evals):
+    """Dodge §5: "the number of trials to train fully should be around x/2", "stopping least
+    promising trials after 20–30% of training", "the number of trials started should be
+    significantly higher" — within the budget, at every budget 2..100 (and a fractional one)."""
+    for budget in [*range(2, 101), 7.5]:
+        plan = early_stop_run.plan_from_budget(budget, n_evals=n_evals)
+        before = round(plan.fraction * n_evals)  # evaluations before the stop
+        stopped = plan.started - plan.continued
+        spent = plan.continued + stopped * before / n_evals
+        assert abs(plan.continued - budget / 2) <= 1, (budget, plan)  # around x/2
+        assert 0.2 <= plan.fraction <= 0.3 + 1e-9, (budget, plan)  # after 20-30%
+        assert stopped >= 1 and plan.started >= 2 * plan.continued - 1, (budget, plan)
+        assert spent <= budget + 1e-9, (budget, plan)  # never over the budget
+        # and no plan of those words spends more of it (a plain loop over all of them)
+        best = max(c + s * e / n_evals
+                   for c in range(1, int(budget) + 1) if abs(c - budget / 2) <= 1
+                   for e in range(1, n_evals) if 0.2 <= e / n_evals <= 0.3 + 1e-9
+                   for s in [int((budget - c) * n_evals // e + 1e-9)]
+                   if s >= 1 and c + s * e / n_evals <= budget + 1e-9)
+        assert spent == pytest.approx(best), (budget, plan)
 
 
 def test_a_plan_from_an_earlier_cube_is_the_simulations_best(tmp_path):
@@ -192,3 +206,22 @@ def test_budget_flags_pick_the_plan_and_refuse_a_cube_of_another_task(tmp_path, 
         assert exit_.value.code == 2 and words in err, err
         assert not (tmp_path / "new").exists()
     assert early_stop_run.parse_plan("budget=5", "mr") == early_stop_run.plan_from_budget(5)
+
+
+def test_the_readmes_rule_of_thumb_table_is_what_the_rule_gives():
+    import re
+
+    from conftest import REPO
+
+    text = (REPO / "README.md").read_text()
+    rows = {m[0]: m[1].split(" | ") for m in re.findall(
+        r"^\| (budget B \(full runs\)|started|continued|stopped at \(fraction of training\)|"
+        r"runs' worth spent) \| (.*) \|$", text, re.MULTILINE)}
+    assert len(rows) == 5
+    for i, budget in enumerate(int(b) for b in rows["budget B (full runs)"]):
+        plan = early_stop_run.plan_from_budget(budget, n_evals=30)
+        spent = plan.continued + (plan.started - plan.continued) * plan.fraction
+        assert [int(rows["started"][i]), int(rows["continued"][i]),
+                float(rows["stopped at (fraction of training)"][i]),
+                float(rows["runs' worth spent"][i])] == [
+            plan.started, plan.continued, plan.fraction, round(spent, 1)], budget

@@ -83,3 +83,6 @@ def test_nightly_refuses_bad_input(slurm, tmp_path):
                             cwd=REPO, capture_output=True, text=True)
     assert result.returncode == 2 and "no baseline at" in result.stderr
     assert not (REPO / "runs/nightly").exists() or not any((REPO / "runs/nightly").iterdir())
+    local = subprocess.run([*NIGHTLY, "--config", "demo", "--cluster", "local", "--array", "4",
+                            "--baseline", str(REPO)], cwd=REPO, capture_output=True, text=True)
+    assert local.returncode == 2 and "must be a SLURM profile" in local.stderr, local.stderr

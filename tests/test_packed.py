@@ -306,9 +306,11 @@ def test_a_preempted_pack_checkpoints_every_cell_and_the_requeue_resumes_them(
     wait_until(lambda: all((out / f"shards/wi1_do{d}.nc").exists() for d in (1, 2)),
                "both shards", 600)
     assert not list((out / "checkpoints").glob("*.pt"))
+    # the same pack never stopped: a requeue adds nothing (a pack and its cells alone round
+    # differently, and over 500 updates that drift grows past 1e-5: 8e-5 and 1e-2 here)
+    whole = train_cells(tiny_config(runtime={"deterministic": True}, **LONGER),
+                        [(1, 1), (1, 2)], **QUIET)
     for d in (1, 2):
         resumed = read_shard(out / f"shards/wi1_do{d}.nc")
         assert resumed.attrs["pack"] == "wi=1 do=1, wi=1 do=2"
-        alone = train_cell(tiny_config(runtime={"deterministic": True}, **LONGER), 1, d,
-                           **QUIET)
-        _same_cell(resumed, alone)
+        _same_cell(resumed, whole[d - 1], atol=1e-6)

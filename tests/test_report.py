@@ -122,6 +122,11 @@ def test_report_over_several_runs_compares_wi_seeds(tmp_path, capsys):
     pred = ds.logits.sel(seed_do=[1, 2]).isel(step=-1).values.argmax(-1).reshape(6, -1)
     accuracy = [accuracy_score(ds.label.values, p) for p in pred]
     assert sizes[0]["var"] == pytest.approx(np.var(accuracy))
+    assert sizes[0]["var_accuracy"] == pytest.approx(np.var(accuracy))
+    from sklearn.metrics import f1_score
+
+    assert sizes[0]["var_f1"] == pytest.approx(np.var([f1_score(ds.label.values, p)
+                                                       for p in pred]))
     assert sizes[0]["con"] == pytest.approx(np.mean((pred == pred[0]).all(axis=0)))
     assert not list(out.glob("*.png"))
 

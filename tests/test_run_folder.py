@@ -450,3 +450,133 @@ def test_what_a_marker_says_reaches_the_terminal_escaped(tmp_path):
     (out / "jobs.json").write_text(json.dumps(jobs))
     status = run_cli("status", str(out))
     assert "\x1b" not in status.stdout and "\\x1b]2;pwned\\x07" in status.stdout, status.stdout
+
+
+# --- one trainer per cell --------------------------------------------------------------------
+
+LONG = {"task": {"train_size": 400}, "train": {"batch_size": 8, "epochs": 6}}
+
+
+def _started(log_text: str) -> dict:
+    """How many times each cell started training, from the lines its trainer logs first."""
+    import re
+
+    counts: dict = {}
+    for wi, do in re.findall(r"\[wi=(\d+) do=(\d+)\] mr: ", log_text):
+        counts[int(wi), int(do)] = counts.get((int(wi), int(do)), 0) + 1
+    return counts
+
+
+def _logs(out) -> str:
+    return "".join(p.read_text(errors="replace") for p in (out / "logs").glob("*_log.err"))
+
+
+def test_a_second_run_of_a_training_cell_leaves_it_to_the_first(tmp_path):
+    from conftest import wait_until
+
+    config = write_toml(tmp_path / "long.toml", tiny_raw(**LONG))
+    out = tmp_path / "run"
+    args = [sys.executable, "-m", "seedgrid", "run", "--config", str(config), "--wi", "1",
+            "--do", "1", "--out", str(out)]
+    first = subprocess.Popen(args, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                             text=True)
+    wait_until(lambda: (out / "running/wi1_do1.json").exists(), "the first run to claim it")
+    second = subprocess.run(args, cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert second.returncode == 1 and "another process is training it" in second.stderr
+    out_first, err_first = first.communicate(timeout=600)
+    assert first.returncode == 0, err_first
+    assert read_shard(shard_path(out, 1, 1)).status.item() == "done"
+    assert not (out / "running/wi1_do1.json").exists()
+
+
+def test_resume_while_tasks_run_and_two_submits_at_once_train_each_cell_once(tmp_path):
+    from conftest import wait_until
+
+    config = write_toml(tmp_path / "long.toml", tiny_raw(grid={"n_wi": 1, "n_do": 3}, **LONG))
+    out = tmp_path / "run"
+    submits = [subprocess.Popen([sys.executable, "-m", "seedgrid", "submit", "--config",
+                                 str(config), "--out", str(out), "--wait"], cwd=REPO,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+               for _ in range(2)]  # two submits at once
+    wait_until(lambda: list((out / "running").glob("*.json")), "a cell to train")
+    resumed = run_cli("submit", "--resume", str(out), "--cluster", "local", "--wait")
+    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+    assert "still training or queued" in resumed.stdout
+    for s in submits:
+        s.communicate(timeout=900)
+    assert {c: read_shard(shard_path(out, *c)).status.item()
+            for c in ((1, 1), (1, 2), (1, 3))} == dict.fromkeys(((1, 1), (1, 2), (1, 3)), "done")
+    assert _started(_logs(out)) == dict.fromkeys(((1, 1), (1, 2), (1, 3)), 1)
+
+
+# --- the config and data a cell trained on are the run's ---------------------------------------
+
+def test_resume_after_config_toml_was_edited_is_refused_naming_the_change(tmp_path):
+    out, _ = _trained(tmp_path)
+    shard_path(out, 1, 2).unlink()
+    frozen = out / "config.toml"
+    frozen.write_text(frozen.read_text().replace("learning_rate = 0.001", "learning_rate = 0.5"))
+    before = _tree(out)
+    result = run_cli("submit", "--resume", str(out), "--cluster", "local")
+    _one_line_refusal(result, "was edited since", "[train] learning_rate 0.001 -> 0.5")
+    assert _tree(out) == before
+
+
+def test_data_changed_during_a_grid_is_refused_at_resume_and_never_merged(tmp_path):
+    from test_tasks import _pairs
+
+    rng = np.random.default_rng(0)
+    files = {split: tmp_path / f"{split}.csv" for split in ("train", "validation")}
+    _pairs(40, rng).to_csv(files["train"], index=False)
+    _pairs(12, rng).to_csv(files["validation"], index=False)
+    config = write_toml(tmp_path / "rte.toml", tiny_raw(
+        task={"name": "rte", "train_size": 0, "validation_size": 0,
+              "data_files": {k: str(v) for k, v in files.items()}},
+        grid={"n_wi": 1, "n_do": 2}))
+    out = tmp_path / "run"
+    first = run_cli("run", "--config", str(config), "--wi", "1", "--do", "1", "--out", str(out))
+    assert first.returncode == 0, first.stderr
+    edited = files["train"].read_text().splitlines()
+    edited[1] = edited[1][:-1] + ("0" if edited[1].endswith("1") else "1")  # one label changed
+    files["train"].write_text("\n".join(edited) + "\n")
+    resumed = run_cli("submit", "--resume", str(out), "--cluster", "local")
+    _one_line_refusal(resumed, f"the train data ({files['train']}) changed since")
+    second = run_cli("run", "--config", str(config), "--wi", "1", "--do", "2", "--out", str(out))
+    _one_line_refusal(second, f"the train data ({files['train']}) changed since")
+    other = tmp_path / "other"  # the cell trained elsewhere on the new data, its shard moved in
+    third = run_cli("run", "--config", str(config), "--wi", "1", "--do", "2", "--out", str(other))
+    assert third.returncode == 0, third.stderr
+    shard_path(other, 1, 2).rename(shard_path(out, 1, 2))
+    collected = run_cli("collect", str(out))
+    _one_line_refusal(collected, "was trained on other train data", "changed during the grid")
+    assert not (out / "cube.nc").exists()
+
+
+def test_hints_are_shell_quoted_so_a_pasted_one_runs_one_command(tmp_path, tiny_toml):
+    import shlex
+
+    out = tmp_path / "sp ace;echo X"
+    result = run_cli("submit", "--config", str(tiny_toml(grid={"n_wi": 1, "n_do": 1})),
+                     "--out", str(out), "--wait")
+    assert result.returncode == 0, result.stdout + result.stderr
+    (hint,) = [ln for ln in result.stdout.splitlines() if ln.startswith("watch it: ")]
+    assert shlex.split(hint.removeprefix("watch it: ")) == [
+        "python", "-m", "seedgrid", "status", str(out), "--cluster", "local"]
+
+
+def test_a_link_loop_as_output_and_a_cube_with_a_repeated_seed_are_one_line(tmp_path):
+    import xarray as xr
+
+    run, _ = _run(tmp_path, [(1, 1), (1, 2), (2, 1), (2, 2)], n=2)
+    collect(run)
+    (tmp_path / "loop_a").symlink_to(tmp_path / "loop_b")
+    (tmp_path / "loop_b").symlink_to(tmp_path / "loop_a")
+    for args, option in ((["report", str(run), "--out"], "--out"),
+                         (["status", str(run), "--json"], "--json"),
+                         (["export", str(run), "--to"], "--to")):
+        target = tmp_path / ("loop_a" if option != "--to" else "loop_a")
+        _one_line_refusal(run_cli(*args, str(target)), option, "loop_a")
+    with xr.open_dataset(run / "cube.nc") as ds:
+        twice = ds.load().assign_coords(seed_wi=[1, 1])
+    twice.to_netcdf(tmp_path / "twice.nc")
+    _one_line_refusal(run_cli("report", str(tmp_path / "twice.nc")), "seed_wi 1 is given twice")

@@ -49,6 +49,16 @@ if [ -z "${PYTHON:-}" ]; then
 fi
 command -v sbatch >/dev/null || { echo "seedgrid-nightly: sbatch is not on PATH: run on a SLURM login node" >&2; exit 2; }
 [ -e "$BASELINE" ] || { echo "seedgrid-nightly: no baseline at '$BASELINE': give a collected run folder or cube (--baseline)" >&2; exit 2; }
+EXECUTOR=$("$PYTHON" -c 'import sys
+from seedgrid.cluster import load_profile
+from seedgrid.errors import UsageError
+try:
+    print(load_profile(sys.argv[1]).executor)
+except UsageError as e:
+    print(e)' "$CLUSTER")
+[ "$EXECUTOR" = slurm ] || { echo "seedgrid-nightly: --cluster '$CLUSTER' must be a SLURM profile (the gate is a SLURM job after tonight's arrays): $EXECUTOR" >&2; exit 2; }
+# the gate's sbatch options, split into words as written, never glob-expanded
+read -r -a GATE_OPTIONS <<< "$GATE_SBATCH"
 RUN=$OUT_ROOT/$NAME
 [ -e "$RUN" ] && { echo "seedgrid-nightly: '$RUN' exists: tonight's run was already submitted; give another --name" >&2; exit 2; }
 
@@ -62,9 +72,8 @@ print(":".join(a["job_id"] for s in subs for a in s["arrays"]))' "$RUN/jobs.json
 # 2. the gate, once every array task ended well; cancelled by SLURM if one did not. Paths and
 # regress options go to gate.sh (beside this script) as arguments (sbatch passes them through).
 HERE=$(pwd) SCRIPTS=$(cd -- "$(dirname -- "${BASH_SOURCE[0]}")" && pwd)
-# shellcheck disable=SC2086  # GATE_SBATCH is a list of sbatch options
 JOB=$(sbatch --parsable --job-name="seedgrid-gate-$NAME" --dependency="afterok:$ARRAYS" \
-    --kill-on-invalid-dep=yes --output="$RUN/gate.log" $GATE_SBATCH \
+    --kill-on-invalid-dep=yes --output="$RUN/gate.log" "${GATE_OPTIONS[@]}" \
     "$SCRIPTS/gate.sh" "$HERE" "$PYTHON" "$RUN" "$BASELINE" "$HISTORY" "$@")
 echo "$JOB" > "$RUN/gate_job"
 echo "nightly $NAME: array job(s) ${ARRAYS//:/ }; gate job $JOB runs after them (log $RUN/gate.log, history $HISTORY)"
