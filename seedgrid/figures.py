@@ -16,17 +16,62 @@ import pandas as pd
 import scipy.stats
 import xarray as xr
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 
 from seedgrid.store import SEEDS, atomic_path
 
 REGIME_LABELS = {"every": "every evaluation", "epoch_ends": "end of each epoch",
                  "end": "end of training"}
+# Okabe & Ito's palette, readable by colour-blind readers; lines also differ by marker and style
+PALETTE = ("#0072B2", "#D55E00", "#009E73", "#E69F00", "#56B4E9", "#CC79A7", "#000000",
+           "#F0E442")
+MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*")
+STYLES = ("-", "--", ":", "-.")
+MOST_TICK_LABELS = 25  # more seeds or runs than this on an axis: every k-th is labelled
 
 
 def _subplots(*grid: int, figsize: tuple[float, float]):
     """A figure and its axes, as ``pyplot.subplots`` but outside pyplot (nothing global)."""
     fig = Figure(figsize=figsize)
     return fig, fig.subplots(*grid)
+
+
+def run_label(seed_wi, seed_do) -> str:
+    """How a figure names a run: by its seeds."""
+    return f"wi={seed_wi} do={seed_do}"
+
+
+def _style(k: int) -> dict:
+    """The k-th line's look: colour, marker and line style all differ between neighbours, so
+    lines that coincide stay visible and 32 lines are told apart."""
+    return {"color": PALETTE[k % len(PALETTE)], "marker": MARKERS[k % len(MARKERS)],
+            "linestyle": STYLES[(k // len(PALETTE)) % len(STYLES)]}
+
+
+def _counting(axis) -> None:
+    """An axis that counts (runs, budget, evaluations): whole-number ticks only."""
+    axis.set_major_locator(MaxNLocator(integer=True, min_n_ticks=1))
+
+
+def _labelled_ticks(set_ticks, labels) -> str:
+    """One tick per position, labelled; beyond MOST_TICK_LABELS every k-th, so labels stay
+    readable on a 25 × 25 grid (625 runs). Returns what to add to the axis label."""
+    every = -(-len(labels) // MOST_TICK_LABELS)
+    at = list(range(0, len(labels), every))
+    set_ticks(at, [str(labels[i]) for i in at], fontsize=7)
+    return "" if every == 1 else f"; every {_ordinal(every)} named"
+
+
+def _ordinal(k: int) -> str:
+    return f"{k}{'th' if 10 <= k % 100 <= 20 else {1: 'st', 2: 'nd', 3: 'rd'}.get(k % 10, 'th')}"
+
+
+def _legend_beside(ax, handles=None, labels=None):
+    """The legend right of the axes, inside the figure, never over the data."""
+    args = () if handles is None else (handles, labels)
+    entries = len(handles if handles is not None else ax.get_legend_handles_labels()[0])
+    return ax.legend(*args, fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1),
+                     borderaxespad=0, ncols=-(-entries // 10))  # columns of at most 10
 
 
 def _save(fig, path: Path) -> Path:
@@ -45,10 +90,8 @@ def grid_heatmap(final: xr.DataArray, path: Path) -> Path:
     fig, ax = _subplots(figsize=(max(4.5, 1.5 + 0.25 * len(order_do)),
                                     max(3.5, 1.2 + 0.25 * len(order_wi))))
     image = ax.imshow(grid.values, cmap="viridis", aspect="auto")
-    ax.set_xticks(range(len(order_do)), order_do, fontsize=7)
-    ax.set_yticks(range(len(order_wi)), order_wi, fontsize=7)
-    ax.set_xlabel("data-order seed (sorted by mean)")
-    ax.set_ylabel("weight-init seed (sorted by mean)")
+    ax.set_xlabel(f"data-order seed (sorted by mean{_labelled_ticks(ax.set_xticks, order_do)})")
+    ax.set_ylabel(f"weight-init seed (sorted by mean{_labelled_ticks(ax.set_yticks, order_wi)})")
     fig.colorbar(image, ax=ax, label=final.name)
     return _save(fig, path)
 
@@ -67,31 +110,48 @@ def _density(ax, values, **style):
 
 def best_worst_density(final: xr.DataArray, anova: dict, path: Path) -> Path:
     """Fig. 3: density of the runs of the best and worst WI seeds (solid) and DO seeds
-    (dashed)."""
+    (dashed). Where the best and worst seed are one seed, or score the same mean, the seeds tie:
+    one curve, and the legend says so."""
     fig, ax = _subplots(figsize=(5, 3.2))
     for kind, line in (("seed_wi", "-"), ("seed_do", "--")):
-        for which, colour in (("best", "tab:blue"), ("worst", "tab:red")):
-            seed = anova[kind][which]
-            if seed is None:  # no finished run: nothing to draw
-                continue
+        name = kind.removeprefix("seed_").upper()
+        best, worst = anova[kind]["best"], anova[kind]["worst"]
+        if best is None:  # no finished run: nothing to draw
+            continue
+        means = final.mean(SEEDS[1] if kind == "seed_wi" else SEEDS[0])
+        if best == worst or float(means.sel({kind: best})) == float(means.sel({kind: worst})):
+            tie = f"best = worst {name} ({best})" if best == worst else \
+                f"best {name} ({best}) = worst ({worst})"
+            _density(ax, final.sel({kind: best}).values, linestyle=line, color=PALETTE[2],
+                     label=f"{tie}: the {name} seeds tie")
+            continue
+        for which, seed, colour in (("best", best, PALETTE[0]), ("worst", worst, PALETTE[1])):
             _density(ax, final.sel({kind: seed}).values, linestyle=line, color=colour,
-                     label=f"{which} {kind.removeprefix('seed_').upper()} ({seed})")
+                     label=f"{which} {name} ({seed})")
     ax.set_xlabel(str(final.name))
     ax.set_ylabel("density")
-    ax.legend(fontsize=7)
+    _legend_beside(ax)
     return _save(fig, path)
 
 
 def training_curves(metric: xr.DataArray, epoch, path: Path, n: int = 20, seed: int = 0) -> Path:
-    """Fig. 4: the curves of ``n`` randomly chosen runs (seeded) against epochs."""
+    """Fig. 4: the curves of ``n`` randomly chosen runs (seeded) against epochs, from the
+    evaluation before training; each run named by its seeds."""
     cells = metric.stack(run=SEEDS).transpose("run", "step")
     cells = cells.isel(run=np.flatnonzero(cells.notnull().any("step").values))
-    pick = np.random.default_rng(seed).permutation(cells.sizes["run"])[:n]
-    fig, ax = _subplots(figsize=(5, 3.2))
-    ax.plot(np.asarray(epoch), cells.values[np.sort(pick)].T, linewidth=0.8, alpha=0.8)
-    ax.set_xlabel("epoch")
+    pick = np.sort(np.random.default_rng(seed).permutation(cells.sizes["run"])[:n])
+    fig, ax = _subplots(figsize=(5.5, 3.2))
+    epoch = np.asarray(epoch)
+    every = max(1, len(epoch) // 10)  # markers on at most ~10 evaluations a curve
+    for k, i in enumerate(pick):
+        run = cells.isel(run=i)
+        ax.plot(epoch, run.values, linewidth=0.9, markersize=3, markevery=every, **_style(k),
+                label=run_label(int(run.seed_wi), int(run.seed_do)))
+    ax.set_xlabel("epoch (0: before training)")
     ax.set_ylabel(str(metric.name))
-    ax.set_title(f"{len(pick)} runs", fontsize=9)
+    ax.set_title(f"{len(pick)} of {cells.sizes['run']} runs", fontsize=9)
+    if len(pick):
+        _legend_beside(ax).set_title("run", prop={"size": 7})
     return _save(fig, path)
 
 
@@ -111,64 +171,91 @@ def correlation_heatmap(corr: xr.DataArray, epoch, path: Path, title: str) -> Pa
 
 def expected_max_curves(curves: xr.Dataset, metric_name: str, path: Path) -> Path:
     """Fig. 1: expected best of n runs ± one standard deviation, shaded between the observed
-    minimum and maximum (``curves["lower"]``, ``["upper"]``), per evaluation regime."""
-    fig, ax = _subplots(figsize=(5, 3.2))
+    minimum and maximum (``curves["lower"]``, ``["upper"]``), per evaluation regime. Regimes
+    whose curves coincide (the best came at the last evaluation) are said in the legend."""
+    fig, ax = _subplots(figsize=(5.5, 3.2))
     n = curves["n"].values
-    for regime in curves["regime"].values:
+    every = max(1, len(n) // 12)
+    drawn: list[tuple[str, np.ndarray]] = []
+    for k, regime in enumerate(curves["regime"].values):
         one = curves.sel(regime=regime)
-        ax.plot(n, one["mean"], label=REGIME_LABELS.get(str(regime), str(regime)))
-        ax.fill_between(n, one["lower"], one["upper"], alpha=0.2)
+        label = REGIME_LABELS.get(str(regime), str(regime))
+        same = [other for other, mean in drawn if np.allclose(mean, one["mean"].values,
+                                                              equal_nan=True)]
+        drawn.append((label, one["mean"].values))
+        if same:
+            label += f" (= {same[0]})"
+        style = _style(k)
+        # later regimes: larger, hollow markers, so one drawn over another stays visible
+        ax.plot(n, one["mean"], markevery=every, markersize=4 + 2.5 * k,
+                markerfacecolor="none" if k else style["color"], label=label, **style)
+        ax.fill_between(n, one["lower"], one["upper"], alpha=0.15, color=style["color"])
     ax.set_xlabel("runs trained (budget)")
     ax.set_ylabel(f"expected best {metric_name}")
-    ax.legend(fontsize=7)
+    _counting(ax.xaxis)
+    _legend_beside(ax)
     return _save(fig, path)
 
 
 def early_stopping_choices(best: pd.DataFrame, path: Path) -> Path:
     """Fig. 6: per budget, the best configuration: started, continued, fraction trained."""
-    fig, ax = _subplots(figsize=(5, 3.2))
-    ax.plot(best.budget, best.started, "o-", label="started")
-    ax.plot(best.budget, best.continued, "s-", label="continued")
+    fig, ax = _subplots(figsize=(5.5, 3.2))
+    ax.plot(best.budget, best.started, label="started", markersize=4, **_style(0))
+    ax.plot(best.budget, best.continued, label="continued", markersize=4, **_style(1))
     ax.set_xlabel("budget (full runs)")
     ax.set_ylabel("runs")
+    _counting(ax.xaxis)
+    _counting(ax.yaxis)
     twin = ax.twinx()
-    twin.plot(best.budget, best.fraction, "^:", color="tab:green", label="fraction before stop")
+    twin.plot(best.budget, best.fraction, label="fraction before stop", markersize=4,
+              **_style(2))
     twin.set_ylabel("fraction trained before stopping")
     twin.set_ylim(0, 1.05)
-    fig.legend(fontsize=7, loc="upper left")
+    handles, labels = ax.get_legend_handles_labels()
+    more, more_labels = twin.get_legend_handles_labels()
+    twin.legend(handles + more, labels + more_labels, fontsize=7, loc="upper left",
+                bbox_to_anchor=(1.18, 1), borderaxespad=0)  # beside the twin axis' labels
     return _save(fig, path)
 
 
 def early_stopping_gain(best: pd.DataFrame, path: Path) -> Path:
     """Fig. 7: relative error reduction of the best configuration over no stopping."""
     fig, ax = _subplots(figsize=(5, 3.2))
-    ax.bar(best.budget, best.relative_error_reduction)
+    ax.bar(best.budget, best.relative_error_reduction, color=PALETTE[0])
     ax.set_xlabel("budget (full runs)")
     ax.set_ylabel("relative error reduction")
+    _counting(ax.xaxis)
     return _save(fig, path)
 
 
 def std_distribution(final: xr.DataArray, path: Path) -> Path:
     """Fig. 8: density of the per-seed standard deviations (WI: over DO seeds; DO: over WI
-    seeds), and the overall standard deviation (red, dashed)."""
-    fig, ax = _subplots(figsize=(5, 3.2))
-    _density(ax, final.std("seed_do").values, color="tab:blue", label="fixed WI")
-    _density(ax, final.std("seed_wi").values, color="tab:orange", label="fixed DO")
-    ax.axvline(float(final.std()), color="red", linestyle="--", label="overall")
+    seeds), and the overall standard deviation (dashed)."""
+    fig, ax = _subplots(figsize=(5.5, 3.2))
+    _density(ax, final.std("seed_do").values, color=PALETTE[0], label="fixed WI")
+    _density(ax, final.std("seed_wi").values, color=PALETTE[3], linestyle="-.",
+             label="fixed DO")
+    ax.axvline(float(final.std()), color=PALETTE[1], linestyle="--", label="overall")
     ax.set_xlabel(f"standard deviation of {final.name}")
     ax.set_ylabel("density")
-    ax.legend(fontsize=7)
+    _legend_beside(ax)
     return _save(fig, path)
 
 
 def agreement_heatmap(agreement: xr.DataArray, accuracy: np.ndarray, path: Path) -> Path:
     """Consistency: the fraction of equal predictions between every two runs, runs sorted by
-    accuracy (Bui et al.'s micro view)."""
+    accuracy (Bui et al.'s micro view), each labelled by its seeds."""
     order = np.argsort(accuracy, kind="stable")
-    fig, ax = _subplots(figsize=(4.6, 3.8))
+    runs = [run_label(wi, do) for wi, do in zip(agreement["seed_wi"].values[order],
+                                                agreement["seed_do"].values[order])]
+    side = max(4.6, 2.0 + 0.16 * min(len(runs), MOST_TICK_LABELS))
+    fig, ax = _subplots(figsize=(side + 0.8, side))
     image = ax.imshow(agreement.values[np.ix_(order, order)], vmin=0, vmax=1, cmap="magma")
-    ax.set_xlabel("run (sorted by accuracy)")
-    ax.set_ylabel("run (sorted by accuracy)")
+    _labelled_ticks(ax.set_xticks, runs)
+    ax.tick_params(axis="x", labelrotation=90)
+    label = f"run (sorted by accuracy{_labelled_ticks(ax.set_yticks, runs)})"
+    ax.set_xlabel(label)
+    ax.set_ylabel(label)
     fig.colorbar(image, ax=ax, label="agreement")
     return _save(fig, path)
 
@@ -178,9 +265,8 @@ def zeta_heatmap(zeta: pd.DataFrame, path: Path) -> Path:
     fig, ax = _subplots(figsize=(max(4.5, 1.5 + 0.4 * zeta.shape[1]),
                                     max(2.5, 1.0 + 0.35 * zeta.shape[0])))
     image = ax.imshow(zeta.to_numpy(dtype=float), cmap="Blues", vmin=0, vmax=1, aspect="auto")
-    ax.set_xticks(range(zeta.shape[1]), zeta.columns, fontsize=7)
-    ax.set_yticks(range(zeta.shape[0]), zeta.index, fontsize=7)
-    ax.set_xlabel("seed")
+    _labelled_ticks(ax.set_yticks, list(zeta.index))
+    ax.set_xlabel(f"seed{_labelled_ticks(ax.set_xticks, list(zeta.columns))}")
     fig.colorbar(image, ax=ax, label="normalised ζ")
     return _save(fig, path)
 
@@ -189,17 +275,18 @@ def by_training_size(table: pd.DataFrame, path: Path) -> Path:
     """Bui et al.'s Fig. 2: VAR (of each task's own metric, of accuracy, of F1), CON and CCON of
     several cubes against training-set size."""
     fig, (left, right) = _subplots(1, 2, figsize=(8, 3.2))
-    for name, label, style in (("var", "task's metric", "o-"), ("var_accuracy", "accuracy", "s--"),
-                               ("var_f1", "F1", "^:")):
+    for k, (name, label) in enumerate((("var", "task's metric"), ("var_accuracy", "accuracy"),
+                                       ("var_f1", "F1"))):
         if name in table and table[name].notna().any():
-            left.plot(table.n_train, table[name], style, label=label)
+            left.plot(table.n_train, table[name], label=label, **_style(k))
     left.set_ylabel("VAR over runs")
-    left.legend(fontsize=7)
-    for name in ("con", "ccon"):
-        right.plot(table.n_train, table[name], "o-", label=name.upper())
+    _legend_beside(left)
+    for k, name in enumerate(("con", "ccon")):
+        right.plot(table.n_train, table[name], label=name.upper(), **_style(k))
     right.set_ylabel("fraction of examples")
-    right.legend(fontsize=7)
+    _legend_beside(right)
     for ax in (left, right):
         ax.set_xscale("log")
         ax.set_xlabel("training examples")
+    fig.subplots_adjust(wspace=0.8)
     return _save(fig, path)

@@ -326,7 +326,7 @@ def _figures(cubes, results, cross, out: Path) -> dict[str, dict[str, str]]:
             "fig2_grid": figures.grid_heatmap(final, folder / "fig2_grid.png"),
             **({} if r["coupled"] else {"fig3_best_worst": figures.best_worst_density(
                 final, r["macro"]["anova"], folder / "fig3_best_worst.png")}),
-            "fig4_curves": figures.training_curves(acc.metric().sel(step=during), epoch,
+            "fig4_curves": figures.training_curves(acc.metric(), ds.epoch,
                                                    folder / "fig4_curves.png"),
             "fig5_spearman": figures.correlation_heatmap(acc.step_correlation(), epoch,
                                                          folder / "fig5_spearman.png",

@@ -70,6 +70,12 @@ def test_the_demo_example_has_the_shape_of_the_demo_commands(tmp_path):
     printed += _seedgrid(tmp_path, "collect", "runs/demo")
     printed += _seedgrid(tmp_path, "report", "runs/demo", "--samples", "500")
     assert_shapes(example("submitted "), printed)
+    # the figures the README shows are the demo report's own: each a PNG the same command draws
+    shown = re.findall(r"!\[[^]]+\]\(docs/img/demo-([\w]+)\.png\)", README)
+    assert shown == ["fig1_expected_max", "consistency"]
+    for name in shown:
+        assert (REPO / f"docs/img/demo-{name}.png").read_bytes().startswith(b"\x89PNG")
+        assert (tmp_path / f"runs/demo/report/demo/{name}.png").exists(), name
 
 
 def test_the_compare_example_has_the_shape_of_compare(tmp_path):
