@@ -176,3 +176,30 @@ def test_a_tie_between_different_seeds_is_said(tmp_path, drawn):
     legend = [t.get_text() for t in drawn["fig3_best_worst"].axes[0].get_legend().get_texts()]
     assert any(text.endswith("the WI seeds tie") for text in legend), legend
     assert any(text.endswith("the DO seeds tie") for text in legend), legend
+
+
+@pytest.mark.parametrize("seeds", [2, 25, 60])
+def test_across_runs_figures_name_every_seed_and_keep_legends_off_the_data(tmp_path, drawn,
+                                                                           seeds):
+    import pandas as pd
+
+    rng = np.random.default_rng(seeds)
+    zeta = pd.DataFrame(rng.random((3, seeds)), index=["rte", "mrpc", "cola"],
+                        columns=range(1, seeds + 1))
+    figures.zeta_heatmap(zeta, tmp_path / "zeta.png")
+    ax = drawn["zeta"].axes[0]
+    labels = _labels(ax.get_xticklabels())
+    every = -(-seeds // figures.MOST_TICK_LABELS)
+    assert labels == [str(s) for s in range(1, seeds + 1, every)]
+    assert _labels(ax.get_yticklabels()) == ["rte", "mrpc", "cola"]
+    assert ax.get_xlabel() == "seed" + {1: "", 3: "; every 3rd named"}[every]
+    table = pd.DataFrame({"n_train": [100, 1000, 10000], "var": rng.random(3),
+                          "var_accuracy": rng.random(3), "var_f1": [np.nan] * 3,
+                          "con": rng.random(3), "ccon": rng.random(3)})
+    figures.by_training_size(table, tmp_path / "sizes.png")
+    fig = drawn["sizes"]
+    left, right = fig.axes
+    assert [line.get_label() for line in _lines(left)] == ["task's metric", "accuracy"]
+    assert [line.get_label() for line in _lines(right)] == ["CON", "CCON"]
+    for ax in (left, right):
+        _legend_clear_of_data(fig, ax, ax.get_legend())
