@@ -27,6 +27,8 @@ import pandas as pd
 from seedgrid.errors import UsageError
 
 if TYPE_CHECKING:  # config imports this module to check task names
+    from collections.abc import Callable
+
     from seedgrid.config import TaskConfig
 
 
@@ -48,12 +50,48 @@ class Task:
     label_names: tuple[str, ...] = ()
     #: the hub split used for validation (MNLI: validation_matched / validation_mismatched)
     validation_split: str = "validation"
+    #: how the text fields' columns become the model's one or two texts, where they are not
+    #: those texts themselves (WiC, COPA, WSC, MultiRC); None: the columns as they are
+    compose: Callable[..., tuple[list[str], ...]] | None = None
 
     @property
     def regression(self) -> bool:
         """One real-valued output per example (STS-B): float labels, a correlation metric, no
         predicted classes (CON, CCON and the agreement of runs are undefined)."""
         return self.num_labels == 1
+
+
+def _wic(word, sentence1, sentence2):
+    """WiC: the word leads the first sentence ("bank: He sat on the bank.")."""
+    return [f"{w}: {s}" for w, s in zip(word, sentence1)], list(sentence2)
+
+
+def _copa(premise, choice1, choice2, question):
+    """COPA as a two-choice task: the premise with its question ("What was the cause?"), paired
+    with both alternatives in order; label 0 is the first, 1 the second."""
+    return ([f"{p} What was the {q}?" for p, q in zip(premise, question)],
+            [f"1: {a} 2: {b}" for a, b in zip(choice1, choice2)])
+
+
+def _wsc(text, span1_index, span1_text, span2_index, span2_text):
+    """WSC as span-pair classification: the sentence with the candidate marked *so* and the
+    pronoun #so# (at their word indices, as SuperGLUE gives them), paired with the question
+    whether the one refers to the other."""
+    marked = []
+    for t, i1, s1, i2, s2 in zip(text, span1_index, span1_text, span2_index, span2_text):
+        words = str(t).split(" ")
+        for index, span, mark in sorted(((int(i1), str(s1), "*"), (int(i2), str(s2), "#")),
+                                        reverse=True):  # the later span first: indices hold
+            n = len(span.split(" "))
+            words[index:index + n] = [mark + " ".join(words[index:index + n]) + mark]
+        marked.append(" ".join(words))
+    return marked, [f"Does #{s2}# refer to *{s1}*?" for s1, s2 in zip(span1_text, span2_text)]
+
+
+def _multirc(paragraph, question, answer):
+    """MultiRC, answer by answer: the paragraph, paired with the question and one candidate
+    answer; the label says whether that answer is true (F1a, over all answers)."""
+    return list(paragraph), [f"{q} {a}" for q, a in zip(question, answer)]
 
 
 TASKS: dict[str, Task] = {t.name: t for t in [
@@ -92,9 +130,18 @@ TASKS: dict[str, Task] = {t.name: t for t in [
          "SuperGLUE CommitmentBank; macro-F1", ("entailment", "contradiction", "neutral")),
     Task("wic", ("word", "sentence1", "sentence2"), 2, "accuracy", None,
          ("aps/super_glue", "wic"), "SuperGLUE WiC: 'word: sentence1' paired with sentence2",
-         ("False", "True")),
+         ("False", "True"), compose=_wic),
     Task("superglue-rte", ("premise", "hypothesis"), 2, "accuracy", None,
          ("aps/super_glue", "rte"), "SuperGLUE RTE", ("entailment", "not_entailment")),
+    Task("copa", ("premise", "choice1", "choice2", "question"), 2, "accuracy", None,
+         ("aps/super_glue", "copa"), "SuperGLUE COPA: which of two alternatives is the cause "
+         "(effect) of the premise", ("choice1", "choice2"), compose=_copa),
+    Task("wsc", ("text", "span1_index", "span1_text", "span2_index", "span2_text"), 2,
+         "accuracy", None, ("aps/super_glue", "wsc.fixed"), "SuperGLUE WSC: does the marked "
+         "pronoun refer to the marked noun phrase", ("False", "True"), compose=_wsc),
+    Task("multirc", ("paragraph", "question", "answer"), 2, "f1", None,
+         ("aps/super_glue", "multirc"), "SuperGLUE MultiRC, one example per candidate answer; "
+         "F1a (binary F1 over all answers)", ("False", "True"), compose=_multirc),
 ]}
 
 
@@ -185,12 +232,20 @@ def _real_labels(labels: np.ndarray, task: Task, which: str) -> np.ndarray:
 def _texts_and_ids(df: pd.DataFrame, task: Task, which: str, labels: np.ndarray) -> Split:
     id_column = next((c for c in ("idx", "id") if c in df.columns), None)
     ids = df[id_column].to_numpy() if id_column else np.arange(len(df))
+    if ids.dtype == object and len(ids) and isinstance(ids[0], dict):  # MultiRC's idx triple
+        ids = np.arange(len(df))  # (the row's place in its split)
     if len(np.unique(ids.astype(str))) < len(ids):
         raise UsageError(f"the {which} split of task {task.name!r} repeats an example id in its "
                          f"{id_column!r} column: give each example its own id (or drop the column)")
-    texts = tuple(df[c].fillna("").astype(str).tolist() for c in task.text_fields)
-    if len(texts) == 3:  # WiC: the word leads the first sentence ("bank: He sat on the bank.")
-        texts = ([f"{w}: {s}" for w, s in zip(texts[0], texts[1])], texts[2])
+    if task.compose is None:
+        texts = tuple(df[c].fillna("").astype(str).tolist() for c in task.text_fields)
+    else:
+        try:
+            texts = task.compose(*(df[c].fillna("").tolist() for c in task.text_fields))
+        except (TypeError, ValueError) as e:  # e.g. a span index that is not a number
+            raise UsageError(f"the {which} split of task {task.name!r} cannot be read as "
+                             f"{task.name} ({type(e).__name__}: {e}): its columns "
+                             f"{', '.join(task.text_fields)} are as on the hub") from None
     return Split(texts, labels, ids)
 
 

@@ -76,6 +76,7 @@ def test_hub_task_without_network_says_to_use_local_files():
 
 GLUE_AND_SUPERGLUE = ["mnli", "mnli-mm", "qnli", "qqp", "wnli", "boolq", "cb", "wic",
                       "superglue-rte"]
+COMPOSED = ["copa", "wsc", "multirc"]  # (wic too: text fields that are not the texts)
 
 
 def _hub_like(task, n, rng):
@@ -165,3 +166,92 @@ def test_a_three_class_cell_trains_collects_reports_and_compares(tmp_path):
     result = json.loads(compared.stdout)
     assert result["difference"] == pytest.approx(0.0, abs=1e-12)  # the same cells, twice
     assert result["bootstrap"]["ci"][0] <= 0 <= result["bootstrap"]["ci"][1]
+
+
+# rows as on the hub (aps/super_glue), written out by hand
+SUPERGLUE_ROWS = {
+    "copa": [{"premise": "My body cast a shadow over the grass.", "choice1": "The sun was rising.",
+              "choice2": "The grass was cut.", "question": "cause", "label": 0, "idx": 0},
+             {"premise": "The woman tolerated her friend's difficult behavior.",
+              "choice1": "The woman knew her friend was going through a hard time.",
+              "choice2": "The woman felt that her friend took advantage of her kindness.",
+              "question": "cause", "label": 0, "idx": 1},
+             {"premise": "The girl found a bug in her cereal.", "choice1": "She poured milk.",
+              "choice2": "She lost her appetite.", "question": "effect", "label": 1, "idx": 2}],
+    "wsc": [{"text": "Mark told Pete many lies about himself, which Pete included in his book. "
+                     "He should have been more skeptical.", "span1_index": 0,
+             "span1_text": "Mark", "span2_index": 13, "span2_text": "He", "label": 0, "idx": 0},
+            {"text": "The mothers of Arthur and Celeste have come to the town to fetch them.",
+             "span1_index": 1, "span1_text": "mothers", "span2_index": 13,
+             "span2_text": "them.", "label": 0, "idx": 1},
+            {"text": "Joan made sure to thank Susan for all the help she had given.",
+             "span1_index": 5, "span1_text": "Susan", "span2_index": 10,
+             "span2_text": "she", "label": 1, "idx": 2},
+            {"text": "The trophy doesn't fit into the brown suitcase because it is too large.",
+             "span1_index": 0, "span1_text": "The trophy", "span2_index": 9,
+             "span2_text": "it", "label": 1, "idx": 3}],
+    "multirc": [{"paragraph": "Sara went to the market. She bought apples and pears.",
+                 "question": "What did Sara buy?", "answer": "Apples", "label": 1,
+                 "idx": {"paragraph": 0, "question": 0, "answer": 0}},
+                {"paragraph": "Sara went to the market. She bought apples and pears.",
+                 "question": "What did Sara buy?", "answer": "A car", "label": 0,
+                 "idx": {"paragraph": 0, "question": 0, "answer": 1}},
+                {"paragraph": "Sara went to the market. She bought apples and pears.",
+                 "question": "Where did Sara go?", "answer": "To the market", "label": 1,
+                 "idx": {"paragraph": 0, "question": 1, "answer": 2}}],
+}
+COMPOSED_TEXTS = {  # what the model reads: two texts per example, written out by hand
+    "copa": [("My body cast a shadow over the grass. What was the cause?",
+              "1: The sun was rising. 2: The grass was cut."),
+             ("The girl found a bug in her cereal. What was the effect?",
+              "1: She poured milk. 2: She lost her appetite.")],
+    "wsc": [("*Mark* told Pete many lies about himself, which Pete included in his book. #He# "
+             "should have been more skeptical.", "Does #He# refer to *Mark*?"),
+            ("The *mothers* of Arthur and Celeste have come to the town to fetch #them.#",
+             "Does #them.# refer to *mothers*?"),
+            ("*The trophy* doesn't fit into the brown suitcase because #it# is too large.",
+             "Does #it# refer to *The trophy*?")],
+    "multirc": [("Sara went to the market. She bought apples and pears.",
+                 "What did Sara buy? A car"),
+                ("Sara went to the market. She bought apples and pears.",
+                 "Where did Sara go? To the market")],
+}
+
+
+@pytest.mark.parametrize("name", COMPOSED)
+def test_copa_wsc_and_multirc_become_the_texts_superglue_means(tmp_path, name):
+    task = TASKS[name]
+    rows = pd.DataFrame(SUPERGLUE_ROWS[name])
+    files = {}
+    for split in ("train", "validation"):
+        files[split] = str(tmp_path / f"{split}.jsonl")
+        rows.to_json(files[split], orient="records", lines=True)
+    train, val = load_splits(TaskConfig(name=name, data_files=files))
+    pairs = list(zip(*val.texts))
+    for texts in COMPOSED_TEXTS[name]:
+        assert texts in pairs
+    np.testing.assert_array_equal(val.labels, rows["label"])
+    assert len(set(val.ids.tolist())) == len(rows)  # MultiRC's idx triples: one id each
+    assert len(task.label_names) == task.num_labels and task.metric in metrics.METRICS
+    from conftest import tiny_config
+    from seedgrid.trainer import train_cell
+
+    shard = train_cell(tiny_config(task={"name": name, "data_files": files, "train_size": 0,
+                                         "validation_size": 0}, train={"batch_size": 2}),
+                       1, 1, log=lambda _: None)  # a real (tiny) cell trains on it
+    assert shard.status.item() == "done" and shard.attrs["metric"] == task.metric
+    assert shard.logits.sizes["example"] == len(rows) and np.isfinite(shard.logits.values).all()
+    if name == "wsc":  # a span index that is not a number: one line, naming the task
+        bad = rows.assign(span1_index="first")
+        bad.to_json(files["train"], orient="records", lines=True)
+        with pytest.raises(UsageError, match="cannot be read as wsc"):
+            load_splits(TaskConfig(name=name, data_files=files))
+
+
+def test_multirc_scores_f1a_over_every_answer_as_scikit_learn():
+    from sklearn.metrics import f1_score
+
+    rng = np.random.default_rng(3)
+    labels, pred = rng.integers(0, 2, 40), rng.integers(0, 2, (5, 40))
+    np.testing.assert_allclose(metrics.score_predictions(pred, labels, TASKS["multirc"].metric),
+                               [f1_score(labels, p) for p in pred])
