@@ -31,21 +31,33 @@ class _Parser(argparse.ArgumentParser):
         sys.exit(2)
 
 
+def _config(args: argparse.Namespace):
+    """--config with --set applied: a Config (the preset or file name when nothing is set)."""
+    from seedgrid.config import load_config
+
+    if not args.set:
+        return args.config
+    if not args.config:
+        raise UsageError("--set changes the config of a new run: give --config too (a run "
+                         "folder's config is frozen)")
+    return load_config(args.config, overrides=args.set)
+
+
 def _run(args: argparse.Namespace) -> None:
     from seedgrid.submission import run_one
 
-    if not run_one(args.config, args.wi, args.do, args.out):
+    if not run_one(_config(args), args.wi, args.do, args.out):
         sys.exit(1)  # a diverged cell is a result, not a success: scripts can tell
 
 
 def _submit(args: argparse.Namespace) -> None:
     from seedgrid.submission import submit_grid
 
-    if not submit_grid(config_name=args.config, resume=args.resume, cluster_name=args.cluster,
+    if not submit_grid(config_name=_config(args), resume=args.resume, cluster_name=args.cluster,
                        array=args.array, parallel=args.parallel, out=args.out, wait=args.wait,
                        early_stop=args.early_stop, budget=args.budget, from_cube=args.from_cube,
                        train_sizes=args.train_sizes, pack=args.pack,
-                       pack_as=args.pack_as):
+                       pack_as=args.pack_as, dry_run=args.dry_run):
         sys.exit(1)  # --wait: diverged, failed, missing: not done
 
 
@@ -154,11 +166,22 @@ def _run_args(p: argparse.ArgumentParser) -> None:
                    help="weight-initialisation seed")
     p.add_argument("--do", type=integer(0, 2**63 - 1), required=True, help="data-order seed")
     p.add_argument("--out", help="run folder (default: runs/<config name>)")
+    p.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                   help="change one setting of the config, as in its TOML file (repeatable; "
+                        "e.g. --set train.learning_rate=3e-5 --set model.name=roberta-large): "
+                        "validated as the file is, and frozen with the run")
 
 
 def _submit_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", help="a preset name or a TOML file (a new run)")
     p.add_argument("--resume", metavar="RUN", help="submit the cells of RUN that have no shard")
+    p.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                   help="change one setting of the config, as in its TOML file (repeatable; "
+                        "e.g. --set train.learning_rate=3e-5 --set model.name=roberta-large): "
+                        "validated as the file is, and frozen with the run")
+    p.add_argument("--dry-run", action="store_true",
+                   help="print what would be submitted (cells, task layout, what each task "
+                        "asks of the cluster) and write nothing")
     p.add_argument("--cluster",
                    help="cluster profile: a name (./cluster/NAME.toml, else seedgrid's own) or a TOML "
                         "file (default: $SEEDGRID_CLUSTER, else local)")

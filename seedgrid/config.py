@@ -20,7 +20,9 @@ Presets live in ``seedgrid/presets/<name>.toml``; ``load_config("demo")`` reads 
 from __future__ import annotations
 
 import collections
+import copy
 import dataclasses
+import difflib
 import hashlib
 import math
 import json
@@ -28,13 +30,16 @@ import tomllib
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import tomli_w
 
 from seedgrid.errors import UsageError
 from seedgrid.seeds import DROPOUT_SOURCES
 from seedgrid.tasks import get_task
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
 
 MIXED_PRECISION = ("no", "bf16", "fp16")
 DTYPES = ("float32", "bfloat16")
@@ -210,10 +215,14 @@ def presets_table() -> str:
                                                        for t in TASKS.values())
 
 
-def load_config(spec: str | Path, frozen: bool = False) -> Config:
-    """A Config from a preset name (``demo``) or a TOML file path; ``frozen``: a run folder's
+def load_config(spec: str | Path | Config, frozen: bool = False,
+                overrides: Sequence[str] = ()) -> Config:
+    """A Config from a preset name (``demo``) or a TOML file path, with ``overrides``
+    (``--set section.key=value``, :func:`with_overrides`) applied; ``frozen``: a run folder's
     config.toml, where no ``[train] engine`` means engine 1 (frozen before engines were
-    named)."""
+    named). A Config is returned as it is (a command that already read one)."""
+    if isinstance(spec, Config):
+        return spec
     spec = str(spec)
     path = Path(spec)
     if path.is_file():
@@ -232,7 +241,51 @@ def load_config(spec: str | Path, frozen: bool = False) -> Config:
         raise UsageError(f"config {spec!r} is not valid TOML ({e}): fix the file") from None
     if frozen and isinstance(raw.get("train", {}), dict):
         raw.setdefault("train", {}).setdefault("engine", 1)
-    return config_from_dict(raw, source=spec)
+    return config_from_dict(with_overrides(raw, overrides), source=spec)
+
+
+#: transformers' and peft's names for seedgrid's settings: where their users find each one
+FOREIGN_NAMES = {
+    **dict.fromkeys(("per_device_train_batch_size", "train_batch_size"),
+                    "[train] batch_size, the global batch: all processes and gradient "
+                    "accumulation steps together, not one device's"),
+    "num_train_epochs": "[train] epochs (whole epochs)",
+    "warmup_steps": "[train] warmup_ratio, a fraction of all updates, not a count",
+    "gradient_accumulation_steps": "[runtime] gradient_accumulation (the global batch stays "
+                                   "[train] batch_size)",
+    "per_device_eval_batch_size": "[runtime] eval_batch_size",
+    "max_seq_length": "[model] max_length", "model_name_or_path": "[model] name",
+    **dict.fromkeys(("hidden_dropout_prob", "attention_probs_dropout_prob"),
+                    "[train] dropout, which sets the model's own dropout"),
+    "r": "[lora] rank", "lora_alpha": "[lora] alpha", "lora_dropout": "[lora] dropout",
+    "seed": "[grid] seeds_wi and seeds_do: a cell's seeds are the grid's",
+    "bf16": '[train] mixed_precision = "bf16"', "fp16": '[train] mixed_precision = "fp16"',
+    "lr": "[train] learning_rate",
+}
+
+
+def with_overrides(raw: dict[str, Any], overrides: Sequence[str]) -> dict[str, Any]:
+    """``raw`` (a config read from TOML) with each ``section.key=value`` of ``overrides`` set:
+    the value is read as TOML (``3e-5``, ``true``, ``["q_proj", "v_proj"]``, an inline table),
+    else taken as a string (``roberta-large``). What results is validated as a file is."""
+    raw = copy.deepcopy(raw)
+    for item in overrides:
+        key, equals, text = item.partition("=")
+        section, dot, name = key.strip().partition(".")
+        if not (equals and dot and section and name):
+            known = FOREIGN_NAMES.get(key.strip())
+            raise UsageError(f"--set {item!r}: give section.key=value, e.g. "
+                             "train.learning_rate=3e-5" + (f" (seedgrid's {key.strip()!r} is "
+                                                            f"{known})" if known else ""))
+        try:
+            value = tomllib.loads(f"value = {text}")["value"]
+        except tomllib.TOMLDecodeError:
+            value = text
+        table = raw.setdefault(section, {})
+        if not isinstance(table, dict):
+            raise UsageError(f"--set {item!r}: [{section}] is not a table in the config")
+        table[name] = value
+    return raw
 
 
 def config_from_toml(text: str, frozen: bool = True) -> Config:
@@ -290,8 +343,14 @@ def with_train_size(cfg: Config, train_size: int) -> Config:
 def _check_keys(where: str, raw: dict[str, Any], valid) -> None:
     unknown = sorted(set(raw) - set(valid))
     if unknown:
-        raise UsageError(f"unknown key {unknown[0]!r} in {where}: valid keys are "
-                         f"{', '.join(sorted(valid))}")
+        key = unknown[0]
+        if key in FOREIGN_NAMES:
+            raise UsageError(f"unknown key {key!r} in {where}: seedgrid's is "
+                             f"{FOREIGN_NAMES[key]}")
+        close = difflib.get_close_matches(key, list(valid), n=1)
+        raise UsageError(f"unknown key {key!r} in {where}: "
+                         + (f"did you mean {close[0]!r}? " if close else "")
+                         + f"valid keys are {', '.join(sorted(valid))}")
 
 
 def _section(name: str, cls, raw: dict[str, Any], where: str | None = None):

@@ -18,7 +18,7 @@ from seedgrid import celltask, cluster, config, dispatch, early_stop_run, rundir
 from seedgrid.errors import UsageError
 
 
-def run_one(config_name: str, seed_wi: int, seed_do: int, out: str | None) -> bool:
+def run_one(config_name: str | config.Config, seed_wi: int, seed_do: int, out: str | None) -> bool:
     """Train one cell here (or in each process of torchrun) and write its shard."""
     import numpy as np
 
@@ -80,18 +80,20 @@ def _warn_by_default(cluster_name: str | None, profile) -> None:
         dispatch.warn_if_login_node(profile)
 
 
-def submit_grid(*, config_name: str | None, resume: str | None, cluster_name: str | None,
+def submit_grid(*, config_name: str | config.Config | None, resume: str | None, cluster_name: str | None,
                 array: int | None, parallel: int | None, out: str | None, wait: bool,
                 early_stop: str | None, budget: float | None, from_cube: str | None,
                 train_sizes: list[int] | None = None, train_size: int | None = None,
-                pack: int | None = None, pack_as: str | None = None) -> bool:
+                pack: int | None = None, pack_as: str | None = None,
+                dry_run: bool = False) -> bool:
     """Submit the cells of a grid that still have to train (``--resume``: of a run folder);
-    with ``train_sizes``, the grid once per training-set size, each in its own run folder."""
+    with ``train_sizes``, the grid once per training-set size, each in its own run folder;
+    ``dry_run``: say what would be submitted, and write nothing."""
     if train_sizes:
         return _sweep(train_sizes, config_name=config_name, resume=resume,
                       cluster_name=cluster_name, array=array, parallel=parallel, out=out,
                       wait=wait, early_stop=early_stop, budget=budget, from_cube=from_cube,
-                      pack=pack, pack_as=pack_as)
+                      pack=pack, pack_as=pack_as, dry_run=dry_run)
     cfg, run_dir = _config_and_folder(config_name, resume, out, array, train_size)
     rundir.check_private(run_dir)  # its tasks load pickles from it: nobody else's to write
     if resume and pack is None:  # the cells resume packed as they were submitted
@@ -125,6 +127,9 @@ def submit_grid(*, config_name: str | None, resume: str | None, cluster_name: st
     dispatch.check_pack(cfg, profile)
     n_tasks, parallel = dispatch.task_layout(profile, len(cells), array, parallel)
     new_folder = not os.path.lexists(run_dir)
+    if dry_run:
+        _print_plan(cfg, profile, run_dir, cells, total, n_tasks, parallel, new_folder)
+        return True
     rundir.write_config(run_dir, cfg)  # before the tasks start: they read it
     if plan is not None:
         early_stop_run.start(run_dir, plan, started)
@@ -143,6 +148,27 @@ def submit_grid(*, config_name: str | None, resume: str | None, cluster_name: st
     if plan is not None or (record is not None and record["continued_cells"] is None):
         return _after_phase_one(profile, name, run_dir, submitted, jobs, parallel, wait)
     return not wait or status.wait_and_report(jobs, run_dir, cells, profile)
+
+
+def _print_plan(cfg, profile, run_dir: Path, cells: list, total: int, n_tasks: int,
+                parallel: int, new_folder: bool) -> None:
+    """``submit --dry-run``: the cells, the task layout and what each task asks."""
+    tasks = dispatch.pack(cells, n_tasks)
+    print(f"dry run: would submit {len(cells)} of {total} cells of {run_dir} "
+          f"({'a new run folder' if new_folder else 'an existing run folder'}; config "
+          f"{cfg.hash}) to {profile.name!r} ({profile.executor}): {n_tasks} task(s) of up to "
+          f"{max(len(t) for t in tasks)} cell(s), at most {parallel} at once; nothing written")
+    for i, task in enumerate(tasks[:10]):
+        print(f"  task {i}: " + ", ".join(f"wi={wi} do={do}" for wi, do in task))
+    if len(tasks) > 10:
+        print(f"  ... and {len(tasks) - 10} more task(s)")
+    gpus = max(profile.gpus_per_cell, 1) if profile.gpus_per_cell else 0
+    print(f"  each task asks: {profile.time_min} min, {profile.mem_gb} GB of memory, "
+          f"{profile.cpus_per_task} CPU(s), {gpus} GPU(s)"
+          + (f"; cells packed {profile.cells_per_gpu} a GPU as {profile.pack_as}"
+             if profile.cells_per_gpu > 1 else ""))
+    parameters = profile.submitit_parameters(dispatch.job_name(run_dir), parallel)
+    print("  submitit parameters: " + ", ".join(f"{k}={v!r}" for k, v in parameters.items()))
 
 
 def _live(run_dir: Path, cells: list) -> list:
@@ -168,8 +194,9 @@ def _sweep(sizes: list[int], *, config_name, resume, out, **options) -> bool:
     folders = [base / f"n{n}" for n in sizes]
     ok = [submit_grid(config_name=config_name, resume=None, out=str(folder), train_size=n,
                       **options) for n, folder in zip(sizes, folders)]
-    print(f"training sizes {', '.join(map(str, sizes))}: once they are collected, report them "
-          f"together: {rundir.command('report', *folders)}")
+    if not options.get("dry_run"):
+        print(f"training sizes {', '.join(map(str, sizes))}: once they are collected, report "
+              f"them together: {rundir.command('report', *folders)}")
     return all(ok)
 
 

@@ -216,3 +216,86 @@ def test_quiet_and_verbose_choose_what_reaches_stderr_and_stdout_keeps_the_resul
     assert quiet == ""
     assert " update " in verbose and "[transformers] loading " in verbose  # its INFO
     assert "config " in verbose and " on cpu, mixed precision no" in verbose  # seedgrid's DEBUG
+
+
+def test_set_changes_one_setting_as_the_file_would_and_the_run_freezes_it(tmp_path):
+    from seedgrid.config import config_from_dict, load_config
+    from seedgrid.rundir import load_run_config
+    from seedgrid.store import read_shard
+
+    from conftest import tiny_raw, write_toml
+
+    config = write_toml(tmp_path / "tiny.toml", tiny_raw())
+    sets = ["train.learning_rate=2e-3", "model.name=tiny-random-roberta", "train.epochs=1",
+            'lora.target_modules=["query", "value"]', "runtime.deterministic=false",
+            'task.data_files={}']
+    cfg = load_config(str(config), overrides=sets)
+    # each value typed as TOML reads it, against the same config written out by hand
+    raw = tiny_raw(train={"learning_rate": 2e-3, "epochs": 1},
+                   model={"name": "tiny-random-roberta"}, runtime={"deterministic": False},
+                   lora={"target_modules": ["query", "value"]}, task={"data_files": {}})
+    assert cfg.hash == config_from_dict(raw).hash and cfg.train.learning_rate == 2e-3
+    assert cfg.lora.target_modules == ["query", "value"] and cfg.runtime.deterministic is False
+    out = tmp_path / "one"
+    result = run_cli("run", "--config", str(config), "--wi", "1", "--do", "1", "--out", str(out),
+                     "--set", "train.learning_rate=2e-3", "--set", "train.epochs=1")
+    assert result.returncode == 0, result.stderr
+    frozen = load_run_config(out)
+    assert frozen.train.learning_rate == 2e-3 and frozen.train.epochs == 1
+    assert read_shard(out / "shards/wi1_do1.nc").attrs["config_hash"] == frozen.hash
+    assert frozen.hash == load_config(str(config), overrides=["train.learning_rate=2e-3",
+                                                                "train.epochs=1"]).hash
+
+
+def test_set_refuses_in_one_line_and_points_to_seedgrids_names(tmp_path):
+    from conftest import tiny_raw, write_toml
+
+    config = str(write_toml(tmp_path / "tiny.toml", tiny_raw()))
+    cases = {
+        "train.learnin_rate=1": "unknown key 'learnin_rate' in [train]: did you mean "
+                                "'learning_rate'?",
+        "trian.epochs=1": "unknown key 'trian' in config: did you mean 'train'?",
+        "train.per_device_train_batch_size=8": "seedgrid's is [train] batch_size, the global "
+                                               "batch",
+        "lora.lora_alpha=16": "seedgrid's is [lora] alpha",
+        "r=8": "--set 'r=8': give section.key=value, e.g. train.learning_rate=3e-5 (seedgrid's "
+               "'r' is [lora] rank)",
+        "train.epochs": "give section.key=value",
+        "train.epochs=two": "[train] epochs = 'two' should be a int",
+        "train.learning_rate=inf": "is not a finite number",
+    }
+    for item, message in cases.items():
+        result = run_cli("run", "--config", config, "--wi", "1", "--do", "1", "--out",
+                         str(tmp_path / "never"), "--set", item)
+        assert result.returncode == 2 and message in result.stderr, (item, result.stderr)
+        assert len(result.stderr.strip().splitlines()) == 1
+    resumed = run_cli("submit", "--resume", str(tmp_path / "never"), "--set", "train.epochs=2")
+    assert resumed.returncode == 2 and "give --config too" in resumed.stderr
+    assert not (tmp_path / "never").exists()
+
+
+def test_submit_dry_run_says_cells_layout_and_asks_and_writes_nothing(tmp_path):
+    from conftest import tiny_raw, write_toml
+
+    config = write_toml(tmp_path / "tiny.toml", tiny_raw(grid={"n_wi": 3, "n_do": 4}))
+    profile = write_toml(tmp_path / "site.toml", {
+        "executor": "slurm", "partition": "gpu", "time_min": 90, "mem_gb": 12,
+        "cpus_per_task": 6, "gpus_per_cell": 1, "account": "ml", "qos": "low"})
+    out = tmp_path / "run"
+    result = run_cli("submit", "--config", str(config), "--cluster", str(profile), "--out",
+                     str(out), "--array", "5", "--dry-run", "--set", "train.epochs=1")
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[0].startswith(f"dry run: would submit 12 of 12 cells of {out} (a new run "
+                               "folder; config ")
+    assert "5 task(s) of up to 3 cell(s)" in lines[0] and lines[0].endswith("nothing written")
+    tasks = [line for line in lines if line.startswith("  task ")]
+    cells = [c for line in tasks for c in line.split(": ", 1)[1].split(", ")]
+    assert len(tasks) == 5 and sorted(cells) == sorted(f"wi={w} do={d}" for w in (1, 2, 3)
+                                                       for d in (1, 2, 3, 4))
+    assert "  each task asks: 90 min, 12.0 GB of memory, 6 CPU(s), 1 GPU(s)" in lines
+    (params,) = [line for line in lines if line.startswith("  submitit parameters: ")]
+    for shown in ("timeout_min=90", "slurm_partition='gpu'", "gpus_per_node=1",
+                  "slurm_additional_parameters={'account': 'ml', 'qos': 'low'}"):
+        assert shown in params
+    assert not out.exists()

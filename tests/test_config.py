@@ -55,7 +55,7 @@ def test_frozen_toml_round_trips(tmp_path):
 
 
 @pytest.mark.parametrize("sections, message", [
-    ({"train": {"learnign_rate": 1.0}}, "unknown key 'learnign_rate' in [train]: valid keys are"),
+    ({"train": {"learnign_rate": 1.0}}, "unknown key 'learnign_rate' in [train]: did you mean 'learning_rate'? valid keys are"),
     ({"train": {"epochs": "3"}}, "[train] epochs = '3' should be a int"),
     ({"train": {"epochs": 0}}, "[train] epochs = 0 must be from 1 to 1000"),
     ({"train": {"dropout_seed": "seed_xx"}}, "dropout_seed = 'seed_xx' must be one of"),
