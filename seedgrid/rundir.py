@@ -233,13 +233,6 @@ def check_output(path: str | Path, option: str, folder: bool = False) -> None:
     (whose exit status 1 would read as a verdict). Writes nothing but a probe it removes."""
     path = Path(path)
     what = "folder" if folder else "file"
-    try:
-        os.stat(path)
-    except (FileNotFoundError, NotADirectoryError):
-        pass
-    except OSError as e:  # a loop of symbolic links, a folder it may not read
-        raise UsageError(f"{option} {str(path)!r} cannot be used ({e.strerror}): choose another "
-                         f"{option}") from None
     bad = next((c for c in str(path) if ord(c) < 32 or ord(c) == 127), None)
     if bad is not None:
         raise UsageError(f"{option} {str(path)!r} has a control character ({bad!r}) in its name: "
@@ -248,6 +241,13 @@ def check_output(path: str | Path, option: str, folder: bool = False) -> None:
     if too_long is not None:
         raise UsageError(f"{option}: the name {too_long[:40]!r}... is {len(too_long.encode())} "
                          "bytes, more than the 255 a file system allows: choose a shorter one")
+    try:
+        os.stat(path)
+    except (FileNotFoundError, NotADirectoryError):
+        pass
+    except OSError as e:  # a loop of symbolic links, a folder it may not read
+        raise UsageError(f"{option} {str(path)!r} cannot be used ({e.strerror}): choose another "
+                         f"{option}") from None
     if not folder:
         try:
             write_target(path, through_link=True)  # a FIFO, device or folder is refused
