@@ -6,6 +6,7 @@ Bad input (a UsageError) prints one line, ``seedgrid: error: ...``, and exits wi
 from __future__ import annotations
 
 import argparse
+import errno
 import os
 import re
 import sys
@@ -15,6 +16,7 @@ from pathlib import Path
 
 from seedgrid.argtypes import integer, number, sizes
 from seedgrid.errors import Interrupted, UsageError
+from seedgrid.log import logger
 
 
 METRIC_HELP = ("a metric other than the task's: accuracy, f1, mcc, acc_f1, macro_f1 "
@@ -71,6 +73,11 @@ def _continue(args: argparse.Namespace) -> None:
 def _status(args: argparse.Namespace) -> None:
     from seedgrid.status import format_status, status_json
 
+    if args.run is None:  # `status --json RUN`: the folder was read as --json's file
+        if args.json not in (None, "-") and Path(args.json).is_dir():
+            args.run, args.json = args.json, "-"
+        else:
+            raise UsageError("status needs the run folder: status RUN [--json [FILE]]")
     if args.json:
         if args.json != "-":
             from seedgrid.rundir import check_output
@@ -91,7 +98,7 @@ def _json_out(where: str, result: dict) -> None:
         print(json.dumps(json_ready(result), indent=1, allow_nan=False))
     else:
         write_json_atomic(where, result, through_link=True)  # (a link stays a link)
-        print(f"wrote {where}")
+        logger.info(f"wrote {where}")
 
 
 def _collect(args: argparse.Namespace) -> None:
@@ -108,11 +115,16 @@ def _export(args: argparse.Namespace) -> None:
 
     out = Path(args.to)
     writers = {".csv": "to_csv", ".parquet": "to_parquet"}
-    if out.suffix not in writers:
-        raise UsageError(f"--to {args.to!r}: give a .csv or .parquet file name")
-    check_output(out, "--to")
+    if args.to != "-" and out.suffix not in writers:
+        raise UsageError(f"--to {args.to!r}: give a .csv or .parquet file name, or - (CSV on "
+                         "stdout)")
+    if args.to != "-":
+        check_output(out, "--to")
     with seedgrid.open_cube(args.cube) as ds:
         table = ds.seedgrid.table(args.metric)
+    if args.to == "-":  # for a pipe: the CSV alone on stdout
+        table.to_csv(sys.stdout, index=False)
+        return
     with atomic_path(out, through_link=True) as tmp:
         getattr(table, writers[out.suffix])(tmp, index=False)
     print(f"wrote {out}: {len(table)} rows (seed_wi, seed_do, update) x {list(table.columns[3:])}")
@@ -140,6 +152,8 @@ def _compare(args: argparse.Namespace) -> None:
                      min_effect=args.min_effect, n_boot=args.boot, test=args.test)
     if args.json != "-":  # with '-' (for scripts) the JSON alone is on stdout
         print(format_result(result))
+    for warning in result["warnings"]:  # (also in the JSON)
+        logger.warning(warning)
     if args.json:
         _json_out(args.json, result)
     sys.exit(1 if result["significant"] else 0)
@@ -227,7 +241,8 @@ def _collect_args(p: argparse.ArgumentParser) -> None:
 def _export_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("cube", help="a cube file or a run folder")
     p.add_argument("--to", "--out", dest="to", required=True,
-                   help="output file: .csv or .parquet (--out, as the other commands)")
+                   help="output file: .csv or .parquet (--out, as the other commands); - for CSV "
+                        "on stdout")
     p.add_argument("--metric", help=METRIC_HELP)
 
 
@@ -281,7 +296,7 @@ def _regress_args(p: argparse.ArgumentParser) -> None:
 
 
 def _status_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("run", help="the run folder")
+    p.add_argument("run", nargs="?", help="the run folder")
     p.add_argument("--cluster", help="profile to name in the resubmit command (default: the "
                    "one the cells were submitted to)")
     p.add_argument("--json", nargs="?", const="-", metavar="FILE",
@@ -390,8 +405,10 @@ COMMANDS = {
 
 
 def _program() -> str:
-    """The program as it was invoked: ``seedgrid`` (the script) or ``python -m seedgrid``."""
-    return "seedgrid" if Path(sys.argv[0]).name == "seedgrid" else "python -m seedgrid"
+    """The program as it was invoked (:func:`seedgrid.rundir.program`)."""
+    from seedgrid.rundir import program
+
+    return program()
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -452,6 +469,10 @@ def main(argv: list[str] | None = None) -> None:
     except Exception as e:
         from seedgrid.store import DiskFullError
 
+        if isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT):
+            e = DiskFullError(e.errno, f"no space left on the device ({e.strerror}"
+                              + (f": {e.filename}" if e.filename else "") + "): free space (or "
+                              "raise the quota) and run again; nothing finished was lost")
         if not isinstance(e, DiskFullError):
             traceback.print_exc()
         print(f"seedgrid: error: {e}" if isinstance(e, DiskFullError) else

@@ -322,6 +322,7 @@ def compare(path_a, path_b, metric: str | None = None, step: str = "end", alpha:
     boot = bootstrap(runs_a.astype(kind), runs_b.astype(kind), ds_a.label.values, name,
                      paired, n_boot=n_boot, alpha=alpha, seed=seed)
     result = {
+        "seedgrid_compare": 1,
         "a": str(path_a), "b": str(path_b), "task": ds_a.attrs["task"], "metric": name,
         "step": step, "pairing": "paired" if paired else "unpaired",
         "paired_cells": len(cells) if paired else 0, **tests, "bootstrap": boot,
@@ -396,8 +397,7 @@ def format_result(r: dict) -> str:
         _churn_line(r["churn"]),
         _verdict_line(r),
     ]
-    lines += [f"warning: {w}" for w in r["warnings"]]
-    return "\n".join(lines)
+    return "\n".join(lines)  # (its warnings are the caller's to log, on stderr)
 
 
 def _churn_line(c: dict | None) -> str:

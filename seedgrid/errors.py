@@ -6,8 +6,9 @@ before anything is written.
 """
 
 
-class UsageError(Exception):
-    """Bad input: one line naming the value and the fix. The CLI exits with status 2."""
+class UsageError(ValueError):
+    """Bad input: one line naming the value and the fix. The CLI exits with status 2. A
+    ValueError, so library users catch it as they catch any bad argument."""
 
 
 class Interrupted(Exception):

@@ -6,6 +6,7 @@ On a terminal a line is rewritten in place; in a log file a line comes at most e
 from __future__ import annotations
 
 import logging
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -42,8 +43,10 @@ class Progress:
         changed = (done, diverged, ended) != self.counts
         self.counts = (done, diverged, ended)
         line = self.line(done, diverged, ended, now - self.started)
-        if self.live:
-            self.stream.write("\r\033[K" + line + ("\n" if final else ""))
+        if self.live:  # cut to the terminal's width: a wrapped line is not rewritten in place
+            width = shutil.get_terminal_size().columns - 1
+            shown = line if len(line) <= width or final else line[:max(width - 1, 0)] + "…"
+            self.stream.write("\r\033[K" + shown + ("\n" if final else ""))
             self.stream.flush()
         elif final or (changed and now - self.last_time >= self.every_s):
             logger.info(line)

@@ -51,6 +51,7 @@ def regress(baseline, candidate, max_drop: float = 0.005, alpha: float = 0.05,
     con_a, con_b, less = _consistency_test(runs_a, runs_b, max_con_drop,
                                            ds_a.seedgrid.regression)
     result = {
+        "seedgrid_regress": 1,
         "baseline": str(baseline), "candidate": str(candidate), "task": ds_a.attrs["task"],
         "metric": score_a.name, "pairing": "paired" if paired else "unpaired",
         "runs": [len(a), len(b)], "mean_baseline": float(np.mean(a)),

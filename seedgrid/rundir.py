@@ -190,7 +190,13 @@ def recorded_pack(jobs: dict, pack_as: str | None) -> tuple[int | None, str | No
 def command(*args: str | Path) -> str:
     """A seedgrid command line as a hint prints it, each argument shell-quoted: pasted, a run
     folder named ``a b;rm x`` stays one argument."""
-    return "python -m seedgrid " + shlex.join(str(a) for a in args)
+    return f"{program()} " + shlex.join(str(a) for a in args)
+
+
+def program() -> str:
+    """How the user ran seedgrid: ``seedgrid`` (the console script) or ``python -m seedgrid``;
+    usage lines and hints say the same."""
+    return "seedgrid" if Path(sys.argv[0]).name == "seedgrid" else "python -m seedgrid"
 
 
 def resubmit_command(run_dir: str | Path, cluster: str = "") -> str:

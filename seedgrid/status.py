@@ -144,7 +144,8 @@ def status_json(run_dir: Path) -> dict:
 
     cfg, cells, note = run_status(run_dir)
     jobs = read_jobs(run_dir)
-    return {"run": str(run_dir), "config_hash": cfg.hash, "counts": counts(cells),
+    return {"seedgrid_status": 1, "run": str(run_dir), "config_hash": cfg.hash,
+            "counts": counts(cells),
             "cells": [{"seed_wi": wi, "seed_do": do, "state": c.state, "task": c.task,
                        "reason": c.reason} for (wi, do), c in cells.items()],
             "arrays": sorted({a["job_id"] for s in jobs["submissions"] for a in s["arrays"]}),

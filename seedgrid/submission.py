@@ -16,6 +16,7 @@ from pathlib import Path
 
 from seedgrid import celltask, cluster, config, dispatch, early_stop_run, rundir, status
 from seedgrid.errors import UsageError
+from seedgrid.log import logger
 
 
 def run_one(config_name: str | config.Config, seed_wi: int, seed_do: int, out: str | None) -> bool:
@@ -130,21 +131,21 @@ def submit_grid(*, config_name: str | config.Config | None, resume: str | None, 
     if dry_run:
         _print_plan(cfg, profile, run_dir, cells, total, n_tasks, parallel, new_folder)
         return True
-    rundir.write_config(run_dir, cfg)  # before the tasks start: they read it
-    if plan is not None:
-        early_stop_run.start(run_dir, plan, started)
-    _warn_by_default(cluster_name, profile)
     try:
+        rundir.write_config(run_dir, cfg)  # before the tasks start: they read it
+        if plan is not None:
+            early_stop_run.start(run_dir, plan, started)
+        _warn_by_default(cluster_name, profile)
         submitted, jobs = dispatch.submit(cfg, profile, run_dir, cells, n_tasks, parallel)
-    except UsageError:
+    except (UsageError, OSError):  # refused, or a full disk
         if new_folder and not (run_dir / rundir.JOBS).exists():
-            shutil.rmtree(run_dir)  # nothing was submitted: leave nothing behind
+            shutil.rmtree(run_dir, ignore_errors=True)  # nothing submitted: nothing left
         raise
     ids = ", ".join(a["job_id"] for a in submitted["submissions"][-1]["arrays"])
     print(f"submitted {len(cells)} of {total} cells of {run_dir} (config {cfg.hash}) to "
           f"{profile.name!r} ({profile.executor}): job {ids}, {n_tasks} task(s) of up to "
           f"{-(-len(cells) // n_tasks)} cell(s), at most {parallel} at once")
-    print(f"watch it: {rundir.command('status', run_dir, '--cluster', profile.name)}")
+    logger.info(f"watch it: {rundir.command('status', run_dir, '--cluster', profile.name)}")
     if plan is not None or (record is not None and record["continued_cells"] is None):
         return _after_phase_one(profile, name, run_dir, submitted, jobs, parallel, wait)
     return not wait or status.wait_and_report(jobs, run_dir, cells, profile)

@@ -26,7 +26,8 @@ def test_status_json_counts_every_cell(tmp_path):
     assert states[2, 3] == "diverged" and states[3, 3] == "missing"
     # --json FILE, as compare's: the same JSON, written atomically
     to_file = run_cli("status", str(run), "--json", str(tmp_path / "status.json"))
-    assert to_file.returncode == 0 and to_file.stdout.strip() == f"wrote {tmp_path}/status.json"
+    assert to_file.returncode == 0 and to_file.stdout == ""  # a note, on stderr
+    assert to_file.stderr.strip() == f"wrote {tmp_path}/status.json"
     assert json.loads((tmp_path / "status.json").read_text()) == got
 
 
@@ -59,6 +60,26 @@ def test_the_usage_line_names_the_program_as_invoked(tmp_path):
     assert bad.returncode == 2 and "(see: seedgrid compare --help)" in bad.stderr
     as_module = run_cli("compare", "--help")
     assert as_module.stdout.startswith("usage: python -m seedgrid compare")
+    # and so do the hints: the resubmit command of a run with missing cells
+    run, _ = _run(tmp_path, [(1, 1)], n=2)
+    hinted = subprocess.run([str(script), "status", str(run)], capture_output=True, text=True)
+    assert f"seedgrid submit --resume {run}" in hinted.stdout, hinted.stdout
+    assert "python -m seedgrid" not in hinted.stdout + hinted.stderr
+    assert f"python -m seedgrid submit --resume {run}" in run_cli("status", str(run)).stdout
+    nightly = subprocess.run([str(script.with_name("seedgrid-nightly")), "--help"],
+                             capture_output=True, text=True)
+    assert nightly.returncode == 0 and "seedgrid-nightly --config" in nightly.stdout
+
+
+def test_bad_input_is_a_value_error_to_library_users():
+    import pytest
+
+    from seedgrid.config import load_config
+    from seedgrid.errors import UsageError
+
+    assert issubclass(UsageError, ValueError)
+    with pytest.raises(ValueError, match="unknown preset 'nope'"):
+        load_config("nope")
 
 
 def test_seedgrid_cluster_sets_the_default_profile(tmp_path, monkeypatch):
@@ -299,3 +320,52 @@ def test_submit_dry_run_says_cells_layout_and_asks_and_writes_nothing(tmp_path):
                   "slurm_additional_parameters={'account': 'ml', 'qos': 'low'}"):
         assert shown in params
     assert not out.exists()
+
+
+def test_the_live_progress_line_fits_the_terminal(tmp_path, monkeypatch):
+    import io
+
+    from seedgrid import log
+    from seedgrid.progress import Progress
+
+    class Terminal(io.StringIO):
+        def isatty(self):
+            return True
+
+    log.configure(0)
+    for columns in (40, 200):
+        monkeypatch.setenv("COLUMNS", str(columns))
+        term = Terminal()
+        live = Progress(625, 40, tmp_path / ("x" * 60), stream=term)
+        live.show(25, 1, 2)
+        shown = term.getvalue().removeprefix("\r\033[K")
+        full = live.line(25, 1, 2, 0.0)
+        assert len(shown) <= columns - 1
+        assert shown == full if len(full) < columns else shown.endswith("…")
+        live.show(625, 1, 40, final=True)  # the last line stays whole: it is kept
+        assert term.getvalue().endswith(live.line(625, 1, 40, 0.0)[10:] + "\n")
+
+
+def test_streams_results_on_stdout_notes_and_warnings_on_stderr(tmp_path):
+    from test_compare import _cube
+
+    _cube(tmp_path / "a", 0.7, seed=0, n=2)
+    _cube(tmp_path / "b", 0.7, seed=1, n=2)
+    compared = run_cli("compare", str(tmp_path / "a"), str(tmp_path / "b"), "--json",
+                       str(tmp_path / "c.json"))
+    assert "warning" not in compared.stdout and "wrote" not in compared.stdout
+    assert f"wrote {tmp_path / 'c.json'}" in compared.stderr
+    result = json.loads((tmp_path / "c.json").read_text())
+    assert result["seedgrid_compare"] == 1 and result["warnings"]  # (4 runs a side: some)
+    for warning in result["warnings"]:
+        assert f"seedgrid: warning: {warning}" in compared.stderr
+    silent = run_cli("-qq", "compare", str(tmp_path / "a"), str(tmp_path / "b"), "--json",
+                     str(tmp_path / "c.json"))
+    assert silent.stderr == "" and silent.stdout == compared.stdout
+    exported = run_cli("export", str(tmp_path / "a"), "--to", "-")
+    assert exported.returncode == 0 and exported.stderr == ""
+    rows = exported.stdout.splitlines()
+    assert rows[0].startswith("seed_wi,seed_do,") and len(rows) > 1
+    status = run_cli("status", "--json", str(tmp_path / "a"))  # the folder, not a file name
+    assert status.returncode == 0, status.stderr
+    assert json.loads(status.stdout)["seedgrid_status"] == 1

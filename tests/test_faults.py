@@ -273,17 +273,30 @@ def _fill(mount):
 
 
 def test_a_full_disk_is_named_and_leaves_no_partial_file(full_disk, tmp_path, capsys):
-    run, cfg = _run(tmp_path, [(1, 1)], n=1)
+    run, cfg = _run(tmp_path, [(1, 1), (1, 2), (2, 1), (2, 2)], n=2)
     big = _shard(cfg, 1, 1, np.random.default_rng(0)).pad(example=(0, 200_000), mode="edge")
     with pytest.raises(DiskFullError, match="no space left on the device of"):
         write_atomic(big, full_disk / "shards" / "wi1_do1.nc")
     assert not list((full_disk / "shards").iterdir())
     collect(run)
+    config = tmp_path / "tiny.toml"
+    config.write_text(cfg.to_toml())
     _fill(full_disk)
     with pytest.raises(SystemExit) as exit_:
         main(["export", str(run), "--to", str(full_disk / "table.csv")])
     assert exit_.value.code == 3
     assert "no space left on the device" in capsys.readouterr().err
+    for argv in (["status", str(run), "--json", str(full_disk / "status.json")],
+                 ["report", str(run), "--out", str(full_disk / "report"), "--samples", "10"],
+                 ["submit", "--config", str(config), "--cluster", "local", "--out",
+                  str(full_disk / "run")],
+                 ["regress", "--baseline", str(run), "--candidate", str(run), "--history",
+                  str(full_disk / "h.jsonl")]):
+        with pytest.raises(SystemExit) as exit_:  # every write the disk refuses: said so
+            main(argv)
+        err = capsys.readouterr().err
+        assert exit_.value.code == 3 and "no space left on the device" in err, err
+        assert "please report" not in err and "Traceback" not in err
     assert [p.name for p in full_disk.iterdir()] == ["filler", "shards"]
 
 

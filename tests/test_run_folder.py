@@ -559,7 +559,7 @@ def test_hints_are_shell_quoted_so_a_pasted_one_runs_one_command(tmp_path, tiny_
     result = run_cli("submit", "--config", str(tiny_toml(grid={"n_wi": 1, "n_do": 1})),
                      "--out", str(out), "--wait")
     assert result.returncode == 0, result.stdout + result.stderr
-    (hint,) = [ln for ln in result.stdout.splitlines() if ln.startswith("watch it: ")]
+    (hint,) = [ln for ln in result.stderr.splitlines() if ln.startswith("watch it: ")]
     assert shlex.split(hint.removeprefix("watch it: ")) == [
         "python", "-m", "seedgrid", "status", str(out), "--cluster", "local"]
 

@@ -22,6 +22,8 @@
 set -euo pipefail
 
 usage() { echo "usage: seedgrid-nightly --config C --cluster P --array N --baseline RUN [options] [-- regress options]" >&2; exit 2; }
+# --help: this file's header, the comment lines between the shebang and `set`
+help() { sed -n '2,/^set /p' "$0" | sed -e '/^set /d' -e 's/^# \{0,1\}//'; exit 0; }
 
 CONFIG= CLUSTER= ARRAY= BASELINE= PARALLEL= OUT_ROOT=runs/nightly NAME=nightly-$(date +%F)
 HISTORY=regress/history.jsonl GATE_SBATCH=
@@ -36,6 +38,7 @@ while [ $# -gt 0 ]; do
         --name) NAME=$2; shift 2 ;;
         --history) HISTORY=$2; shift 2 ;;
         --gate-sbatch) GATE_SBATCH=$2; shift 2 ;;
+        -h|--help) help ;;
         --) shift; break ;;
         *) echo "seedgrid-nightly: unknown option $1" >&2; usage ;;
     esac
