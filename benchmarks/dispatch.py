@@ -65,7 +65,7 @@ def main() -> None:
                            "-o", "/dev/null", "--hold"])
         subprocess.run(["scancel", out.strip()])
         ours, out = timed([sys.executable, "-m", "seedgrid", "submit", "--config", str(config),
-                           "--cluster", "dev", "--array", "625", "--parallel", "1",
+                           "--cluster", str(REPO / "slurm/dev.toml"), "--array", "625", "--parallel", "1",
                            "--out", str(run_dir)])
         jobs = json.loads((run_dir / "jobs.json").read_text())
         ids = [a["job_id"] for a in jobs["submissions"][0]["arrays"]]

@@ -168,6 +168,17 @@ def _regress(args: argparse.Namespace) -> None:
     sys.exit(1 if regression else 0)
 
 
+def _profiles(args: argparse.Namespace) -> None:
+    from seedgrid.cluster import load_profile, profiles
+
+    for name, path, what in profiles():
+        try:
+            executor = load_profile(str(path)).executor if path else "local"
+        except UsageError as e:  # listed all the same, with what is wrong with it
+            executor, what = "?", f"{what}; cannot be used: {e}"
+        print(f"{name:<16} {executor:<6} {str(path) if path else '-'}  ({what})")
+
+
 def _presets(args: argparse.Namespace) -> None:
     from seedgrid.config import presets_table
 
@@ -396,6 +407,14 @@ COMMANDS = {
 
         example:
           python -m seedgrid regress --baseline runs/baseline --candidate runs/nightly-2026-11-23
+        """),
+    "profiles": (_profiles, lambda p: None, "list the cluster profiles --cluster finds", """
+        Every profile --cluster NAME finds, in the order it looks (./cluster/NAME.toml, your
+        site's, before those installed with seedgrid), with its executor and file; one that
+        cannot be read is an error naming it.
+
+        example:
+          python -m seedgrid profiles
         """),
     "presets": (_presets, lambda p: None, "list the packaged configs and tasks", """
         example:

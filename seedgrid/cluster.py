@@ -2,8 +2,8 @@
 
 A profile is a TOML file of :class:`Profile` fields. ``--cluster NAME`` reads ``NAME`` as a
 file path, else ``cluster/NAME.toml`` in the current folder (a site's own profiles), else
-the profiles installed with seedgrid (``seedgrid/profiles/``: ``local``, ``dev``, and the
-template ``example-gpu``); ``local`` needs no file.
+the profiles installed with seedgrid (``seedgrid/profiles/``: ``local`` and the template
+``example-gpu``; the tests' own, for the SLURM that ``slurm/`` starts, is ``slurm/dev.toml``); ``local`` needs no file.
 
 ``executor = "local"`` runs array tasks as subprocesses of this machine (submitit's local
 executor: no queue, no throttle, so cells are packed into ``--parallel`` tasks);
@@ -27,6 +27,15 @@ from seedgrid.errors import UsageError
 EXECUTORS = ("local", "slurm")
 #: how a pack of cells trains (Profile.pack_as)
 PACK_AS = ("stacked", "processes")
+#: profile fields passed to sbatch as they are (as --account=..., --qos=...)
+SBATCH_FIELDS = ("account", "qos", "constraint", "reservation", "exclude")
+#: sbatch options seedgrid sets from the profile's fields (or itself): not in ``sbatch``
+SBATCH_OWN = {"time": "time_min", "mem": "mem_gb", "cpus_per_task": "cpus_per_task",
+              "partition": "partition", "gpus_per_node": "gpus_per_cell",
+              "ntasks_per_node": "processes_per_cell", "job_name": "(the run folder's name)",
+              "array": "(--array, --parallel)", "output": "(the run folder's logs/)",
+              "error": "(the run folder's logs/)", "signal": "(seedgrid's preemption signal)",
+              **{k: k for k in SBATCH_FIELDS}}
 #: the profiles installed with the package (in the wheel too)
 PACKAGED = Path(__file__).resolve().parent / "profiles"
 
@@ -39,6 +48,12 @@ class Profile:
     account: str = ""
     qos: str = ""
     constraint: str = ""
+    reservation: str = ""
+    #: nodes the tasks must not run on (sbatch --exclude)
+    exclude: str = ""
+    #: any other sbatch option, by its long name (``gres = "gpu:a100:1"``, ``mail_type =
+    #: "FAIL"``); ``slurm_additional_parameters``, submitit's name, is read as this
+    sbatch: dict[str, str] = dataclasses.field(default_factory=dict)
     #: GPUs for each array task (one cell trains on all of them with DDP)
     gpus_per_cell: int = 0
     #: processes for each cell (0: one per GPU, at least 1); on CPU, >1 trains with gloo
@@ -73,7 +88,8 @@ class Profile:
         if self.executor == "local":  # (the profile's setup lines are for SLURM's nodes)
             params["local_setup"] = [first] * bool(first)
         if self.executor == "slurm":
-            extra = {k: getattr(self, k) for k in ("account", "qos", "constraint") if getattr(self, k)}
+            extra = {k: getattr(self, k) for k in SBATCH_FIELDS if getattr(self, k)}
+            extra.update(self.sbatch)
             params.update(slurm_array_parallelism=parallel, slurm_setup=setup,
                           slurm_additional_parameters=extra)
             if self.partition:
@@ -105,6 +121,15 @@ def load_profile(spec: str) -> Profile:
     where = f"cluster profile {str(path)!r}:"
     if "name" in raw:
         raise UsageError(f"{where} unknown key 'name' (the profile is named after its file)")
+    if "slurm_additional_parameters" in raw:  # submitit's name for the same table
+        if "sbatch" in raw:
+            raise UsageError(f"{where} give sbatch or slurm_additional_parameters, not both")
+        raw["sbatch"] = raw.pop("slurm_additional_parameters")
+    own = next((k for k in raw.get("sbatch", {}) if isinstance(raw["sbatch"], dict)
+                and k.replace("-", "_") in SBATCH_OWN), None)
+    if own is not None:
+        raise UsageError(f"{where} sbatch option {own!r} is seedgrid's to set: use the "
+                         f"profile's {SBATCH_OWN[own.replace('-', '_')]} instead")
     profile = table(Profile, {**raw, "name": path.stem}, where)
     checks = [
         (profile.executor in EXECUTORS, f"executor = {profile.executor!r} must be one of "
@@ -170,3 +195,19 @@ def local_threads(profile: Profile, tasks_at_once: int) -> int:
     """CPUs for each local task: the profile's cpus_per_task, at most this machine's cores
     shared among the tasks that run at once."""
     return max(1, min(profile.cpus_per_task, (os.cpu_count() or 1) // max(tasks_at_once, 1)))
+
+
+def profiles() -> list[tuple[str, Path | None, str]]:
+    """Every profile ``--cluster NAME`` finds, in the order it looks: (name, file, what), the
+    file None for the built-in ``local``; a name found twice is the first's (the second is
+    listed as hidden)."""
+    found: list[tuple[str, Path | None, str]] = []
+    seen: set[str] = set()
+    for folder in search_path():
+        for path in sorted(folder.glob("*.toml")) if folder.is_dir() else []:
+            found.append((path.stem, path, "hidden by the one above" if path.stem in seen
+                          else "yours" if folder != PACKAGED else "installed with seedgrid"))
+            seen.add(path.stem)
+    if "local" not in seen:
+        found.append(("local", None, "built in: this machine, no SLURM"))
+    return found

@@ -369,3 +369,38 @@ def test_streams_results_on_stdout_notes_and_warnings_on_stderr(tmp_path):
     status = run_cli("status", "--json", str(tmp_path / "a"))  # the folder, not a file name
     assert status.returncode == 0, status.stderr
     assert json.loads(status.stdout)["seedgrid_status"] == 1
+
+
+def test_profiles_lists_what_cluster_finds_and_sites_pass_any_sbatch_option(tmp_path):
+    from seedgrid.cluster import PACKAGED, load_profile
+
+    from conftest import tiny_raw, write_toml
+
+    (tmp_path / "cluster").mkdir()
+    (tmp_path / "cluster" / "site.toml").write_text(
+        'executor = "slurm"\nreservation = "ml-week"\nexclude = "gpu[07-08]"\n'
+        'sbatch = {gres = "gpu:a100:1", mail_type = "FAIL"}\n')
+    (tmp_path / "cluster" / "example-gpu.toml").write_text('executor = "local"\n')
+    (tmp_path / "cluster" / "clash.toml").write_text(
+        'executor = "slurm"\nslurm_additional_parameters = {cpus-per-task = "4"}\n')
+    listed = run_cli("profiles", cwd=tmp_path)
+    assert listed.returncode == 0, listed.stderr
+    rows = [line.split()[:3] for line in listed.stdout.splitlines()]
+    assert rows == [
+        ["clash", "?", str(tmp_path / "cluster/clash.toml")],
+        ["example-gpu", "local", str(tmp_path / "cluster/example-gpu.toml")],
+        ["site", "slurm", str(tmp_path / "cluster/site.toml")],
+        ["example-gpu", "slurm", str(PACKAGED / "example-gpu.toml")],
+        ["local", "local", str(PACKAGED / "local.toml")]]
+    assert "(hidden by the one above)" in listed.stdout.splitlines()[3]
+    assert "dev" not in listed.stdout  # the tests' profile is not the users'
+    assert "sbatch option 'cpus-per-task' is seedgrid's to set: use the profile's " \
+           "cpus_per_task instead" in listed.stdout
+    site = load_profile(str(tmp_path / "cluster/site.toml"))
+    assert site.submitit_parameters("j", 4)["slurm_additional_parameters"] == {
+        "reservation": "ml-week", "exclude": "gpu[07-08]", "gres": "gpu:a100:1",
+        "mail_type": "FAIL"}
+    config = write_toml(tmp_path / "tiny.toml", tiny_raw())
+    clash = run_cli("submit", "--config", str(config), "--cluster", "clash", "--dry-run",
+                    cwd=tmp_path)
+    assert clash.returncode == 2 and "is seedgrid's to set" in clash.stderr

@@ -19,7 +19,7 @@ from seedgrid.store import read_shard
 from conftest import REPO, run_cli, wait_until
 from test_cube import _run
 
-DEV = str(REPO / "seedgrid/profiles/dev.toml")
+DEV = str(REPO / "slurm/dev.toml")
 
 
 @pytest.mark.parametrize("spec, words", [

@@ -9,7 +9,7 @@ from datetime import datetime
 
 from conftest import REPO, run_cli, wait_until
 
-DEV = str(REPO / "seedgrid/profiles/dev.toml")
+DEV = str(REPO / "slurm/dev.toml")
 NIGHTLY = [sys.executable, "-m", "seedgrid.nightly"]  # what the installed seedgrid-nightly runs
 # a baseline folder whose name a shell would misread, and would run a command from
 BASE = "bob's base $(touch PWNED) `touch PWNED2`"

@@ -12,7 +12,7 @@ from seedgrid.store import read_shard
 
 from conftest import REPO, run_cli, sacct_states, wait_until
 
-DEV = str(REPO / "seedgrid/profiles/dev.toml")
+DEV = str(REPO / "slurm/dev.toml")
 # 1,000 updates (~35 s): longer than SLURM takes to kill a requeued job (KillWait 5 s + srun's
 # 7 s; submitit ignores the SIGTERM), so the old process cannot finish the cell first.
 LONGER = {"task": {"train_size": 800},

@@ -318,10 +318,14 @@ def test_each_task_checks_its_folder_before_loading_a_pickle(tmp_path):
 def test_the_sbatch_script_checks_the_folder_before_submitit_starts(tmp_path, slurm):
     config = write_toml(tmp_path / "tiny.toml", tiny_raw(grid={"n_wi": 1, "n_do": 1}))
     out = tmp_path / "run"
-    result = run_cli("submit", "--config", str(config), "--out", str(out), "--cluster", "dev",
-                     "--wait")
+    profile = tmp_path / "dev-more.toml"  # with sbatch options of the site's own (any sbatch
+    profile.write_text((REPO / "slurm/dev.toml").read_text()  # option; submitit's name too)
+                       + 'slurm_additional_parameters = {comment = "seedgrid-test"}\n')
+    result = run_cli("submit", "--config", str(config), "--out", str(out), "--cluster",
+                     str(profile), "--wait")
     assert result.returncode == 0, result.stdout + result.stderr
     script = next((out / "logs").glob("*_submission.sh")).read_text()
+    assert "#SBATCH --comment=seedgrid-test" in script  # and the real SLURM ran it
     guard, start = script.index(guard_line(out)), script.index("submitit.core._submit")
     assert guard < start
 

@@ -14,7 +14,7 @@ from seedgrid.store import read_shard
 
 from conftest import REPO, queued, run_cli, sacct_states, wait_until
 
-DEV = str(REPO / "seedgrid/profiles/dev.toml")
+DEV = str(REPO / "slurm/dev.toml")
 
 
 def _grid_toml(tiny_toml, n_wi, n_do):

@@ -16,7 +16,7 @@ def test_the_wheel_carries_profiles_types_license_and_metadata(tmp_path):
     (wheel,) = tmp_path.glob("seedgrid-*.whl")
     names = set(zipfile.ZipFile(wheel).namelist())
     for path in ("seedgrid/py.typed", "seedgrid/profiles/local.toml",
-                 "seedgrid/profiles/dev.toml", "seedgrid/profiles/example-gpu.toml",
+                 "seedgrid/profiles/example-gpu.toml",
                  "seedgrid/presets/demo.toml", "seedgrid/scripts/nightly.sh",
                  "seedgrid/scripts/gate.sh", "seedgrid/papers/dodge2020.py",
                  "seedgrid/papers/bui2025.py"):
@@ -41,10 +41,10 @@ def test_packaged_profiles_are_found_by_name_outside_a_checkout(tmp_path, monkey
     from seedgrid import cluster
 
     monkeypatch.chdir(tmp_path)  # no ./cluster here
-    assert cluster.load_profile("dev").executor == "slurm"
+    assert cluster.load_profile("example-gpu").executor == "slurm"
     (tmp_path / "cluster").mkdir()
-    (tmp_path / "cluster" / "dev.toml").write_text('executor = "local"\n')
-    assert cluster.load_profile("dev").executor == "local"  # a site's own profile wins
+    (tmp_path / "cluster" / "example-gpu.toml").write_text('executor = "local"\n')
+    assert cluster.load_profile("example-gpu").executor == "local"  # a site's own one wins
 
 
 def test_the_installed_nightly_script_runs_the_packaged_one():
