@@ -270,7 +270,10 @@ def wait_for(jobs: list, run_dir: Path, cells: list, stopped_counts: bool = True
     """Print how many of ``cells`` have shards, as it changes, until the jobs end (phase two of
     --early-stop: ``stopped_counts=False``, a stopped shard is not finished yet). Interrupted
     (Ctrl-C, SIGTERM), raises Interrupted saying which tasks keep running (exit 130)."""
-    def interrupted(signum, frame):
+    terminated = []
+
+    def interrupted(signum, frame):  # SIGTERM: for this process only, not its local tasks
+        terminated.append(signum)
         raise KeyboardInterrupt
 
     previous = signal.signal(signal.SIGTERM, interrupted)
@@ -288,7 +291,7 @@ def wait_for(jobs: list, run_dir: Path, cells: list, stopped_counts: bool = True
     except KeyboardInterrupt:
         # A Ctrl-C in a terminal reaches local tasks too (one process group): each saves its
         # cells' checkpoints and ends. Give them the time to, then say what really happened.
-        local = [job for job in jobs if type(job).__name__ == "LocalJob"]
+        local = [] if terminated else [job for job in jobs if type(job).__name__ == "LocalJob"]
         deadline = time.monotonic() + 30
         while any(not job.done() for job in local) and time.monotonic() < deadline:
             time.sleep(0.5)
@@ -296,8 +299,9 @@ def wait_for(jobs: list, run_dir: Path, cells: list, stopped_counts: bool = True
         ended = len(jobs) - len(alive)
         raise Interrupted(f"stopped waiting; {len(alive)} of {len(jobs)} task(s) keep running"
                           + (f" ({' '.join(alive)})" if alive else "")
-                          + (f", {ended} ended (local tasks take the Ctrl-C too: their cells "
-                             "saved checkpoints)" if ended else "")
+                          + (f", {ended} ended" if ended else "")
+                          + (" (local tasks take the Ctrl-C too: their cells saved checkpoints)"
+                             if local and ended else "")
                           + f": {command('status', run_dir)} shows them, "
                           f"{resubmit_command(run_dir)} reruns what did not finish") from None
     finally:

@@ -62,7 +62,8 @@ def test_a_hostile_or_damaged_checkpoint_is_set_aside_and_the_cell_trains(tmp_pa
     assert read_shard(out / "shards/wi1_do1.nc").status.item() == "done"
 
 
-def test_sigterm_saves_a_checkpoint_and_the_rerun_resumes_bitwise(tmp_path):
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "Ctrl-C"])
+def test_sigterm_saves_a_checkpoint_and_the_rerun_resumes_bitwise(tmp_path, signum):
     raw = tiny_raw(train={"epochs": 12})  # 60 updates: time to be signalled mid-training
     config = write_toml(tmp_path / "long.toml", raw)
     args = ["run", "--config", str(config), "--wi", "1", "--do", "1"]
@@ -74,10 +75,11 @@ def test_sigterm_saves_a_checkpoint_and_the_rerun_resumes_bitwise(tmp_path):
     for line in proc.stderr:  # the first evaluation during training (progress: stderr)
         if " update " in line:
             break
-    proc.send_signal(signal.SIGTERM)
+    proc.send_signal(signum)
     stderr = line + proc.stderr.read()
-    assert proc.wait(timeout=120) == 143, stderr + proc.stdout.read()
-    assert "seedgrid: warning: SIGTERM: saved" in stderr and proc.stdout.read() == ""
+    assert proc.wait(timeout=120) == 128 + signum, stderr + proc.stdout.read()
+    assert f"seedgrid: warning: {signal.Signals(signum).name}: saved" in stderr
+    assert proc.stdout.read() == ""
     saved = torch.load(out / "checkpoints/wi1_do1.pt", weights_only=True)
     assert 0 < saved["update"] < 60
     again = run_cli(*args, "--out", str(out))
@@ -185,6 +187,30 @@ def test_wait_interrupted_says_what_keeps_running(tmp_path):
     assert proc.returncode == 130
     assert "stopped waiting; 1 of 1 task(s) keep running" in err and "status" in err
     wait_until(lambda: "done 2" in run_cli("status", str(out)).stdout, "the task to finish", 300)
+
+
+def test_ctrl_c_during_a_local_wait_saves_the_tasks_cells_and_says_so(tmp_path):
+    # a Ctrl-C in a terminal reaches the whole foreground process group: the local tasks too
+    config = write_toml(tmp_path / "long.toml", tiny_raw(
+        grid={"n_wi": 1, "n_do": 2}, task={"train_size": 400}, train={"epochs": 4}))
+    out = tmp_path / "grid"
+    proc = subprocess.Popen([sys.executable, "-m", "seedgrid", "submit", "--config", str(config),
+                             "--out", str(out), "--wait"], cwd=REPO, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, start_new_session=True)
+    log = out / "logs"
+    wait_until(lambda: any("update 50/200" in p.read_text(errors="replace")
+                           for p in log.glob("*_log.err")), "the first cell to evaluate", 300)
+    os.killpg(proc.pid, signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err
+    assert "stopped waiting; 0 of 1 task(s) keep running, 1 ended (local tasks take the " \
+           "Ctrl-C too: their cells saved checkpoints)" in err, err
+    saved = torch.load(out / "checkpoints/wi1_do1.pt", weights_only=True)["update"]
+    assert 50 <= saved < 200
+    again = run_cli("submit", "--resume", str(out), "--cluster", "local", "--wait")
+    assert again.returncode == 0, again.stdout + again.stderr
+    said = "".join(p.read_text() for p in log.glob("*_log.err"))
+    assert f"resumed from {out / 'checkpoints/wi1_do1.pt'} at update {saved}/200" in said
 
 
 def test_every_cell_diverged_is_exit_1_and_still_reported(tmp_path):
