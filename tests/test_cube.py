@@ -259,3 +259,19 @@ def test_the_accessor_is_never_stale_after_the_cube_changes(tmp_path):
     labels = c.label.values
     expected = accuracy_score(labels, np.full_like(labels, np.bincount(labels).argmax()))
     assert c.seedgrid.final().sel(seed_wi=1, seed_do=2).item() == pytest.approx(expected)
+
+
+def test_a_cube_opens_with_dask_chunks_by_row_auto_or_cell_and_gives_the_same_numbers(tmp_path):
+    run, _ = _run(tmp_path, [(wi, do) for wi in (1, 2, 3) for do in (1, 2, 3)])
+    collect(run)
+    eager = seedgrid.open_cube(run)
+    expected = eager.seedgrid.metric().values
+    for chunks, logits_chunks in (("rows", ((1, 1, 1), (3,), (30,), (3,), (2,))),
+                                  ("auto", ((3,), (3,), (30,), (3,), (2,))),
+                                  ({}, ((1, 1, 1), (1, 1, 1), (30,), (3,), (2,)))):
+        ds = seedgrid.open_cube(run, chunks=chunks)
+        assert ds.logits.chunks == logits_chunks, chunks
+        np.testing.assert_array_equal(ds.seedgrid.metric().values, expected)
+        assert ds.seedgrid.status().values.tolist() == eager.seedgrid.status().values.tolist()
+    with pytest.raises(UsageError, match="chunks='cells': give 'rows', 'auto'"):
+        seedgrid.open_cube(run, chunks="cells")
