@@ -28,10 +28,8 @@ from seedgrid.rundir import CUBE, command, load_run_config, resubmit_command, sh
 from seedgrid.store import (CF_ATTRS, CONVENTIONS, PER_CELL_INT, PER_CELL_TEXT, SCHEMA_VERSION, SEEDS,
                             STATUS, VARIABLES, atomic_path, cell_attrs, check_regular, decode,
                             grid_attrs, schema_problem, shard_problem, shard_state,
-                            status_flags, status_name)
+                            status_flags, status_name, version)
 
-#: characters of a per-cell text variable (host, device, created, versions)
-_TEXT_WIDTH = 256
 
 
 
@@ -100,7 +98,8 @@ def collect(run_dir: str | Path, *, compress: bool = False) -> Collected:
     counts = dict.fromkeys(STATUS, 0)
     with atomic_path(final) as tmp:
         with netCDF4.Dataset(tmp, "w", format="NETCDF4") as nc:
-            variables = _create(nc, template, seeds_wi, seeds_do, cfg, compress)
+            variables = _create(nc, template, seeds_wi, seeds_do, cfg, compress,
+                                _text_width(found.values()))
             unreadable = {(wi, do) for wi, do, *_ in damaged}  # found before the writing
             ticker = Ticker("collect: shards read", len(found))
             for k, (cell, path) in enumerate(found.items()):
@@ -196,6 +195,8 @@ def _read_shard(path: Path, config_hash: str, template: dict | None = None,
                      "label_flags": {k: nc["label"].getncattr(k) for k in nc["label"].ncattrs()
                                      if k.startswith("flag_")},
                      **{c: nc[c][:] for c in ("example", "step", "epoch", "class", "update")}}
+    except UsageError:  # a shard of another config: the user's to move (a ValueError too)
+        raise
     except (OSError, RuntimeError, KeyError, IndexError, TypeError, ValueError) as e:
         raise _Damaged(f"unreadable: {type(e).__name__}: {e}") from None
     if shard["status"] not in STATUS:
@@ -215,7 +216,7 @@ def _read_shard(path: Path, config_hash: str, template: dict | None = None,
 
 
 def _create(nc, template: dict, seeds_wi: list[int], seeds_do: list[int], cfg,
-            compress: bool) -> dict:
+            compress: bool, text_width: int) -> dict:
     """Dimensions, coordinates and empty (NaN / 'missing') variables of the cube."""
     sizes = {"seed_wi": len(seeds_wi), "seed_do": len(seeds_do),
              **{d: len(template[d]) for d in ("example", "step", "class", "update")}}
@@ -246,7 +247,7 @@ def _create(nc, template: dict, seeds_wi: list[int], seeds_do: list[int], cfg,
             # each chunk (one cell) is written once: HDF5 need not cache more than a couple
             out[name].set_var_chunk_cache(size=2 * int(np.prod(chunks)) * (8 if kind == "f8" else 4)
                                           + 4096, nelems=7, preemption=1.0)
-    nc.createDimension("text", _TEXT_WIDTH)
+    nc.createDimension("text", text_width)  # the longest per-cell text: nothing is cut
     for name in PER_CELL_TEXT:  # char arrays (CF text): every reader takes them
         out[name] = nc.createVariable(name, "S1", (*SEEDS, "text"))
         out[name].setncattr("_Encoding", "utf-8")
@@ -262,5 +263,23 @@ def _create(nc, template: dict, seeds_wi: list[int], seeds_do: list[int], cfg,
     attrs["created"] = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
     attrs["grid"] = f"{len(seeds_wi)} x {len(seeds_do)} (config grid {len(cfg.grid.seeds_wi)} x " \
                     f"{len(cfg.grid.seeds_do)})"
+    attrs["title"] = f"seedgrid cube: task {attrs.get('task', '?')}, model " \
+                     f"{attrs.get('model', '?')}, {attrs['grid']}"
+    attrs["history"] = f"{attrs['created']} seedgrid collect (seedgrid {version()})"
     nc.setncatts(attrs)
     return out
+
+
+def _text_width(paths) -> int:
+    """Bytes of the longest per-cell text (host, device, gpu, ...) of the shards at ``paths``:
+    the cube's text dimension (eight GPU UUIDs and all; unreadable shards are skipped here)."""
+    longest = 1
+    for path in paths:
+        try:
+            with netCDF4.Dataset(path) as nc:
+                attrs = {k: nc.getncattr(k) for k in nc.ncattrs()}
+        except (OSError, RuntimeError):
+            continue
+        texts = [v for k, v in cell_attrs(attrs).items() if k in PER_CELL_TEXT]
+        longest = max([longest, *(len(str(t).encode("utf-8")) for t in texts)])
+    return longest

@@ -20,8 +20,10 @@ its values rather than a second coordinate named ``update``, because xarray forb
 that shares its name with another dimension.) Attributes: schema_version, task, metric, model,
 config_hash, the frozen config (TOML text), created.
 
-On disk (schema 2) the files follow the CF conventions (``Conventions = "CF-1.10"``): every
-variable and coordinate has a ``long_name`` (and ``units`` where it has any), ``status`` is a
+On disk (schema 2) the files follow the CF conventions (``Conventions = "CF-1.8"``, the
+newest the CF community's own checker knows; nothing later is used), with a ``title`` and a
+``history``: every variable and coordinate has a ``long_name`` and ``units`` (``"1"`` for
+seeds, ids, indices and counts), ``status`` is a
 byte flag variable (``flag_values`` 0-4, ``flag_meanings`` the names above) and ``label`` names
 its classes in ``flag_meanings`` where the task has names. :func:`decode` gives status back as
 names; :func:`open_cube` and :func:`read_shard` apply it, so in memory ``ds.status == "done"``.
@@ -62,7 +64,7 @@ from seedgrid.log import logger
 SCHEMA_VERSION = 2
 #: the schema versions this seedgrid opens
 READABLE = (1, 2)
-CONVENTIONS = "CF-1.10"
+CONVENTIONS = "CF-1.8"
 #: the two seed dimensions of every cell: weight initialisation, data order
 SEEDS = ("seed_wi", "seed_do")
 #: unused: a cell outside the design (off the diagonal of a coupled grid), never trained
@@ -83,17 +85,19 @@ PER_CELL_TEXT = ("host", "device", "gpu", "pack", "started", "created", "version
 PER_CELL_INT = ("num_processes", "gradient_accumulation", "deterministic", "torch_threads")
 #: CF metadata of every variable and coordinate
 CF_ATTRS: dict[str, dict[str, str]] = {
-    "seed_wi": {"long_name": "weight-initialisation seed (the classifier head's draw)"},
-    "seed_do": {"long_name": "data-order seed (training batches and dropout)"},
-    "example": {"long_name": "validation example id (the dataset's own)"},
+    "seed_wi": {"long_name": "weight-initialisation seed (the classifier head's draw)",
+                "units": "1"},
+    "seed_do": {"long_name": "data-order seed (training batches and dropout)", "units": "1"},
+    "example": {"long_name": "validation example id (the dataset's own)", "units": "1"},
     "step": {"long_name": "optimizer updates done at the evaluation", "units": "1"},
     "epoch": {"long_name": "epochs of training done at the evaluation", "units": "1"},
     "class": {"long_name": "class index of the logits (names: label's flag_meanings; one "
-                       "output for a regression task)"},
+                       "output for a regression task)", "units": "1"},
     "update": {"long_name": "optimizer update (from 1)", "units": "1"},
     "logits": {"long_name": "validation logits (regression: outputs) at each evaluation",
                "units": "1"},
-    "label": {"long_name": "gold label (regression: gold score) of each validation example"},
+    "label": {"long_name": "gold label (regression: gold score) of each validation example",
+              "units": "1"},
     "train_loss": {"long_name": "mean training loss of each update (cross-entropy in nats; "
                                 "regression: squared error)", "units": "1"},
     "status": {"long_name": "how the cell ended"},
@@ -108,7 +112,7 @@ CF_ATTRS: dict[str, dict[str, str]] = {
     "versions": {"long_name": "seedgrid and library versions the cell trained with"},
     "num_processes": {"long_name": "processes that trained the cell", "units": "1"},
     "gradient_accumulation": {"long_name": "micro-batches per global batch", "units": "1"},
-    "deterministic": {"long_name": "deterministic kernels (1) or not (0)"},
+    "deterministic": {"long_name": "deterministic kernels (1) or not (0)", "units": "1"},
     "torch_threads": {"long_name": "torch CPU threads of the cell", "units": "1"},
 }
 
@@ -152,7 +156,20 @@ def encode(ds: xr.Dataset) -> xr.Dataset:
             ds[name].attrs.update(attrs)
     ds["status"].attrs.update(status_flags())
     ds.attrs["Conventions"] = CONVENTIONS
+    ds.attrs.setdefault("title", f"seedgrid shard: task {ds.attrs.get('task', '?')}, cell "
+                                 f"wi={ds['seed_wi'].values[0]} do={ds['seed_do'].values[0]}"
+                        if ds.sizes.get("seed_wi") == ds.sizes.get("seed_do") == 1 else
+                        f"seedgrid cube: task {ds.attrs.get('task', '?')}")
+    ds.attrs.setdefault("history", f"{ds.attrs.get('created', '')} written by seedgrid "
+                                   f"{version()}".strip())
     return ds
+
+
+def version() -> str:
+    """seedgrid's version (the package's ``__version__``), as files record it."""
+    from seedgrid import __version__
+
+    return __version__
 
 
 def decode(ds: xr.Dataset) -> xr.Dataset:

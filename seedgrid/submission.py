@@ -42,10 +42,18 @@ def run_one(config_name: str | config.Config, seed_wi: int, seed_do: int, out: s
         return True
     dispatch.set_threads()
     checkpointer = Checkpointer(rundir.checkpoint_path(run_dir, seed_wi, seed_do))
-    with celltask.claims(run_dir, [(seed_wi, seed_do)]) as mine, saved_on_terminate(checkpointer):
-        if not mine:  # another process trains it: one trainer per cell
-            return False
-        (shard,) = celltask.train_and_store(cfg, run_dir, [(seed_wi, seed_do)], [checkpointer])
+    new_folder = not os.path.lexists(run_dir)
+    try:
+        with celltask.claims(run_dir, [(seed_wi, seed_do)]) as mine, \
+                saved_on_terminate(checkpointer):
+            if not mine:  # another process trains it: one trainer per cell
+                return False
+            (shard,) = celltask.train_and_store(cfg, run_dir, [(seed_wi, seed_do)],
+                                                [checkpointer])
+    except UsageError:  # found only once training began (a hub model that is not there)
+        if new_folder and not rundir.shards_on_disk(run_dir):
+            shutil.rmtree(run_dir, ignore_errors=True)  # nothing of it was made: nothing left
+        raise
     dispatch.end_distributed()
     if shard is None:  # not the main process
         return True

@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # Install the Debian packages of a single-node SLURM with accounting (for development and CI):
-# munge, slurmctld + slurmd, slurmdbd on MariaDB. Idempotent: installs only what is missing.
+# munge, slurmctld + slurmd, slurmdbd on MariaDB; and libudunits2-0, which the tests' CF checker
+# (cfchecker, through cfunits) loads. Idempotent: installs only what is missing.
 #   sudo slurm/install.sh      (root; Debian 12 or similar)
 set -euo pipefail
-packages=(munge slurm-wlm slurm-client slurmdbd mariadb-server)
+packages=(munge slurm-wlm slurm-client slurmdbd mariadb-server libudunits2-0)
 missing=()
 for p in "${packages[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -72,10 +72,11 @@ def test_every_cell_keeps_where_and_with_what_it_trained(tmp_path):
     run = tmp_path / "run"
     write_config(run, cfg)
     rng = np.random.default_rng(0)
+    gpus = ",".join(f"GPU-{k:08x}-1a2b-3c4d-5e6f-{k:012x}" for k in range(8))  # 8 UUIDs
     for (wi, do), host in hosts.items():
         ds = _shard(cfg, wi, do, rng)
         ds.attrs.update(host=host, device="NVIDIA H100" if do == 2 else "cpu",
-                        torch_version=f"2.{do}", torch_threads=do)
+                        torch_version=f"2.{do}", torch_threads=do, gpu=gpus)
         write_atomic(ds, shard_path(run, wi, do))
     cube = seedgrid.open_cube(collect(run).path)
     for (wi, do), host in hosts.items():
@@ -84,6 +85,7 @@ def test_every_cell_keeps_where_and_with_what_it_trained(tmp_path):
         assert cell.device.item() == ("NVIDIA H100" if do == 2 else "cpu")
         assert cell.versions.item() == f"torch 2.{do}"
         assert cell.torch_threads.item() == do
+        assert cell.gpu.item() == gpus and len(gpus) > 256  # sized to its content, not cut
     missing = cube.sel(seed_wi=3, seed_do=3)
     assert missing.host.item() == "" and np.isnan(missing.torch_threads.item())  # fill value
     assert not any(k in cube.attrs for k in ("host", "device", "torch_version"))
@@ -152,3 +154,52 @@ def test_a_status_outside_the_flags_is_refused_not_misread(tmp_path):
         nc["status"][0, 0] = 9  # a code no flag names
     with pytest.raises(UsageError, match="status code 9 is not one of its flag_values"):
         seedgrid.open_cube(path)
+
+
+def _cf_tables(folder):
+    """The tables cfchecks reads besides the file (it would download them): seedgrid's files
+    use no standard names, area types or region names, so empty tables check them fully."""
+    tables = {}
+    for option, root in (("-s", "standard_name_table"), ("-a", "area_type_table"),
+                         ("-r", "region_table")):
+        path = folder / f"{root}.xml"
+        path.write_text(f'<?xml version="1.0"?>\n<{root}><version_number>1</version_number>'
+                        f"<date>2026-01-01</date><last_modified>2026-01-01</last_modified>"
+                        f"</{root}>\n")
+        tables[option] = str(path)
+    return [a for option, path in tables.items() for a in (option, path)]
+
+
+def test_the_cf_communitys_checker_finds_nothing_in_a_trained_shard_and_its_cube(tmp_path):
+    import os
+    import re
+    import shutil
+    import subprocess
+    import sys
+
+    from seedgrid.trainer import train_cell
+
+    cfchecks = shutil.which("cfchecks", path=os.path.dirname(sys.executable))
+    probe = subprocess.run([sys.executable, "-c", "import cfunits"], capture_output=True,
+                           text=True) if cfchecks else None
+    if not cfchecks or probe.returncode:
+        why = "cfchecker is not installed" if not cfchecks else probe.stderr.strip()[-200:]
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"under CI the CF checker must run: {why}")
+        pytest.skip(f"no CF checker here ({why}; make test installs it)")
+    cfg = tiny_config(grid={"n_wi": 1, "n_do": 2})
+    run = tmp_path / "run"
+    write_config(run, cfg)
+    for do in (1, 2):  # real (tiny) cells, written as seedgrid writes them
+        write_atomic(train_cell(cfg, 1, do, log=lambda _: None), shard_path(run, 1, do))
+    cube = collect(run).path
+    for path in (shard_path(run, 1, 1), cube):
+        checked = subprocess.run([cfchecks, *_cf_tables(tmp_path), str(path)],
+                                 capture_output=True, text=True)
+        said = checked.stdout
+        counts = {k: int(n) for k, n in re.findall(r"(ERRORS|WARNINGS|INFORMATION)\D*(\d+)",
+                                                    said)}
+        assert counts == {"ERRORS": 0, "WARNINGS": 0, "INFORMATION": 0}, said[-3000:]
+        assert "Checking against CF Version CF-1.8" in said
+        with netCDF4.Dataset(path) as nc:
+            assert nc.getncattr("title").startswith("seedgrid ") and nc.getncattr("history")
