@@ -215,7 +215,7 @@ def test_a_verdict_from_three_seeds_names_its_test_and_says_the_tests_disagree(t
     b = _cube(tmp_path / "b", 0.7, n=3, n_wi=1, seed=0, better=60)  # 3 paired seeds
     with pytest.raises(SystemExit) as exit_:
         main(["compare", str(a), str(b), "--json", str(tmp_path / "t.json")])
-    out = capsys.readouterr().out
+    out, err = capsys.readouterr()
     r = json.loads((tmp_path / "t.json").read_text())
     assert r["paired_cells"] == 3 and r["p"] < 0.05 and exit_.value.code == 1
     assert r["rank_p"] >= 0.25 and r["rank_p_floor"] == 0.25  # 2 / 2**3: it cannot go lower
@@ -223,7 +223,7 @@ def test_a_verdict_from_three_seeds_names_its_test_and_says_the_tests_disagree(t
                             "p": {"t": r["p"], "wilcoxon": r["rank_p"],
                                   "bootstrap": r["bootstrap"]["p"]}}
     assert "SIGNIFICANT at alpha = 0.05 by paired t-test" in out and "they disagree" in out
-    assert "cannot reach p < 0.05 (its smallest possible p is 0.25)" in out
+    assert "cannot reach p < 0.05 (its smallest possible p is 0.25)" in err  # a warning
     with pytest.raises(SystemExit) as exit_:
         main(["compare", str(a), str(b), "--test", "wilcoxon"])
     assert exit_.value.code == 0  # the verdict, and the exit status, follow the named test
