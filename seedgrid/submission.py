@@ -171,9 +171,8 @@ def _print_plan(cfg, profile, run_dir: Path, cells: list, total: int, n_tasks: i
         print(f"  task {i}: " + ", ".join(f"wi={wi} do={do}" for wi, do in task))
     if len(tasks) > 10:
         print(f"  ... and {len(tasks) - 10} more task(s)")
-    gpus = max(profile.gpus_per_cell, 1) if profile.gpus_per_cell else 0
     print(f"  each task asks: {profile.time_min} min, {profile.mem_gb} GB of memory, "
-          f"{profile.cpus_per_task} CPU(s), {gpus} GPU(s)"
+          f"{profile.cpus_per_task} CPU(s), {profile.gpus_per_cell} GPU(s)"
           + (f"; cells packed {profile.cells_per_gpu} a GPU as {profile.pack_as}"
              if profile.cells_per_gpu > 1 else ""))
     parameters = profile.submitit_parameters(dispatch.job_name(run_dir), parallel)
