@@ -273,7 +273,9 @@ def with_overrides(raw: dict[str, Any], overrides: Sequence[str]) -> dict[str, A
         key, equals, text = item.partition("=")
         section, dot, name = key.strip().partition(".")
         if not (equals and dot and section and name):
-            known = FOREIGN_NAMES.get(key.strip())
+            known = FOREIGN_NAMES.get(key.strip()) or next(
+                (f"[{s}] {key.strip()}" for s, cls in _SECTIONS.items()
+                 if key.strip() in {f.name for f in dataclasses.fields(cls)}), None)
             raise UsageError(f"--set {item!r}: give section.key=value, e.g. "
                              "train.learning_rate=3e-5" + (f" (seedgrid's {key.strip()!r} is "
                                                             f"{known})" if known else ""))
@@ -309,10 +311,14 @@ def check_trainable(cfg: Config, where: str) -> None:
                          "(--out)")
 
 
+#: the config's sections of settings ([grid] is read on its own)
+_SECTIONS = {"model": ModelConfig, "task": TaskConfig, "train": TrainConfig,
+             "runtime": RuntimeConfig, "lora": LoraConfig}
+
+
 def config_from_dict(raw: dict[str, Any], source: str = "") -> Config:
     """Validate a nested dict (as read from TOML) into a Config; one UsageError per bad value."""
-    sections = {"model": ModelConfig, "task": TaskConfig, "train": TrainConfig,
-                "runtime": RuntimeConfig, "lora": LoraConfig, "grid": None}
+    sections: dict[str, Any] = {**_SECTIONS, "grid": None}
     _check_keys("config", raw, sections)
     for required in ("model", "task"):
         if required not in raw:

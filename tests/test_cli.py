@@ -282,6 +282,7 @@ def test_set_refuses_in_one_line_and_points_to_seedgrids_names(tmp_path):
         "r=8": "--set 'r=8': give section.key=value, e.g. train.learning_rate=3e-5 (seedgrid's "
                "'r' is [lora] rank)",
         "train.epochs": "give section.key=value",
+        "warmup_ratio=0.06": "(seedgrid's 'warmup_ratio' is [train] warmup_ratio)",
         "train.epochs=two": "[train] epochs = 'two' should be a int",
         "train.learning_rate=inf": "is not a finite number",
     }
