@@ -56,7 +56,7 @@ def _counting(axis) -> None:
 def _labelled_ticks(set_ticks, labels) -> str:
     """One tick per position, labelled; beyond MOST_TICK_LABELS every k-th, so labels stay
     readable on a 25 × 25 grid (625 runs). Returns what to add to the axis label."""
-    every = -(-len(labels) // MOST_TICK_LABELS)
+    every = max(1, -(-len(labels) // MOST_TICK_LABELS))
     at = list(range(0, len(labels), every))
     set_ticks(at, [str(labels[i]) for i in at], fontsize=7)
     return "" if every == 1 else f"; every {_ordinal(every)} named"
@@ -71,7 +71,7 @@ def _legend_beside(ax, handles=None, labels=None):
     args = () if handles is None else (handles, labels)
     entries = len(handles if handles is not None else ax.get_legend_handles_labels()[0])
     return ax.legend(*args, fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1),
-                     borderaxespad=0, ncols=-(-entries // 10))  # columns of at most 10
+                     borderaxespad=0, ncols=max(1, -(-entries // 10)))  # at most 10 a column
 
 
 def _save(fig, path: Path) -> Path:
