@@ -87,7 +87,9 @@ class SeedgridAccessor:
     def majority_baseline(self, name: str | None = None) -> float:
         """The metric of always predicting the majority label, from this cube's own labels
         (Dodge et al.'s Table 2 baselines, computed for the validation set actually used)."""
-        return metrics.majority_baseline(self._ds.label.values, name or self._ds.attrs["metric"])
+        name = name or self._ds.attrs["metric"]
+        return metrics.majority_baseline(self._ds.label.values, name,
+                                         metrics.questions_for(name, self._ds["example"].values))
 
     def predictions(self) -> xr.DataArray:
         """Predicted class, (seed_wi, seed_do, example, step); NaN where there are no logits.
@@ -110,9 +112,10 @@ class SeedgridAccessor:
         """The task's metric (or ``name``), (seed_wi, seed_do, step)."""
         name = name or self._ds.attrs["metric"]
         metrics.check_metric(name, self.regression, option="metric")
+        asked = metrics.questions_for(name, self._ds["example"].values)
         return self._cached(("metric", name), lambda: xr.apply_ufunc(
             metrics.score_predictions, self.predictions(), self._ds.label,
-            input_core_dims=[["example"], ["example"]], kwargs={"metric": name},
+            input_core_dims=[["example"], ["example"]], kwargs={"metric": name, "asked": asked},
             dask="parallelized", output_dtypes=[np.float64],
             dask_gufunc_kwargs={"allow_rechunk": True}).rename(name))
 

@@ -19,8 +19,9 @@ from seedgrid.errors import Interrupted, UsageError
 from seedgrid.log import logger
 
 
-METRIC_HELP = ("a metric other than the task's: accuracy, f1, mcc, acc_f1, macro_f1 "
-               "(classification) or pearson, spearman (regression: STS-B)")
+METRIC_HELP = ("a metric other than the task's: accuracy, f1, mcc, acc_f1, macro_f1, em "
+               "(classification; em: MultiRC's questions) or pearson, spearman (regression: "
+               "STS-B)")
 
 
 class _Parser(argparse.ArgumentParser):

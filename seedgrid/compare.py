@@ -310,6 +310,10 @@ def compare(path_a, path_b, metric: str | None = None, step: str = "end", alpha:
     if test not in TESTS:
         raise UsageError(f"--test {test!r}: choose one of {', '.join(TESTS)}")
     _check_options(alpha=alpha, n_boot=n_boot, min_effect=min_effect)
+    if metric in metrics.BY_QUESTION:  # the bootstrap draws examples, not questions
+        raise UsageError(f"--metric {metric}: compare's bootstrap resamples examples, and "
+                         f"{metric} scores whole questions; compare on f1 (MultiRC's F1a), or "
+                         f"gate on {metric} with regress")
     ds_a, score_a, pred_a = load(path_a, metric, step)
     ds_b, score_b, pred_b = load(path_b, metric, step)
     check_comparable(ds_a, ds_b, metric)

@@ -8,6 +8,10 @@ binary, with class 1 positive; ``macro_f1`` (CB) averages the F1 of each class o
 that occur in the labels or the predictions, as ``f1_score(average="macro")``; accuracy and
 macro-F1 take any number of classes.
 
+MultiRC's question-level exact match ``em`` (the share of questions whose every candidate answer
+is labelled right) also needs the question of each example: :func:`questions` reads it from the
+example ids, MultiRC's own ``paragraph/question/answer``.
+
 A regression task (STS-B: one real output per example) has ``pearson`` and ``spearman`` (the
 correlation of the outputs with the gold scores, as ``scipy.stats.pearsonr``/``spearmanr``;
 ties take their mean rank), 0 where the outputs are constant (a collapsed model), as MCC.
@@ -21,6 +25,7 @@ or diverged evaluation).
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 import scipy.stats
 
 from seedgrid.errors import UsageError
@@ -86,21 +91,53 @@ def spearman(pred: np.ndarray, labels: np.ndarray) -> np.ndarray:
     return pearson(scipy.stats.rankdata(pred, axis=-1), scipy.stats.rankdata(labels, axis=-1))
 
 
+def questions(example_ids: np.ndarray) -> np.ndarray | None:
+    """The question of each example (an integer per distinct question) where the example ids
+    are MultiRC's ``paragraph/question/answer``; None where they are not."""
+    ids = pd.Series(np.asarray(example_ids).astype(str))
+    if ids.empty or not ids.str.fullmatch(r"\d+/\d+/\d+").all():
+        return None
+    return pd.factorize(ids.str.rpartition("/")[0])[0]
+
+
+def questions_for(metric: str, example_ids: np.ndarray) -> np.ndarray | None:
+    """What :func:`score_predictions` needs as ``asked`` for ``metric``: the examples' questions
+    for ``em``, None for every other metric; UsageError where ``em`` has no questions."""
+    if metric not in BY_QUESTION:
+        return None
+    asked = questions(example_ids)
+    if asked is None:
+        raise UsageError(f"metric {metric!r} scores MultiRC's questions, and these examples' ids "
+                         "are not MultiRC's paragraph/question/answer: choose another metric")
+    return asked
+
+
+def exact_match(pred: np.ndarray, labels: np.ndarray, asked: np.ndarray) -> np.ndarray:
+    """MultiRC's EM: the share of questions (``asked``: the question of each example) whose
+    every candidate answer is predicted right."""
+    order = np.argsort(asked, kind="stable")
+    grouped = asked[order]
+    starts = np.flatnonzero(np.r_[True, grouped[1:] != grouped[:-1]])
+    right = np.take(pred == labels, order, axis=-1)
+    return np.logical_and.reduceat(right, starts, axis=-1).mean(axis=-1)
+
+
 CLASSIFICATION = {"accuracy": accuracy, "f1": f1, "mcc": mcc, "acc_f1": acc_f1,
                   "macro_f1": macro_f1}
 REGRESSION = {"pearson": pearson, "spearman": spearman}
 METRICS = {**CLASSIFICATION, **REGRESSION}
+BY_QUESTION = {"em": exact_match}  # classification metrics that need each example's question
 
 
 def check_metric(name: str, regression: bool, option: str = "--metric") -> None:
     """UsageError unless ``name`` is a metric of this kind of task (classification or
     regression), naming the ones that are."""
-    kind = REGRESSION if regression else CLASSIFICATION
+    kind = list(REGRESSION) if regression else [*CLASSIFICATION, *BY_QUESTION]
     if name in kind:
         return
     what = "a regression task (one output per example)" if regression else \
         "a classification task"
-    if name in METRICS:
+    if name in METRICS or name in BY_QUESTION:
         raise UsageError(f"{option} {name!r} is not a metric of {what}: choose one of "
                          f"{', '.join(kind)}")
     raise UsageError(f"unknown {option} {name!r}: choose one of {', '.join(kind)}")
@@ -155,14 +192,17 @@ def majority_label(labels: np.ndarray) -> int:
     return int(np.bincount(np.asarray(labels, dtype=np.int64)).argmax())
 
 
-def majority_baseline(labels: np.ndarray, metric: str) -> float:
+def majority_baseline(labels: np.ndarray, metric: str, asked: np.ndarray | None = None
+                      ) -> float:
     """The metric of always predicting the majority label: where a collapsed classifier
     lands (Dodge et al.'s Table 2 gives it for the full GLUE validation sets). For a
-    regression metric, a constant output: a correlation of 0."""
+    regression metric, a constant output: a correlation of 0. ``asked``: as for
+    :func:`score_predictions`."""
     if metric in REGRESSION:
         return 0.0
     labels = np.asarray(labels, dtype=np.int64)
-    return float(METRICS[metric](np.full_like(labels, majority_label(labels)), labels))
+    guess = np.full(labels.shape, float(majority_label(labels)))
+    return float(score_predictions(guess, labels, metric, asked))
 
 
 def predict(logits: np.ndarray) -> np.ndarray:
@@ -179,10 +219,18 @@ def score(logits: np.ndarray, labels: np.ndarray, metric: str) -> np.ndarray:
     return score_predictions(predict(logits), labels, metric)
 
 
-def score_predictions(pred: np.ndarray, labels: np.ndarray, metric: str) -> np.ndarray:
+def score_predictions(pred: np.ndarray, labels: np.ndarray, metric: str,
+                      asked: np.ndarray | None = None) -> np.ndarray:
     """Metric of predictions ``pred`` (..., example): classes, or real outputs for a regression
-    metric; NaN where any prediction is NaN."""
+    metric; NaN where any prediction is NaN. ``asked``: the question of each example, for
+    ``em`` (see :func:`questions`)."""
     missing = np.isnan(pred).any(axis=-1)
     known = np.where(np.isnan(pred), -1, pred)
-    value = METRICS[metric](known if metric in REGRESSION else known.astype(np.int64), labels)
+    if metric in BY_QUESTION:
+        if asked is None:
+            raise ValueError(f"metric {metric!r} needs asked= (see questions_for)")
+        value = BY_QUESTION[metric](known.astype(np.int64), labels, asked)
+    else:
+        value = METRICS[metric](known if metric in REGRESSION else known.astype(np.int64),
+                                labels)
     return np.where(missing, np.nan, value)

@@ -24,7 +24,7 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
-from seedgrid import analysis, early_stopping, figures
+from seedgrid import analysis, early_stopping, figures, metrics
 from seedgrid.cube import open_cube
 from seedgrid.report_markdown import markdown
 from seedgrid.errors import UsageError
@@ -34,12 +34,14 @@ from seedgrid.store import (STATUS, json_ready, raise_if_disk_full, read_regular
                             temporary_folder, write_json_atomic, write_target)
 
 
-def reported_metrics(ds: xr.Dataset) -> tuple[str, str]:
+def reported_metrics(ds: xr.Dataset) -> tuple[str, ...]:
     """Bui et al.'s two macro metrics of a cube: accuracy and F1 (macro-F1 beyond two labels);
-    Pearson and Spearman for a regression task. The first is the one ζ (Fig. 3) ranks on."""
+    Pearson and Spearman for a regression task. The first is the one ζ (Fig. 3) ranks on.
+    MultiRC adds its question-level exact match (SuperGLUE's F1a/EM)."""
     if ds.seedgrid.regression:
         return ("pearson", "spearman")
-    return ("accuracy", "f1" if ds.sizes["class"] == 2 else "macro_f1")
+    pair = ("accuracy", "f1" if ds.sizes["class"] == 2 else "macro_f1")
+    return pair + (("em",) if metrics.questions(ds["example"].values) is not None else ())
 
 
 def _micro(acc, coupled: bool) -> dict:

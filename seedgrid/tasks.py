@@ -233,7 +233,7 @@ def _texts_and_ids(df: pd.DataFrame, task: Task, which: str, labels: np.ndarray)
     id_column = next((c for c in ("idx", "id") if c in df.columns), None)
     ids = df[id_column].to_numpy() if id_column else np.arange(len(df))
     if ids.dtype == object and len(ids) and isinstance(ids[0], dict):  # MultiRC's idx triple
-        ids = np.arange(len(df))  # (the row's place in its split)
+        ids = _triples(ids)
     if len(np.unique(ids.astype(str))) < len(ids):
         raise UsageError(f"the {which} split of task {task.name!r} repeats an example id in its "
                          f"{id_column!r} column: give each example its own id (or drop the column)")
@@ -247,6 +247,16 @@ def _texts_and_ids(df: pd.DataFrame, task: Task, which: str, labels: np.ndarray)
                              f"{task.name} ({type(e).__name__}: {e}): its columns "
                              f"{', '.join(task.text_fields)} are as on the hub") from None
     return Split(texts, labels, ids)
+
+
+def _triples(ids: np.ndarray) -> np.ndarray:
+    """MultiRC's ids {paragraph, question, answer} as ``paragraph/question/answer``: the question
+    of each answer stays known, for its question-level exact match (metrics.questions)."""
+    frame, fields = pd.DataFrame(list(ids)), ["paragraph", "question", "answer"]
+    if sorted(frame.columns) != sorted(fields):
+        raise UsageError(f"example ids like {ids[0]!r} are not MultiRC's {{paragraph, question, "
+                         "answer}: give each example a number or a string as its idx")
+    return frame[fields].astype(str).agg("/".join, axis=1).to_numpy()
 
 
 def _subset(split: Split, n: int, which: str = "train") -> Split:

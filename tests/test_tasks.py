@@ -1,5 +1,8 @@
 """Tasks: the offline movie-review split, fixed subsets, local files, and bad data."""
 
+import io
+import json
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -255,3 +258,88 @@ def test_multirc_scores_f1a_over_every_answer_as_scikit_learn():
     labels, pred = rng.integers(0, 2, 40), rng.integers(0, 2, (5, 40))
     np.testing.assert_allclose(metrics.score_predictions(pred, labels, TASKS["multirc"].metric),
                                [f1_score(labels, p) for p in pred])
+
+
+def _multirc_rows(n_questions: int, rng) -> pd.DataFrame:
+    """Synthetic MultiRC rows (clearly not real data): 1-4 candidate answers per question, two
+    questions per paragraph, the hub's idx triple; answer numbers run over the whole split."""
+    rows = []
+    for q in range(n_questions):
+        for _ in range(rng.integers(1, 5)):
+            rows.append({"paragraph": f"Paragraph {q // 2}: the cat sat on mat {q // 2}.",
+                         "question": f"Question {q}?", "answer": f"answer {len(rows)}",
+                         "label": int(rng.integers(0, 2)),
+                         "idx": {"paragraph": q // 2, "question": q, "answer": len(rows)}})
+    return pd.DataFrame(rows)
+
+
+def test_multirc_exact_match_is_the_share_of_questions_answered_all_right():
+    rng = np.random.default_rng(5)
+    asked = rng.integers(0, 7, 30)  # questions in any order, of 1 to many answers
+    labels, pred = rng.integers(0, 2, 30), rng.integers(0, 2, (4, 30))
+    pred[0] = labels  # every question right
+    expected = [np.mean([all(p[asked == q] == labels[asked == q]) for q in np.unique(asked)])
+                for p in pred]  # a plain loop over questions
+    np.testing.assert_allclose(metrics.score_predictions(pred.astype(float), labels, "em",
+                                                         asked), expected)
+    assert expected[0] == 1.0
+    missing = pred.astype(float)
+    missing[2, 3] = np.nan  # a run without logits: undefined, as every metric
+    assert np.isnan(metrics.score_predictions(missing, labels, "em", asked)[2])
+    ids = np.array(["3/7/0", "3/7/1", "3/8/2", "4/9/3"])
+    np.testing.assert_array_equal(metrics.questions(ids), [0, 0, 1, 2])
+    assert metrics.questions(np.array(["7", "8"])) is None
+    assert metrics.questions(np.arange(4)) is None
+
+
+def test_a_multirc_grid_reports_f1a_and_em_from_its_example_ids(tmp_path, tiny_toml):
+    from conftest import run_cli
+    from seedgrid.cube import open_cube
+
+    rng = np.random.default_rng(0)
+    files = {}
+    for split, n in (("train", 8), ("validation", 9)):
+        files[split] = str(tmp_path / f"{split}.jsonl")
+        _multirc_rows(n, rng).to_json(files[split], orient="records", lines=True)
+    config = tiny_toml(task={"name": "multirc", "data_files": files, "train_size": 0,
+                             "validation_size": 0}, grid={"n_wi": 1, "n_do": 2})
+    out = tmp_path / "grid"
+    result = run_cli("submit", "--config", str(config), "--cluster", "local", "--out", str(out),
+                     "--wait")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert run_cli("collect", str(out)).returncode == 0
+    ds = open_cube(out / "cube.nc")
+    val = pd.read_json(files["validation"], lines=True)
+    assert ds["example"].values.tolist() == [
+        f"{i['paragraph']}/{i['question']}/{i['answer']}" for i in val["idx"]]
+    pred = ds.seedgrid.predictions().isel(step=-1).values.reshape(2, -1)
+    right = pred == val["label"].to_numpy()
+    questions = [i["question"] for i in val["idx"]]
+    expected = [np.mean([right[r][[q == k for q in questions]].all() for k in set(questions)])
+                for r in range(2)]  # a plain loop over the questions
+    np.testing.assert_allclose(ds.seedgrid.final("em").values.reshape(-1), expected)
+    assert ds.seedgrid.majority_baseline("em") == np.mean(
+        [(val["label"][[q == k for q in questions]] == metrics.majority_label(val["label"])).all()
+         for k in set(questions)])
+    assert run_cli("report", str(out), "--no-figures").returncode == 0
+    report = json.loads((out / "report/report.json").read_text())
+    by_metric = report["runs"]["grid"]["macro"]["by_metric"]
+    assert list(by_metric) == ["accuracy", "f1", "em"]
+    assert by_metric["em"]["mean"] == pytest.approx(np.mean(expected))
+    refused = run_cli("compare", str(out), str(out), "--metric", "em")
+    assert refused.returncode == 2 and "compare on f1 (MultiRC's F1a)" in refused.stderr
+    gate = run_cli("regress", "--baseline", str(out), "--candidate", str(out), "--metric", "em")
+    assert gate.returncode == 0, gate.stdout + gate.stderr
+    exported = run_cli("export", str(out), "--to", "-", "--metric", "em")
+    assert exported.returncode == 0, exported.stderr
+    table = pd.read_csv(io.StringIO(exported.stdout))
+    np.testing.assert_allclose(table[table["update"] == table["update"].max()]["em"], expected)
+
+
+def test_em_on_examples_that_are_not_multirc_is_refused(tmp_path, tiny_toml):
+    from seedgrid.trainer import train_cell
+    from conftest import tiny_config
+
+    shard = train_cell(tiny_config(), 1, 1, log=lambda _: None)
+    with pytest.raises(UsageError, match="not MultiRC's paragraph/question/answer"):
+        shard.seedgrid.metric("em")
