@@ -13,6 +13,6 @@ except metadata.PackageNotFoundError:  # a source tree that was never installed
 
 # Importing seedgrid changes nothing outside it: its side effects are in seedgrid.log, for its
 # own processes only.
-from seedgrid.cube import open_cube  # noqa: E402  (registers the ds.seedgrid accessor)
+from seedgrid.cube import open_cube, open_shards  # noqa: E402  (registers ds.seedgrid)
 
-__all__ = ["open_cube", "__version__"]
+__all__ = ["open_cube", "open_shards", "__version__"]

@@ -169,6 +169,61 @@ def open_cube(path: str | Path, chunks: dict | str | None = None) -> xr.Dataset:
     raise UsageError(f"{str(path)!r} is not a seedgrid cube: {problem}")
 
 
+def open_shards(run_dir: str | Path, chunks: dict | str = "rows") -> xr.Dataset:
+    """A run folder's shards as one lazy cube, without ``collect`` (e.g. to look at a grid
+    whose every cell is trained before writing its cube): ``xr.open_mfdataset`` with the
+    arguments a grid of shards needs, checked as :func:`open_cube` checks a cube. ``chunks``:
+    ``"rows"`` (one WI seed row a chunk), or what ``open_mfdataset`` takes. The grid must be
+    full (a shard for every cell of the config's grid, and of any seed trained outside it); the
+    per-cell text (host, device,
+    versions) stays in the shards' attributes: ``collect`` gathers it."""
+    run_dir = Path(run_dir)
+    cfg = load_run_config(run_dir)
+    found = shards_on_disk(run_dir)
+    if not found:
+        raise UsageError(f"no shards in {str(run_dir / 'shards')!r}: nothing to open yet "
+                         f"({command('status', run_dir)})")
+    seeds_wi = sorted(set(cfg.grid.seeds_wi) | {wi for wi, _ in found})  # as collect's grid
+    seeds_do = sorted(set(cfg.grid.seeds_do) | {do for _, do in found})
+    holes = len(seeds_wi) * len(seeds_do) - len(found)
+    if holes:
+        raise UsageError(f"the shards of {str(run_dir)!r} leave {holes} of {len(seeds_wi)} x "
+                         f"{len(seeds_do)} cells empty: open_shards needs a full grid; "
+                         f"{command('collect', run_dir)} writes a cube with them missing")
+    for cell, path in found.items():
+        _check_shard(path, cell, cfg.hash, run_dir)
+    try:  # every argument given: xarray's defaults are changing (FutureWarnings), and
+        # data_vars="minimal" keeps label (example,) one variable instead of one per shard
+        ds = xr.open_mfdataset(
+            list(found.values()), engine="netcdf4", combine="by_coords", data_vars="minimal",
+            coords="minimal", compat="equals", join="exact", combine_attrs="drop_conflicts",
+            chunks={"seed_wi": 1} if chunks == "rows" else chunks)
+    except (OSError, ValueError) as e:  # unreadable, or shards of other examples or steps
+        raise UsageError(f"the shards of {str(run_dir)!r} do not form one cube ({e}): "
+                         f"{command('collect', run_dir)} names the ones that do not fit") from None
+    problem = schema_problem(ds)
+    if problem:
+        ds.close()
+        raise UsageError(f"the shards of {str(run_dir)!r} are not seedgrid shards: {problem}")
+    return decode(ds)
+
+
+def _check_shard(path: Path, cell: tuple[int, int], config_hash: str, run_dir: Path) -> None:
+    """UsageError unless ``path`` is a whole, readable shard of ``cell`` and of this config."""
+    try:
+        check_regular(path)
+        with netCDF4.Dataset(path) as nc:
+            problem = shard_problem(nc, cell) or (
+                None if getattr(nc, "config_hash", None) == config_hash else
+                f"it is of config {getattr(nc, 'config_hash', None)}, not this run's "
+                f"{config_hash}")
+    except (OSError, RuntimeError, KeyError, IndexError, ValueError, TypeError) as e:
+        problem = f"unreadable ({e})"
+    if problem:
+        raise UsageError(f"shard {str(path)!r}: {problem}; {command('collect', run_dir)} "
+                         "writes a cube without the shards that do not fit")
+
+
 class _Damaged(Exception):
     pass
 

@@ -275,3 +275,33 @@ def test_a_cube_opens_with_dask_chunks_by_row_auto_or_cell_and_gives_the_same_nu
         assert ds.seedgrid.status().values.tolist() == eager.seedgrid.status().values.tolist()
     with pytest.raises(UsageError, match="chunks='cells': give 'rows', 'auto'"):
         seedgrid.open_cube(run, chunks="cells")
+
+
+def test_open_shards_gives_the_cube_collect_writes_lazily_and_refuses_what_is_not_one(tmp_path):
+    import warnings
+
+    run, cfg = _run(tmp_path, [(wi, do) for wi in (1, 2, 3) for do in (1, 2, 3)])
+    collect(run)
+    cube = seedgrid.open_cube(run)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no FutureWarning of xarray's changing defaults
+        ds = seedgrid.open_shards(run)
+    assert ds.logits.chunks is not None  # dask: nothing read until asked
+    np.testing.assert_array_equal(ds.logits.values, cube.logits.values)
+    np.testing.assert_array_equal(ds.seedgrid.metric().values, cube.seedgrid.metric().values)
+    assert ds.seedgrid.status().values.tolist() == cube.seedgrid.status().values.tolist()
+    assert ds.label.dims == ("example",)  # one label, not one per shard
+
+    shard_path(run, 3, 2).unlink()  # a hole: collect's cube has it missing, open_shards refuses
+    with pytest.raises(UsageError, match="leave 1 of 3 x 3 cells empty: open_shards needs"):
+        seedgrid.open_shards(run)
+    other = tiny_config(train={"learning_rate": 0.5})
+    write_atomic(_shard(other, 3, 2, np.random.default_rng(1)), shard_path(run, 3, 2))
+    with pytest.raises(UsageError, match="wi3_do2.nc': it is of config"):
+        seedgrid.open_shards(run)
+    moved = _shard(cfg, 3, 2, np.random.default_rng(1)).assign_coords(example=np.arange(30))
+    write_atomic(moved, shard_path(run, 3, 2))  # other validation examples
+    with pytest.raises(UsageError, match="do not form one cube"):
+        seedgrid.open_shards(run)
+    with pytest.raises(UsageError, match="no shards in"):
+        seedgrid.open_shards(_run(tmp_path / "empty", [])[0])
