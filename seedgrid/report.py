@@ -7,7 +7,7 @@ which is report.json's per-run entry as it is; :func:`write` adds the figures an
 With several runs it also compares WI seeds across tasks (Dodge §4.3) and relates VAR, CON and
 CCON to training-set size (Bui Fig. 2).
 
-report.json's keys are documented in the README ("The report").
+report.json's keys are documented in docs/report.md.
 """
 
 from __future__ import annotations

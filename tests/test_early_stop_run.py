@@ -133,7 +133,11 @@ def test_early_stop_on_slurm_continues_the_best_bitwise(slurm, tmp_path, tiny_to
     assert accounting["cell_seconds"] == pytest.approx(spent)
     full = np.mean([float(shards[c].wall_time_s.item()) for c in expected])
     assert accounting["all_full_estimate"] == pytest.approx(8 * full)
-    assert f"{spent:.0f} cell-seconds spent" in run_cli("status", str(run)).stdout
+    status = run_cli("status", str(run)).stdout
+    assert f"{spent:.0f} cell-seconds spent" in status
+    from test_readme import assert_shapes, example
+
+    assert_shapes(example("  early stop (given)"), status)  # docs/early-stopping.md shows it
     collect(run)
     assert int((open_cube(run).status == "stopped").sum()) == 5
 
@@ -208,12 +212,12 @@ def test_budget_flags_pick_the_plan_and_refuse_a_cube_of_another_task(tmp_path, 
     assert early_stop_run.parse_plan("budget=5", "mr") == early_stop_run.plan_from_budget(5)
 
 
-def test_the_readmes_rule_of_thumb_table_is_what_the_rule_gives():
+def test_the_docs_rule_of_thumb_table_is_what_the_rule_gives():
     import re
 
     from conftest import REPO
 
-    text = (REPO / "README.md").read_text()
+    text = (REPO / "docs/early-stopping.md").read_text()
     rows = {m[0]: m[1].split(" | ") for m in re.findall(
         r"^\| (budget B \(full runs\)|started|continued|stopped at \(fraction of training\)|"
         r"runs' worth spent) \| (.*) \|$", text, re.MULTILINE)}

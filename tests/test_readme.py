@@ -1,6 +1,7 @@
-"""The README's shown output stays true: every line of its output examples has the shape of a
-line the same commands print today (numbers, paths, job ids and hashes masked). The demo is run
-on the tiny model (same commands, same kinds of lines; the MiniLM demo itself takes minutes)."""
+"""The README's and docs/' shown output stays true: every line of their output examples has the
+shape of a line the same commands print today (numbers, paths, job ids and hashes masked), and
+every output example is one a test runs. The demo is run on the tiny model (same commands, same
+kinds of lines; the MiniLM demo itself takes minutes)."""
 
 import re
 import subprocess
@@ -12,6 +13,18 @@ from conftest import REPO, tiny_raw, write_toml
 from test_compare import _cube
 
 README = (REPO / "README.md").read_text()
+PAGES = {path.relative_to(REPO): path.read_text()
+         for path in [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]}
+#: the first words of every output example of the pages, and the test that runs its commands
+CHECKED = {
+    "submitted ": "test_the_demo_example_has_the_shape_of_the_demo_commands",
+    "demo: accuracy at the end": "test_the_demo_example_has_the_shape_of_the_demo_commands",
+    "accuracy (end) on mr": "test_the_compare_example_has_the_shape_of_compare",
+    "runs/tiny: config": "test_submit.py::test_cancelled_tasks_are_shown_with_why_and_resume_"
+                         "reruns_only_them",
+    "  early stop (given)": "test_early_stop_run.py::test_early_stop_on_slurm_continues_the_best_"
+                            "bitwise",
+}
 
 
 def shape(line: str) -> str:
@@ -25,9 +38,9 @@ def shape(line: str) -> str:
 
 
 def output_blocks() -> list[list[str]]:
-    """The README's fenced blocks without a language (```sh and ```python are commands)."""
+    """The pages' fenced blocks without a language (```sh and ```python are commands)."""
     blocks, current, fence = [], None, ""
-    for line in README.splitlines():
+    for line in "\n".join(PAGES.values()).splitlines():
         if not line.startswith("```"):
             if current is not None:
                 current.append(line)
@@ -41,17 +54,17 @@ def output_blocks() -> list[list[str]]:
 
 
 def example(first_words: str) -> list[str]:
-    """The README's output block whose first line starts with ``first_words`` (without "...")."""
+    """The output block whose first line starts with ``first_words`` (without "...")."""
     for lines in output_blocks():
         if lines and lines[0].startswith(first_words):
             return [ln for ln in lines if ln.strip() and ln.strip() != "..."]
-    raise AssertionError(f"the README has no output example starting {first_words!r}")
+    raise AssertionError(f"no page has an output example starting {first_words!r}")
 
 
 def assert_shapes(shown: list[str], printed: str) -> None:
     printed_shapes = {shape(line) for line in printed.splitlines()}
     missing = [line for line in shown if shape(line) not in printed_shapes]
-    assert not missing, ("README lines that no longer match the output:\n" + "\n".join(missing)
+    assert not missing, ("shown lines that no longer match the output:\n" + "\n".join(missing)
                          + "\n--- output:\n" + printed)
 
 
@@ -70,6 +83,7 @@ def test_the_demo_example_has_the_shape_of_the_demo_commands(tmp_path):
     printed += _seedgrid(tmp_path, "collect", "runs/demo")
     printed += _seedgrid(tmp_path, "report", "runs/demo", "--samples", "500")
     assert_shapes(example("submitted "), printed)
+    assert_shapes(example("demo: accuracy at the end"), printed)
     # the figures the README shows are the demo report's own: each a PNG the same command draws
     shown = re.findall(r"!\[[^]]+\]\(docs/img/demo-([\w]+)\.png\)", README)
     assert shown == ["fig1_expected_max", "consistency"]
@@ -86,11 +100,28 @@ def test_the_compare_example_has_the_shape_of_compare(tmp_path):
     assert_shapes(example("accuracy (end) on mr"), printed)
 
 
-def test_the_readme_names_only_what_exists():
+def test_every_output_example_is_run_by_a_test():
+    unchecked = [b[0] for b in output_blocks() if b and not b[0].startswith(tuple(CHECKED))]
+    assert not unchecked, f"output examples no test runs: {unchecked}"
+    for test in CHECKED.values():  # each named test exists and shows the example it names
+        module, _, name = test.rpartition("::")
+        source = (REPO / "tests" / (module or "test_readme.py")).read_text()
+        assert f"def {name or test}(" in source, test
+
+
+def test_the_readme_is_a_front_door_and_its_links_lead_somewhere():
+    assert len(README.splitlines()) <= 200  # the reference lives in docs/
+    for page, text in PAGES.items():
+        for link in re.findall(r"\]\(((?!https?:|#)[^)#]+)", text):
+            assert (REPO / page.parent / link).exists(), (page, link)
+
+
+def test_the_pages_name_only_what_exists():
     # (cluster/ is the user's own folder of site profiles: not in the repository)
-    for path in re.findall(r"`((?:seedgrid|slurm|analysis|benchmarks|tests|constraints)"
-                           r"/[\w./-]+\.(?:py|sh|toml|txt))`", README):
-        assert (REPO / path).exists(), path
+    for text in PAGES.values():
+        for path in re.findall(r"`((?:seedgrid|slurm|analysis|benchmarks|tests|constraints)"
+                               r"/[\w./-]+\.(?:py|sh|toml|txt))`", text):
+            assert (REPO / path).exists(), path
     offline = (REPO / "constraints/offline.txt").read_text()
     for section in re.findall(r'README, "([^"]+)"', offline.replace("\n# ", " ")):
         assert f"## {section}" in README, section

@@ -87,7 +87,7 @@ def test_cancelled_tasks_are_shown_with_why_and_resume_reruns_only_them(slurm, t
     assert "done 1" in text and "failed 1" in text and "missing 1" in text, text + logs
     from test_readme import assert_shapes, example
 
-    assert_shapes(example("runs/tiny: config"), text)  # the README shows this very status
+    assert_shapes(example("runs/tiny: config"), text)  # docs/cluster.md shows this status
     assert f"failed (wi=1, do=1) task {job}_0: CANCELLED; log: " in text
     assert "no log" not in text.split(f"task {job}_0:")[1].splitlines()[0]
     assert f"missing (wi=1, do=3) task {job}_2: unknown to sacct" in text
