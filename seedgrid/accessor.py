@@ -56,12 +56,16 @@ class SeedgridAccessor:
             if not outer:
                 self._cache = None
 
-    def _cached(self, key, compute):
-        """``compute()``, remembered inside :meth:`frozen` (on in-memory data)."""
-        if self._cache is None or self._ds.logits.chunks is not None:  # dask: lazy anyway
+    def _cached(self, key, compute, small: bool = False):
+        """``compute()``, remembered inside :meth:`frozen`. On a dask cube only what is
+        ``small`` (no example or no step dimension) is remembered, computed: each is one pass
+        over the logits, and a whole report a few of them; the rest stays lazy."""
+        lazy = self._ds.logits.chunks is not None
+        if self._cache is None or (lazy and not small):
             return compute()
         if key not in self._cache:
-            self._cache[key] = compute()
+            value = compute()
+            self._cache[key] = value.compute() if lazy else value
         return self._cache[key]
 
     def status(self) -> xr.DataArray:
@@ -91,21 +95,25 @@ class SeedgridAccessor:
         return metrics.majority_baseline(self._ds.label.values, name,
                                          metrics.questions_for(name, self._ds["example"].values))
 
-    def predictions(self) -> xr.DataArray:
+    def predictions(self, step: int | None = None) -> xr.DataArray:
         """Predicted class, (seed_wi, seed_do, example, step); NaN where there are no logits.
-        For a regression task, the output itself.
+        For a regression task, the output itself. ``step``: at that evaluation (position) only.
 
         A diverged cell is a failed classifier, not a missing one: its evaluations after it
         diverged (NaN logits) predict the majority label (regression: the mean gold score, a
         constant), so it stays in every statistic with the score a collapsed model gets (Dodge
         et al.'s diverged runs).
         """
+        if step is not None:  # small (one evaluation): kept in frozen() even on a dask cube
+            return self._cached(("predictions", step),
+                                lambda: self.predictions().isel(step=step), small=True)
         return self._cached("predictions", lambda: _predictions(self._ds, self.status()))
 
-    def correct(self) -> xr.DataArray:
-        """1.0 where the prediction equals the gold label, 0.0 where not, NaN where missing."""
+    def correct(self, step: int | None = None) -> xr.DataArray:
+        """1.0 where the prediction equals the gold label, 0.0 where not, NaN where missing;
+        ``step``: at that evaluation (position) only."""
         self._classification_only("correct()")
-        pred = self.predictions()
+        pred = self.predictions(step)
         return (pred == self._ds.label).astype(np.float64).where(pred.notnull()).rename("correct")
 
     def metric(self, name: str | None = None) -> xr.DataArray:
@@ -113,7 +121,7 @@ class SeedgridAccessor:
         name = name or self._ds.attrs["metric"]
         metrics.check_metric(name, self.regression, option="metric")
         asked = metrics.questions_for(name, self._ds["example"].values)
-        return self._cached(("metric", name), lambda: xr.apply_ufunc(
+        return self._cached(("metric", name), small=True, compute=lambda: xr.apply_ufunc(
             metrics.score_predictions, self.predictions(), self._ds.label,
             input_core_dims=[["example"], ["example"]], kwargs={"metric": name, "asked": asked},
             dask="parallelized", output_dtypes=[np.float64],
@@ -126,7 +134,7 @@ class SeedgridAccessor:
         from seedgrid.analysis import consistency
 
         self._classification_only("consistency (CON, CCON, agreement)")
-        return consistency(self.predictions().isel(step=step), self._ds.label, over)
+        return consistency(self.predictions(step), self._ds.label, over)
 
     def diverged(self, threshold: float | None = None) -> xr.DataArray:
         """Per cell: 1.0 if it diverged, 0.0 if not, NaN if it has no final evaluation.
@@ -230,7 +238,7 @@ class SeedgridAccessor:
         from seedgrid.analysis import run_pairs
 
         self._classification_only("run_pairs (agreement of runs)")
-        return run_pairs(self.predictions().isel(step=step), self._ds.label, tolerance, top)
+        return run_pairs(self.predictions(step), self._ds.label, tolerance, top)
 
     def early_stopping(self, name: str | None = None, **kwargs):
         """Dodge §5's simulation on this cube; :func:`seedgrid.early_stopping.simulate`."""
@@ -240,14 +248,19 @@ class SeedgridAccessor:
 
 
 def _predictions(ds: xr.Dataset, status: xr.DataArray) -> xr.DataArray:
-    """:meth:`SeedgridAccessor.predictions`: the one full pass over the logits."""
-    logits = ds.logits
-    if ds.sizes["class"] == 1:  # regression: the output itself
-        pred, collapsed = logits.isel({"class": 0}, drop=True).astype(np.float64), \
-            float(ds.label.mean())
-    else:
-        pred = logits.fillna(-np.inf).argmax("class").astype(np.float64)
-        pred, collapsed = pred.where(logits.notnull().all("class")), \
-            float(metrics.majority_label(ds.label.values))
-    failed = (status == "diverged") & pred.isnull()
-    return pred.where(~failed, collapsed).rename("prediction")
+    """:meth:`SeedgridAccessor.predictions`: the one full pass over the logits, one function
+    per chunk (its temporaries freed before the next: a cube larger than memory fits)."""
+    collapsed = float(ds.label.mean()) if ds.sizes["class"] == 1 else \
+        float(metrics.majority_label(ds.label.values))
+    return xr.apply_ufunc(
+        _predict, ds.logits, status == "diverged", input_core_dims=[["class"], []],
+        kwargs={"collapsed": collapsed}, dask="parallelized",
+        output_dtypes=[np.float64]).rename("prediction")
+
+
+def _predict(logits: np.ndarray, diverged: np.ndarray, collapsed: float) -> np.ndarray:
+    """metrics.predict, with a diverged cell's missing evaluations (NaN logits) predicting
+    ``collapsed`` (the majority label; regression: the mean gold score)."""
+    pred = metrics.predict(logits)
+    pred[np.isnan(pred) & diverged] = collapsed
+    return pred

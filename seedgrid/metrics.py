@@ -210,8 +210,9 @@ def predict(logits: np.ndarray) -> np.ndarray:
     the output itself where there is one (regression); NaN where any logit is NaN."""
     if logits.shape[-1] == 1:
         return logits[..., 0].astype(np.float64)
-    pred = np.argmax(np.where(np.isnan(logits), 0.0, logits), axis=-1).astype(np.float64)
-    return np.where(np.isnan(logits).any(axis=-1), np.nan, pred)
+    pred = np.argmax(logits, axis=-1).astype(np.float64)  # (no copy of the logits: a big cube
+    pred[np.isnan(logits).any(axis=-1)] = np.nan  # is read a chunk at a time, in little memory)
+    return pred
 
 
 def score(logits: np.ndarray, labels: np.ndarray, metric: str) -> np.ndarray:

@@ -340,9 +340,9 @@ def _figures(cubes, results, cross, out: Path) -> dict[str, dict[str, str]]:
                                                         "Pearson, best so far"),
         }
         agreement = None if acc.regression else \
-            analysis.agreement_matrix(acc.predictions().isel(step=-1))
+            analysis.agreement_matrix(acc.predictions(step=-1))
         if agreement is not None and agreement.sizes["run"]:
-            accuracy = acc.correct().isel(step=-1).mean("example").sel(
+            accuracy = acc.correct(step=-1).mean("example").sel(
                 seed_wi=agreement["seed_wi"], seed_do=agreement["seed_do"])  # along run
             files["consistency"] = figures.agreement_heatmap(agreement, accuracy.values,
                                                              folder / "consistency.png")

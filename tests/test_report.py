@@ -241,3 +241,23 @@ def test_one_report_makes_one_pass_over_each_cubes_logits(tmp_path, monkeypatch)
     ds = seedgrid.open_cube(runs[0]).load()
     ds.seedgrid.metric(), ds.seedgrid.metric()
     assert len(passes) == 4  # outside a report: fresh each time
+
+
+def test_a_report_of_a_cube_opened_lazily_gives_the_same_numbers_in_a_few_passes(
+        tmp_path, monkeypatch):
+    """On a dask cube (larger than memory) the report keeps what is small (each metric, the
+    predictions at the last evaluation), computed, so it reads the logits a few times, not once
+    per analysis; its numbers are the eager report's."""
+    from seedgrid import accessor, report
+
+    run, _ = _run(tmp_path, [(wi, do) for wi in (1, 2, 3) for do in (1, 2, 3)])
+    collect(run)
+    eager = report.analyse(seedgrid.open_cube(run), samples=200)
+    chunks_read = []
+    real = accessor._predict
+    monkeypatch.setattr(accessor, "_predict", lambda logits, *a, **k: chunks_read.append(
+        logits.shape) or real(logits, *a, **k))
+    lazy = report.analyse(seedgrid.open_cube(run, chunks="rows"), samples=200)
+    assert json.dumps(lazy, sort_keys=True) == json.dumps(eager, sort_keys=True)
+    passes = sum(1 for shape in chunks_read if shape[0] == 1 and np.prod(shape)) / 3
+    assert passes == 3  # the task's metric (= accuracy), F1, the last evaluation's predictions
