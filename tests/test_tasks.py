@@ -328,7 +328,8 @@ def test_a_multirc_grid_reports_f1a_and_em_from_its_example_ids(tmp_path, tiny_t
     assert by_metric["em"]["mean"] == pytest.approx(np.mean(expected))
     refused = run_cli("compare", str(out), str(out), "--metric", "em")
     assert refused.returncode == 2 and "compare on f1 (MultiRC's F1a)" in refused.stderr
-    gate = run_cli("regress", "--baseline", str(out), "--candidate", str(out), "--metric", "em")
+    gate = run_cli("regress", "--baseline", str(out), "--candidate", str(out), "--metric", "em",
+                   "--history", str(tmp_path / "history.jsonl"))
     assert gate.returncode == 0, gate.stdout + gate.stderr
     exported = run_cli("export", str(out), "--to", "-", "--metric", "em")
     assert exported.returncode == 0, exported.stderr
