@@ -34,7 +34,8 @@ from seedgrid import early_stop_run
 from seedgrid.config import Config
 from seedgrid.log import logger
 from seedgrid.rundir import Cell, cell_state, claim, running_marker, shard_path, write_config
-from seedgrid.store import set_aside, shard_state, write_atomic, write_text_atomic
+from seedgrid.files import set_aside, write_text_atomic
+from seedgrid.store import shard_state, write_atomic
 
 #: seconds the children get to save their checkpoints after SIGTERM
 SAVE_S = 60

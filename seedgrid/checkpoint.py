@@ -28,7 +28,7 @@ import numpy as np
 import torch
 
 from seedgrid.log import logger
-from seedgrid.store import atomic_path, check_regular, remove_stale_temporaries, set_aside
+from seedgrid.files import atomic_path, check_regular, remove_stale_temporaries, set_aside
 
 #: submitit's preemption/timeout signal, and the termination signal SLURM sends before a kill
 _HELD = {signal.SIGUSR2, signal.SIGTERM, signal.SIGINT}

@@ -91,7 +91,7 @@ def _status(args: argparse.Namespace) -> None:
 
 def _json_out(where: str, result: dict) -> None:
     """``--json [FILE]``: the JSON alone on stdout ('-', or the flag alone), else to FILE."""
-    from seedgrid.store import json_ready, write_json_atomic
+    from seedgrid.files import json_ready, write_json_atomic
 
     if where == "-":
         import json
@@ -112,7 +112,7 @@ def _export(args: argparse.Namespace) -> None:
     import seedgrid
 
     from seedgrid.rundir import check_output
-    from seedgrid.store import atomic_path
+    from seedgrid.files import atomic_path
 
     out = Path(args.to)
     writers = {".csv": "to_csv", ".parquet": "to_parquet"}
@@ -487,7 +487,7 @@ def main(argv: list[str] | None = None) -> None:
         os.dup2(devnull, sys.stdout.fileno())
         sys.exit(0)
     except Exception as e:
-        from seedgrid.store import DiskFullError
+        from seedgrid.files import DiskFullError
 
         if isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT):
             e = DiskFullError(e.errno, f"no space left on the device ({e.strerror}"

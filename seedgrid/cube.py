@@ -25,10 +25,11 @@ from seedgrid import accessor  # noqa: F401  (registers ds.seedgrid)
 from seedgrid.errors import UsageError
 from seedgrid.progress import Ticker
 from seedgrid.rundir import CUBE, command, load_run_config, resubmit_command, shards_on_disk
-from seedgrid.store import (CF_ATTRS, CONVENTIONS, PER_CELL_INT, PER_CELL_TEXT, SCHEMA_VERSION, SEEDS,
-                            STATUS, VARIABLES, atomic_path, cell_attrs, check_regular, decode,
-                            grid_attrs, schema_problem, shard_problem, shard_state,
-                            status_flags, status_name, version)
+from seedgrid.files import atomic_path, check_regular
+from seedgrid.store import (CF_ATTRS, CONVENTIONS, PER_CELL_INT, PER_CELL_TEXT, SCHEMA_VERSION,
+                            SEEDS, STATUS, VARIABLES, cell_attrs, decode, grid_attrs,
+                            schema_problem, shard_problem, shard_state, status_flags, status_name,
+                            version)
 
 
 

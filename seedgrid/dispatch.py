@@ -35,8 +35,8 @@ from seedgrid.errors import UsageError
 from seedgrid.log import logger
 from seedgrid.rundir import (JOBS, LOGS, Cell, cell_state, checkpoint_path, decider_log,
                              load_run_config,
-                             read_jobs, shard_path)
-from seedgrid.store import locked, write_text_atomic
+                             read_jobs)
+from seedgrid.files import locked, write_text_atomic
 
 if TYPE_CHECKING:  # torch: imported only where a cell trains
     from seedgrid.checkpoint import Checkpointer

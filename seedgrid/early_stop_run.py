@@ -29,7 +29,8 @@ import numpy as np
 from seedgrid.errors import UsageError
 from seedgrid.log import logger
 from seedgrid.rundir import EARLY_STOP, shard_path
-from seedgrid.store import locked, read_json, read_shard, set_aside, write_text_atomic
+from seedgrid.files import locked, read_json, set_aside, write_text_atomic
+from seedgrid.store import read_shard
 
 MAX_BUDGET = 1000
 #: Dodge §5: stopping after 20-30% of training did best on three of four tasks; their Fig. 6

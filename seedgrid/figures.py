@@ -18,7 +18,8 @@ import xarray as xr
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
-from seedgrid.store import SEEDS, atomic_path
+from seedgrid.files import atomic_path
+from seedgrid.store import SEEDS
 
 REGIME_LABELS = {"every": "every evaluation", "epoch_ends": "end of each epoch",
                  "end": "end of training"}

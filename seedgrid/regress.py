@@ -15,7 +15,7 @@ import scipy.stats
 from seedgrid.compare import MIN_SEEDS, _check_options, _sides, check_comparable, load
 from seedgrid.errors import UsageError
 from seedgrid.log import logger
-from seedgrid.store import json_ready, read_regular, write_text_atomic
+from seedgrid.files import json_ready, read_regular, write_text_atomic
 
 
 def regress(baseline, candidate, max_drop: float = 0.005, alpha: float = 0.05,

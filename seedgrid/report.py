@@ -30,8 +30,9 @@ from seedgrid.report_markdown import markdown
 from seedgrid.errors import UsageError
 from seedgrid.progress import Ticker
 from seedgrid.rundir import REPORT, check_output
-from seedgrid.store import (STATUS, json_ready, raise_if_disk_full, read_regular,
-                            temporary_folder, write_json_atomic, write_target)
+from seedgrid.files import (json_ready, raise_if_disk_full, read_regular, temporary_folder,
+                            write_json_atomic, write_target)
+from seedgrid.store import STATUS
 
 
 def reported_metrics(ds: xr.Dataset) -> tuple[str, ...]:

@@ -29,9 +29,9 @@ from seedgrid.errors import Interrupted
 from seedgrid.progress import Progress
 from seedgrid.dispatch import WAITING, sacct_states, settled, wait_settled
 from seedgrid.rundir import (cell_state, claimed, command, decider_log, load_run_config, read_jobs, recorded_cluster,
-                             resubmit_command, running_marker, shard_path, shards_on_disk,
+                             resubmit_command, running_marker, shards_on_disk,
                              task_log)
-from seedgrid.store import clean_text, read_regular, read_tail
+from seedgrid.files import clean_text, read_regular, read_tail
 
 SYMBOLS = {"done": "#", "diverged": "!", "stopped": "s", "running": "R", "pending": ".",
            "failed": "x", "damaged": "?", "missing": "-", "unused": " "}

@@ -11,7 +11,6 @@ from sklearn.metrics import f1_score
 from seedgrid import compare as cmp
 from seedgrid.cli import main
 from seedgrid.cube import collect
-from seedgrid.errors import UsageError
 from seedgrid.rundir import write_config
 from seedgrid.rundir import shard_path
 from seedgrid.store import cell_dataset, write_atomic

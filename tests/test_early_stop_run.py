@@ -12,7 +12,6 @@ from sklearn.metrics import accuracy_score
 from seedgrid import data, early_stop_run, early_stopping
 from seedgrid.cli import main
 from seedgrid.cube import collect, open_cube
-from seedgrid.errors import UsageError
 from seedgrid.rundir import checkpoint_path, shard_path
 from seedgrid.store import read_shard
 

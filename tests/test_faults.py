@@ -15,7 +15,8 @@ import torch
 from seedgrid.cli import main
 from seedgrid.cube import collect, open_cube
 from seedgrid.rundir import shard_path
-from seedgrid.store import DiskFullError, read_shard, write_atomic
+from seedgrid.files import DiskFullError
+from seedgrid.store import read_shard, write_atomic
 
 from conftest import REPO, run_cli, tiny_raw, wait_until, write_toml
 from test_cube import _run, _shard

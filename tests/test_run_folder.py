@@ -19,7 +19,8 @@ from seedgrid.cluster import Profile
 from seedgrid.cube import collect
 from seedgrid.report import MANIFEST
 from seedgrid.rundir import guard_line, shard_path
-from seedgrid.store import atomic_path, read_json, read_shard, write_atomic
+from seedgrid.files import atomic_path, read_json
+from seedgrid.store import read_shard, write_atomic
 
 from conftest import REPO, run_cli, tiny_raw, write_toml
 from test_cube import _run, _shard

@@ -5,7 +5,6 @@ import os
 import subprocess
 import sys
 from datetime import datetime
-from pathlib import Path
 
 import pytest
 
