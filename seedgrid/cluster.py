@@ -2,8 +2,8 @@
 
 A profile is a TOML file of :class:`Profile` fields. ``--cluster NAME`` reads ``NAME`` as a
 file path, else ``cluster/NAME.toml`` in the current folder (a site's own profiles), else
-the profiles installed with seedgrid (``seedgrid/profiles/``: ``local`` and the template
-``example-gpu``; the tests' own, for the SLURM that ``slurm/`` starts, is ``slurm/dev.toml``); ``local`` needs no file.
+the profiles installed with seedgrid (the repository's ``cluster/``, in the wheel as
+``seedgrid/profiles/``: ``local`` and the template ``example-gpu``; the tests' own, for the SLURM that ``slurm/`` starts, is ``slurm/dev.toml``); ``local`` needs no file.
 
 ``executor = "local"`` runs array tasks as subprocesses of this machine (submitit's local
 executor: no queue, no throttle, so cells are packed into ``--parallel`` tasks);
@@ -36,7 +36,8 @@ SBATCH_OWN = {"time": "time_min", "mem": "mem_gb", "cpus_per_task": "cpus_per_ta
               "array": "(--array, --parallel)", "output": "(the run folder's logs/)",
               "error": "(the run folder's logs/)", "signal": "(seedgrid's preemption signal)",
               **{k: k for k in SBATCH_FIELDS}}
-#: the profiles installed with the package (in the wheel too)
+#: the profiles installed with the package: the repository's top-level cluster/, built into the
+#: wheel as seedgrid/profiles/ (in a checkout, seedgrid/profiles is a link to it)
 PACKAGED = Path(__file__).resolve().parent / "profiles"
 
 
@@ -100,7 +101,12 @@ class Profile:
 
 
 def search_path() -> list[Path]:
-    return [Path.cwd() / "cluster", PACKAGED]
+    """Where ``--cluster NAME`` looks: ``./cluster/``, then the installed profiles (once, in a
+    checkout whose ``cluster/`` they are)."""
+    here = Path.cwd() / "cluster"
+    if here.is_dir() and PACKAGED.is_dir() and here.samefile(PACKAGED):
+        return [PACKAGED]
+    return [here, PACKAGED]
 
 
 def load_profile(spec: str) -> Profile:
