@@ -4,12 +4,7 @@
     ds = seedgrid.open_cube("runs/dodge2020-rte")     # also registers ds.seedgrid
 """
 
-from importlib import metadata
-
-try:
-    __version__ = metadata.version("seedgrid")  # one place for it: pyproject.toml
-except metadata.PackageNotFoundError:  # a source tree that was never installed
-    __version__ = "0+unknown"
+from seedgrid.version import __version__
 
 # Importing seedgrid changes nothing outside it: its side effects are in seedgrid.log, for its
 # own processes only.

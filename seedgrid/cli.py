@@ -132,13 +132,11 @@ def _export(args: argparse.Namespace) -> None:
 
 
 def _report(args: argparse.Namespace) -> None:
-    import json
-
     from seedgrid.report import summary, write
 
-    out = write(args.runs, args.out, figures_too=not args.no_figures, samples=args.samples,
-                seed=args.seed)
-    print(summary(json.loads((out / "report.json").read_text())))
+    out, report = write(args.runs, args.out, figures_too=not args.no_figures,
+                        samples=args.samples, seed=args.seed)
+    print(summary(report))
     print(f"wrote {out / 'report.md'} and {out / 'report.json'}"
           + ("" if args.no_figures else " with figures"))
 
@@ -440,7 +438,7 @@ def build_parser() -> argparse.ArgumentParser:
                "  python -m seedgrid collect runs/demo\n"
                "  python -m seedgrid report runs/demo",
         formatter_class=argparse.RawDescriptionHelpFormatter)
-    from seedgrid import __version__
+    from seedgrid.version import __version__
 
     parser.add_argument("--version", action="version", version=f"seedgrid {__version__}")
     _verbosity_args(parser, 0)

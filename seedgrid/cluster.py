@@ -21,7 +21,7 @@ import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 
-from seedgrid.config import _read as read_text, table
+from seedgrid.config import read_text, table
 from seedgrid.errors import UsageError
 
 EXECUTORS = ("local", "slurm")

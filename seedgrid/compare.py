@@ -270,7 +270,7 @@ def shared_cells(a: xr.DataArray, b: xr.DataArray) -> list[tuple[int, int]]:
     return [(int(wi), int(do)) for wi, do in cells["cell"].values[cells.values]]
 
 
-def _sides(score_a, score_b, pred_a, pred_b):
+def sides(score_a, score_b, pred_a, pred_b):
     """Paired (by shared cells, when at least 2) or unpaired per-run scores and predictions:
     (cells or [], scores a, scores b, predictions a (run, example), predictions b)."""
     cells = shared_cells(score_a, score_b)
@@ -286,7 +286,7 @@ def _sides(score_a, score_b, pred_a, pred_b):
     return cells, a, b, runs_a, runs_b
 
 
-def _check_options(alpha: float, n_boot: int = 1, **tolerances: float) -> None:
+def check_options(alpha: float, n_boot: int = 1, **tolerances: float) -> None:
     if not 0 < alpha < 1:  # NaN fails this too
         raise UsageError(f"--alpha {alpha}: give a significance level between 0 and 1, e.g. 0.05")
     if n_boot < 1:
@@ -310,7 +310,7 @@ def compare(path_a, path_b, metric: str | None = None, step: str = "end", alpha:
     """
     if test not in TESTS:
         raise UsageError(f"--test {test!r}: choose one of {', '.join(TESTS)}")
-    _check_options(alpha=alpha, n_boot=n_boot, min_effect=min_effect)
+    check_options(alpha=alpha, n_boot=n_boot, min_effect=min_effect)
     if metric in metrics.BY_QUESTION:  # the bootstrap draws examples, not questions
         raise UsageError(f"--metric {metric}: compare's bootstrap resamples examples, and "
                          f"{metric} scores whole questions; compare on f1 (MultiRC's F1a), or "
@@ -319,7 +319,7 @@ def compare(path_a, path_b, metric: str | None = None, step: str = "end", alpha:
     ds_b, score_b, pred_b = load(path_b, metric, step)
     check_comparable(ds_a, ds_b, metric)
     name = str(score_a.name)
-    cells, a, b, runs_a, runs_b = _sides(score_a, score_b, pred_a, pred_b)
+    cells, a, b, runs_a, runs_b = sides(score_a, score_b, pred_a, pred_b)
     paired = bool(cells)
     tests = scores_test(a, b, paired, alpha)
     regression = ds_a.seedgrid.regression

@@ -36,7 +36,7 @@ import tomli_w
 
 from seedgrid.errors import UsageError
 from seedgrid.seeds import DROPOUT_SOURCES
-from seedgrid.tasks import get_task
+from seedgrid.tasks import TaskConfig, get_task
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -63,17 +63,6 @@ class ModelConfig:
     #: the weights' dtype: "float32", or "bfloat16" (half the memory: a 3B decoder on a GPU;
     #: LoRA adapters stay float32, as peft keeps them)
     dtype: str = "float32"
-
-
-@dataclass(frozen=True)
-class TaskConfig:
-    #: a name from seedgrid.tasks.TASKS
-    name: str
-    #: examples kept from each split (0 = all); a fixed subset, the same for every seed
-    train_size: int = 0
-    validation_size: int = 0
-    #: local files instead of the hub: {train = "x.csv", validation = "y.jsonl"} (csv/jsonl/parquet)
-    data_files: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -182,7 +171,7 @@ class Config:
         return header + tomli_w.dumps(self.to_dict())
 
 
-def _read(path: Path, what: str) -> str:
+def read_text(path: Path, what: str) -> str:
     """A text file the user gave; UsageError when it cannot be read as UTF-8 text."""
     try:
         return path.read_text(encoding="utf-8")
@@ -226,7 +215,7 @@ def load_config(spec: str | Path | Config, frozen: bool = False,
     spec = str(spec)
     path = Path(spec)
     if path.is_file():
-        text = _read(path, "config")
+        text = read_text(path, "config")
     elif spec in preset_names():
         text = (resources.files("seedgrid") / "presets" / f"{spec}.toml").read_text()
     elif spec.endswith(".toml") or "/" in spec:

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import scipy.stats
 
-from seedgrid.compare import MIN_SEEDS, _check_options, _sides, check_comparable, load
+from seedgrid.compare import MIN_SEEDS, check_options, sides, check_comparable, load
 from seedgrid.errors import UsageError
 from seedgrid.log import logger
 from seedgrid.files import json_ready, read_regular, write_text_atomic
@@ -31,11 +31,11 @@ def regress(baseline, candidate, max_drop: float = 0.005, alpha: float = 0.05,
     ``allow_incomplete``) if a cell of the candidate's grid failed or is missing: a night whose
     grid did not finish is not a pass.
     """
-    _check_options(alpha=alpha, max_drop=max_drop, max_con_drop=max_con_drop)
+    check_options(alpha=alpha, max_drop=max_drop, max_con_drop=max_con_drop)
     ds_a, score_a, pred_a = load(baseline, metric, "end")
     ds_b, score_b, pred_b = load(candidate, metric, "end")
     check_comparable(ds_a, ds_b, metric)
-    cells, a, b, runs_a, runs_b = _sides(score_a, score_b, pred_a, pred_b)
+    cells, a, b, runs_a, runs_b = sides(score_a, score_b, pred_a, pred_b)
     paired = bool(cells)
     if min(len(a), len(b)) < 2:
         raise UsageError(f"{min(len(a), len(b))} run(s) on one side: the gate needs at least 2 "

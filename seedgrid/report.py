@@ -85,10 +85,10 @@ def _analyse(ds: xr.Dataset, samples: int, seed: int) -> dict:
             # Bui et al.: accuracy and F1 (macro-F1 beyond two labels), mean and VAR at the end;
             # a regression task: Pearson and Spearman
             "by_metric": {m: analysis.summary(acc.final(m)) for m in reported_metrics(ds)},
-            "decoupled_std": None if coupled else {"end": analysis.decoupled_std(final),
-                                                   "best": analysis.decoupled_std(best)},
-            "anova": None if coupled else analysis.best_vs_worst_anova(final),
-            "permutation": None if coupled else analysis.seed_permutation_test(final, seed=seed),
+            "decoupled_std": None if coupled else {"end": acc.decoupled_std(),
+                                                   "best": acc.decoupled_std(best=True)},
+            "anova": None if coupled else acc.anova(),
+            "permutation": None if coupled else acc.permutation_test(seed=seed),
             "diverged": {"count": int(diverged.sum()), "runs": int(diverged.count()),
                          "rate": float(diverged.mean()),
                          "threshold": acc.majority_baseline()},
@@ -151,10 +151,10 @@ def across(cubes: dict[str, xr.Dataset]) -> dict:
 
 
 def write(run_dirs: list[str | Path], out: str | Path | None = None, figures_too: bool = True,
-          samples: int = 5_000, seed: int = 0) -> Path:
+          samples: int = 5_000, seed: int = 0) -> tuple[Path, dict]:
     """Analyse every run and write ``out`` (default: ``report/`` in the first run's folder, or
-    beside its cube file) with
-    report.md, report.json and the figures. Returns the folder."""
+    beside its cube file) with report.md, report.json and the figures. Returns the folder and
+    the report (report.json's content)."""
     if samples < 1:
         raise UsageError(f"--samples {samples}: give at least 1 (the paper uses 50,000)")
     first = Path(run_dirs[0])
@@ -201,7 +201,7 @@ def write(run_dirs: list[str | Path], out: str | Path | None = None, figures_too
         raise
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    return out
+    return out, report
 
 
 def summary(report: dict) -> str:

@@ -154,7 +154,7 @@ def encode(ds: xr.Dataset) -> xr.Dataset:
 
 def version() -> str:
     """seedgrid's version (the package's ``__version__``), as files record it."""
-    from seedgrid import __version__
+    from seedgrid.version import __version__
 
     return __version__
 

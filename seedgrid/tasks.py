@@ -17,7 +17,7 @@ permutation of the split, in the split's own order.
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -26,10 +26,21 @@ import pandas as pd
 
 from seedgrid.errors import UsageError
 
-if TYPE_CHECKING:  # config imports this module to check task names
+if TYPE_CHECKING:
     from collections.abc import Callable
 
-    from seedgrid.config import TaskConfig
+
+@dataclass(frozen=True)
+class TaskConfig:
+    """The config's ``[task]`` section (:mod:`seedgrid.config` reads and validates it)."""
+
+    #: a name from TASKS
+    name: str
+    #: examples kept from each split (0 = all); a fixed subset, the same for every seed
+    train_size: int = 0
+    validation_size: int = 0
+    #: local files instead of the hub: {train = "x.csv", validation = "y.jsonl"} (csv/jsonl/parquet)
+    data_files: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

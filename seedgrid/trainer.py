@@ -33,7 +33,8 @@ import torch.nn.functional as F
 from accelerate import Accelerator, DataLoaderConfiguration
 from transformers import get_linear_schedule_with_warmup
 
-from seedgrid import __version__, data, metrics, seeds, stacked
+from seedgrid import data, metrics, seeds, stacked
+from seedgrid.version import __version__
 from seedgrid.checkpoint import Checkpointer, Progress, rng_state, signals_held
 from seedgrid.config import Config
 from seedgrid.dropout import Masks, use_cell_dropout

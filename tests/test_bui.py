@@ -97,8 +97,8 @@ def test_zeta_against_a_loop_for_coupled_and_crossed_grids():
 def test_the_report_gives_accuracy_and_f1_and_fig3_across_runs(tmp_path):
     runs = [_cube(tmp_path / name, rate, seed=i) for i, (name, rate) in
             enumerate((("small", 0.6), ("medium", 0.7), ("large", 0.8)))]
-    out = write(runs, tmp_path / "report", samples=50)
-    report = json.loads((out / "report.json").read_text())
+    out, report = write(runs, tmp_path / "report", samples=50)
+    assert json.loads((out / "report.json").read_text()) == report
     small = report["runs"]["small"]["macro"]["by_metric"]
     assert set(small) == {"accuracy", "f1"}
     assert small["accuracy"]["mean"] == pytest.approx(report["runs"]["small"]["macro"]["end"]["mean"])
@@ -130,8 +130,8 @@ def test_a_training_size_sweep_is_one_run_folder_per_size_reported_together(tmp_
         hashes.add(cfg.hash)
         assert run_cli("collect", str(folder)).returncode == 0
     assert len(hashes) == 2  # each size is its own config
-    report = write(folders, tmp_path / "report", figures_too=False, samples=20)
-    sizes = json.loads((report / "report.json").read_text())["across"]["by_training_size"]
+    written, _ = write(folders, tmp_path / "report", figures_too=False, samples=20)
+    sizes = json.loads((written / "report.json").read_text())["across"]["by_training_size"]
     assert [s["n_train"] for s in sizes] == [16, 40]
     again = run_cli("submit", "--config", str(config), "--out", str(out), "--train-sizes",
                     "16,40")
