@@ -135,7 +135,7 @@ def _report(args: argparse.Namespace) -> None:
     from seedgrid.report import summary, write
 
     out, report = write(args.runs, args.out, figures_too=not args.no_figures,
-                        samples=args.samples, seed=args.seed)
+                        samples=args.samples, seed=args.seed, chunks=args.chunks)
     print(summary(report))
     print(f"wrote {out / 'report.md'} and {out / 'report.json'}"
           + ("" if args.no_figures else " with figures"))
@@ -265,6 +265,8 @@ def _report_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=integer(0, 2**63 - 1), default=0,
                    help="seed of the simulations (default 0)")
     p.add_argument("--no-figures", action="store_true", help="numbers only, no PNG figures")
+    p.add_argument("--chunks", choices=["rows"], help="rows: read each cube lazily with dask, "
+                   "one WI seed row at a time (a cube larger than memory; needs dask)")
 
 
 def _compare_args(p: argparse.ArgumentParser) -> None:

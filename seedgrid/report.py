@@ -151,10 +151,11 @@ def across(cubes: dict[str, xr.Dataset]) -> dict:
 
 
 def write(run_dirs: list[str | Path], out: str | Path | None = None, figures_too: bool = True,
-          samples: int = 5_000, seed: int = 0) -> tuple[Path, dict]:
+          samples: int = 5_000, seed: int = 0, chunks: str | None = None) -> tuple[Path, dict]:
     """Analyse every run and write ``out`` (default: ``report/`` in the first run's folder, or
     beside its cube file) with report.md, report.json and the figures. Returns the folder and
-    the report (report.json's content)."""
+    the report (report.json's content). Each cube is loaded into memory, or with ``chunks``
+    (``"rows"``) opened as dask arrays: a cube larger than memory, read three times."""
     if samples < 1:
         raise UsageError(f"--samples {samples}: give at least 1 (the paper uses 50,000)")
     first = Path(run_dirs[0])
@@ -170,7 +171,7 @@ def write(run_dirs: list[str | Path], out: str | Path | None = None, figures_too
         name = _run_name(Path(run))
         if name in cubes:
             raise UsageError(f"two runs named {name!r}: give runs with different folder names")
-        cubes[name] = open_cube(run).load()
+        cubes[name] = open_cube(run, chunks) if chunks else open_cube(run).load()
     # everything is made in a temporary folder beside ``out`` and moved in at the end: a
     # report that fails half-way leaves the previous one (or nothing) in place
     tmp = temporary_folder(out)  # (a killed report's are removed)

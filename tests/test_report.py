@@ -261,3 +261,8 @@ def test_a_report_of_a_cube_opened_lazily_gives_the_same_numbers_in_a_few_passes
     assert json.dumps(lazy, sort_keys=True) == json.dumps(eager, sort_keys=True)
     passes = sum(1 for shape in chunks_read if shape[0] == 1 and np.prod(shape)) / 3
     assert passes == 3  # the task's metric (= accuracy), F1, the last evaluation's predictions
+    main(["report", str(run), "--chunks", "rows", "--samples", "200", "--out",
+          str(tmp_path / "lazy")])  # the command too, figures included
+    written = json.loads((tmp_path / "lazy/report.json").read_text())["runs"]["run"]
+    assert written["macro"] == json.loads(json.dumps(eager))["macro"]
+    assert (tmp_path / "lazy/run/consistency.png").exists()
