@@ -4,7 +4,7 @@
                                             [--limit-gb 1] [--dir /var/tmp/seedgrid-big]
 
 Writes an MNLI-size grid with seedgrid's own shard writer: n x n shards of 9,815 examples x 31
-evaluations x 3 classes of float32 logits (625 shards, 2.3 GB), whose runs differ in skill and
+evaluations x 3 classes of float32 logits (625 shards, 2.28 GB = 2.13 GiB), whose runs differ in skill and
 whose examples differ in difficulty. Then each phase runs in its own process, in a memory
 cgroup capped at ``--limit-gb`` (what SLURM's ``--mem`` enforces; the page cache of the file is
 reclaimed under it, memory the process holds is not: beyond the cap it is killed). Without
@@ -16,9 +16,9 @@ root (no cgroup to make) the phases run uncapped and say so:
   numpy; and Bui's consistency (CON, CCON, agreement) at the last evaluation;
 - ``report.analyse`` (the whole report without figures) on the same lazily opened cube;
 
-and the same accessor work and report eagerly (``open_cube(run)``) with no cap, for the ratios. Prints, and
-appends to ``benchmarks/results/big_cube.md`` with the date, the machine and the command: seconds,
-peak resident memory (ru_maxrss) and whether the phase fitted under the cap. The run folder is
+and the same accessor work and report eagerly (``open_cube(run)``) with no cap, for the ratios.
+Prints, and appends to ``benchmarks/results/big_cube.md`` with the date, the machine and the
+command: seconds, peak resident memory (ru_maxrss) and whether the phase fitted under the cap. The run folder is
 kept (``--dir``) so a second run skips the writing; delete it when done (4.6 GB with the cube).
 """
 
@@ -164,7 +164,7 @@ def main() -> None:
     print(f"shards written in {time.perf_counter() - start:.0f} s")
     group = memory_cgroup(args.limit_gb)
     if group is None:
-        print(f"no memory cgroup could be made (not root?): the phases run without the cap")
+        print("no memory cgroup could be made (not root?): the phases run without the cap")
     results = {}
     try:
         for phase in PHASES:
