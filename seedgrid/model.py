@@ -79,9 +79,6 @@ def load_tokenizer(cfg: ModelConfig):
         raise _load_error(cfg.name, e) from None
     if tokenizer.pad_token is None:  # decoders (Llama): pad with the end-of-text token
         tokenizer.pad_token = tokenizer.eos_token
-    warned = getattr(tokenizer, "deprecation_warnings", None)
-    if isinstance(warned, dict):  # transformers 4 advises __call__ over pad(): the texts are
-        warned["Asking-to-pad-a-fast-tokenizer"] = True  # encoded once, padded per batch
     return tokenizer
 
 
