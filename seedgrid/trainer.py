@@ -307,7 +307,9 @@ def _setup(cfg: Config, cells: list[tuple[int, int]]) -> _Pack:
     masks = Masks([seeds.dropout_seed(cfg.train.dropout_seed, wi, do) for wi, do in cells])
     use_cell_dropout(model, masks)
     if cfg.runtime.gradient_checkpointing:
-        model.activation_checkpointing_enable({"use_reentrant": False})
+        enable = getattr(model, "activation_checkpointing_enable", None) or \
+            model.gradient_checkpointing_enable  # (its name before transformers 5.24)
+        enable({"use_reentrant": False})
     # Fused AdamW: one kernel for all parameters (transformers.Trainer's default too); it is
     # elementwise, so over stacked parameters each cell's update is its own.
     optimizer = torch.optim.AdamW(optimizer_groups(model, cfg.train.weight_decay),
