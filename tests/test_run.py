@@ -62,18 +62,30 @@ def test_a_deterministic_cell_reproduces_bitwise():
         assert a[name].values.tobytes() == b[name].values.tobytes()
 
 
-#: the tiny model's training losses for cell (1, 2), recorded with torch 2.13.0 (CPU) and
-#: transformers 5.24 (torchtune's "recipe" tests), engine 2 (seedgrid.dropout's masks): a
-#: library upgrade or a change to the loop, the data order, the dropout masks or the
-#: initialisation that moves the numbers fails here, not in a user's grid
-RECORDED_LOSSES = [0.692422, 0.692299, 0.695861, 0.690013, 0.692454, 0.680877, 0.694299,
-                   0.690811, 0.707756, 0.689156]
+#: the tiny model's training losses for cell (1, 2), engine 2 (seedgrid.dropout's masks), by the
+#: (torch, transformers) they were recorded with (torchtune's "recipe" tests): the newest
+#: (constraints/cpu.txt, CPU) and the oldest supported (constraints/oldest.txt). A library
+#: upgrade or a change to the loop, the data order, the dropout masks or the initialisation that
+#: moves the numbers fails here, not in a user's grid; another stack has no record to compare to
+RECORDED_LOSSES = {
+    ("2.13.0", "5.24.0"): [0.692422, 0.692299, 0.695861, 0.690013, 0.692454, 0.680877, 0.694299,
+                           0.690811, 0.707756, 0.689156],
+    ("2.5.1", "5.0.0"): [0.6936, 0.689934, 0.694566, 0.691336, 0.692279, 0.677173, 0.70132,
+                         0.693599, 0.713246, 0.687072],
+}
 
 
 def test_the_tiny_cell_trains_to_its_recorded_losses():
+    import torch
+    import transformers
+
+    stack = (torch.__version__.split("+")[0], transformers.__version__)
+    if stack not in RECORDED_LOSSES:
+        pytest.skip(f"no losses recorded for torch {stack[0]} and transformers {stack[1]}: "
+                    f"record them here (recorded: {sorted(RECORDED_LOSSES)})")
     shard = train_cell(tiny_config(), 1, 2, log=lambda _: None)
-    np.testing.assert_allclose(shard.train_loss.values.ravel(), RECORDED_LOSSES, atol=1e-4,
-                               rtol=0)
+    np.testing.assert_allclose(shard.train_loss.values.ravel(), RECORDED_LOSSES[stack],
+                               atol=1e-4, rtol=0)
 
 
 @pytest.mark.parametrize("learning_rate", [1e8, 1e4])  # a NaN loss; a finite exploding one
