@@ -110,7 +110,9 @@ def test_a_nan_cell_in_a_pack_diverges_alone_and_its_neighbours_go_on(tmp_path):
     alone = train_cell(cfg, 1, 2, checkpointer=_copy(healthy, tmp_path / "alone.pt"), **QUIET)
     packed = train_cells(cfg, [(1, 2), (2, 1)], checkpointers=[
         _copy(healthy, tmp_path / "p1.pt"), _copy(broken, tmp_path / "p2.pt")], **QUIET)
-    _same_cell(packed[0], alone, atol=0)  # bitwise: nothing crossed
+    # nothing crossed: bitwise with torch 2.13; torch 2.5.1 rounds the stacked kernels apart
+    # by up to 7.5e-9 — a NaN that crossed would make NaNs
+    _same_cell(packed[0], alone, atol=1e-7)
     assert packed[1].status.item() == "diverged"
     assert np.isnan(packed[1].logits.values[0, 0][:, -1]).all()  # not evaluated after it
 
