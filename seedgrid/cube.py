@@ -69,11 +69,7 @@ class Collected:
 def collect(run_dir: str | Path, *, compress: bool = False) -> Collected:
     """Write ``run_dir/cube.nc`` from its shards; see the module docstring."""
     run_dir = Path(run_dir)
-    cfg = load_run_config(run_dir)
-    found = shards_on_disk(run_dir)
-    if not found:
-        raise UsageError(f"no shards in {str(run_dir / 'shards')!r}: nothing to collect yet "
-                         f"({command('status', run_dir)})")
+    cfg, found = _shards(run_dir, "collect")
     damaged, template = [], None
     for cell, path in found.items():  # the first readable shard fixes examples, steps, attrs
         try:
@@ -92,8 +88,7 @@ def collect(run_dir: str | Path, *, compress: bool = False) -> Collected:
         if path != template["path"] and shard_state(path, cell) == "damaged":
             damaged.append((*cell, path, "unreadable"))
             del found[cell]
-    seeds_wi = sorted(set(cfg.grid.seeds_wi) | {wi for wi, _ in found})
-    seeds_do = sorted(set(cfg.grid.seeds_do) | {do for _, do in found})
+    seeds_wi, seeds_do = _grid_seeds(cfg, found)
 
     final = run_dir / CUBE
     counts = dict.fromkeys(STATUS, 0)
@@ -176,16 +171,11 @@ def open_shards(run_dir: str | Path, chunks: dict | str = "rows") -> xr.Dataset:
     arguments a grid of shards needs, checked as :func:`open_cube` checks a cube. ``chunks``:
     ``"rows"`` (one WI seed row a chunk), or what ``open_mfdataset`` takes. The grid must be
     full (a shard for every cell of the config's grid, and of any seed trained outside it); the
-    per-cell text (host, device,
-    versions) stays in the shards' attributes: ``collect`` gathers it."""
+    per-cell text (host, device, versions) stays in the shards' attributes: ``collect`` gathers
+    it."""
     run_dir = Path(run_dir)
-    cfg = load_run_config(run_dir)
-    found = shards_on_disk(run_dir)
-    if not found:
-        raise UsageError(f"no shards in {str(run_dir / 'shards')!r}: nothing to open yet "
-                         f"({command('status', run_dir)})")
-    seeds_wi = sorted(set(cfg.grid.seeds_wi) | {wi for wi, _ in found})  # as collect's grid
-    seeds_do = sorted(set(cfg.grid.seeds_do) | {do for _, do in found})
+    cfg, found = _shards(run_dir, "open")
+    seeds_wi, seeds_do = _grid_seeds(cfg, found)
     holes = len(seeds_wi) * len(seeds_do) - len(found)
     if holes:
         raise UsageError(f"the shards of {str(run_dir)!r} leave {holes} of {len(seeds_wi)} x "
@@ -207,6 +197,23 @@ def open_shards(run_dir: str | Path, chunks: dict | str = "rows") -> xr.Dataset:
         ds.close()
         raise UsageError(f"the shards of {str(run_dir)!r} are not seedgrid shards: {problem}")
     return decode(ds)
+
+
+def _shards(run_dir: Path, verb: str) -> tuple:
+    """The run folder's frozen config and its shards by cell; UsageError when there are none."""
+    cfg = load_run_config(run_dir)
+    found = shards_on_disk(run_dir)
+    if not found:
+        raise UsageError(f"no shards in {str(run_dir / 'shards')!r}: nothing to {verb} yet "
+                         f"({command('status', run_dir)})")
+    return cfg, found
+
+
+def _grid_seeds(cfg, found: dict) -> tuple[list[int], list[int]]:
+    """The cube's seeds: the config's grid, plus any seed a shard was trained with outside it
+    (nothing completed is dropped)."""
+    return (sorted(set(cfg.grid.seeds_wi) | {wi for wi, _ in found}),
+            sorted(set(cfg.grid.seeds_do) | {do for _, do in found}))
 
 
 def _check_shard(path: Path, cell: tuple[int, int], config_hash: str, run_dir: Path) -> None:
