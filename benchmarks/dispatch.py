@@ -7,7 +7,7 @@
    ``sbatch --array=0-624 --wrap true`` measured in the same run; both arrays are cancelled at
    once (nothing trains).
 2. ``python -m seedgrid status`` on that run once every cell has a shard (625 small synthetic
-   shards of the real schema), against ``python -c "import seedgrid.status"`` (the start-up
+   shards of the real schema), against ``python -c "import seedgrid.grid.status"`` (the start-up
    every command pays).
 
 A benchmark, not a test: compare the ratios, the machine is shared and noisy.
@@ -74,7 +74,7 @@ def main() -> None:
               f"625-task array: {bare:.2f} s; ratio {ours / bare:.1f} (goal: submit < 5 s)")
 
         fake_shards(run_dir, 25)
-        start_up, _ = timed([sys.executable, "-c", "import seedgrid.status"])
+        start_up, _ = timed([sys.executable, "-c", "import seedgrid.grid.status"])
         status, out = timed([sys.executable, "-m", "seedgrid", "status", str(run_dir)])
         assert "done 625" in out, out
         print(f"status of 625 cells: {status:.2f} s; python + import of seedgrid.status alone: "

@@ -47,32 +47,33 @@ def _config(args: argparse.Namespace):
 
 
 def _run(args: argparse.Namespace) -> None:
-    from seedgrid.submission import run_one
+    from seedgrid.grid.commands import run_one
 
     if not run_one(_config(args), args.wi, args.do, args.out):
         sys.exit(1)  # a diverged cell is a result, not a success: scripts can tell
 
 
 def _submit(args: argparse.Namespace) -> None:
-    from seedgrid.submission import submit_grid
+    from seedgrid.grid.commands import Request, submit_grid
 
-    if not submit_grid(config_name=_config(args), resume=args.resume, cluster_name=args.cluster,
-                       array=args.array, parallel=args.parallel, out=args.out, wait=args.wait,
-                       early_stop=args.early_stop, budget=args.budget, from_cube=args.from_cube,
-                       train_sizes=args.train_sizes, pack=args.pack,
-                       pack_as=args.pack_as, dry_run=args.dry_run):
+    if not submit_grid(Request(
+            config=_config(args), resume=args.resume, cluster=args.cluster, array=args.array,
+            parallel=args.parallel, out=args.out, wait=args.wait, early_stop=args.early_stop,
+            budget=args.budget, from_cube=args.from_cube,
+            train_sizes=tuple(args.train_sizes or ()), pack=args.pack, pack_as=args.pack_as,
+            dry_run=args.dry_run)):
         sys.exit(1)  # --wait: diverged, failed, missing: not done
 
 
 def _continue(args: argparse.Namespace) -> None:
-    from seedgrid.submission import continue_grid
+    from seedgrid.grid.commands import continue_grid
 
     if not continue_grid(args.run, args.cluster, args.parallel, args.wait):
         sys.exit(1)
 
 
 def _status(args: argparse.Namespace) -> None:
-    from seedgrid.status import format_status, status_json
+    from seedgrid.grid.status import format_status, status_json
 
     if args.run is None:  # `status --json RUN`: the folder was read as --json's file
         if args.json not in (None, "-") and Path(args.json).is_dir():
@@ -168,7 +169,7 @@ def _regress(args: argparse.Namespace) -> None:
 
 
 def _profiles(args: argparse.Namespace) -> None:
-    from seedgrid.cluster import load_profile, profiles
+    from seedgrid.grid.profile import load_profile, profiles
 
     for name, path, what in profiles():
         try:

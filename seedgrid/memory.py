@@ -17,7 +17,7 @@ import os
 import shutil
 import subprocess
 
-from seedgrid.cluster import Profile
+from seedgrid.grid.profile import Profile
 from seedgrid.config import Config
 
 GB = 1e9
@@ -95,9 +95,9 @@ def largest_pack(cfg: Config, have_gb: float) -> int:
 
 
 def _local_gpu_memory() -> list[float]:
-    from seedgrid.cluster import local_gpus
+    from seedgrid.grid.local import gpus
 
-    if not local_gpus() or shutil.which("nvidia-smi") is None:
+    if not gpus() or shutil.which("nvidia-smi") is None:
         return []
     try:
         out = subprocess.run(["nvidia-smi", "--query-gpu=memory.total", "--format=csv,noheader,"

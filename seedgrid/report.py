@@ -287,15 +287,15 @@ def _manifest(out: Path) -> set[str]:
 
 
 def _phases(run) -> dict:
-    """An --early-stop run's phases and time (seedgrid.early_stop_run), under "early_stop_run"."""
-    from seedgrid import early_stop_run
+    """An --early-stop run's phases and time (seedgrid.grid.early_stop), under "early_stop_run"."""
+    from seedgrid.grid import early_stop
 
-    record = early_stop_run.read(Path(run)) if Path(run).is_dir() else None
+    record = early_stop.read(Path(run)) if Path(run).is_dir() else None
     if record is None:
         return {}
     keep = ("started", "fraction", "continued", "source", "continued_cells", "missing")
     return {"early_stop_run": json_ready({**{k: record.get(k) for k in keep},
-                                          **early_stop_run.accounting(Path(run))})}
+                                          **early_stop.accounting(Path(run))})}
 
 
 def open_runs(paths: list) -> dict[str, xr.Dataset]:

@@ -95,7 +95,7 @@ def train_cells(cfg: Config, cells: list[tuple[int, int]], *,
     With checkpointers, each cell resumes from its checkpoint if there is one (all at the same
     update: a pack trains cells in step), and binds its state so that a preemption handler can
     save it; with ``[runtime] checkpoint_every_evals`` they also save after every N-th
-    evaluation. A cell with a ``stop_fraction`` (early stopping, seedgrid.early_stop_run) stops
+    evaluation. A cell with a ``stop_fraction`` (early stopping, seedgrid.grid.early_stop) stops
     after the last evaluation at or before that fraction of training, saves its checkpoint and
     ends as ``stopped``; trained again without it, it continues from there. A cell whose loss
     explodes ends as ``diverged`` while the others go on.

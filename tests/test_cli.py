@@ -95,7 +95,7 @@ def test_bad_input_is_a_value_error_to_library_users():
 
 
 def test_seedgrid_cluster_sets_the_default_profile(tmp_path, monkeypatch):
-    from seedgrid.submission import profile_named
+    from seedgrid.grid.commands import profile_named
 
     site = tmp_path / "mysite.toml"
     site.write_text('executor = "local"\ncpus_per_task = 3\n')
@@ -113,7 +113,8 @@ def test_seedgrid_cluster_sets_the_default_profile(tmp_path, monkeypatch):
 def test_the_local_executor_warns_where_slurm_is_installed(tmp_path, monkeypatch):
     import shutil
 
-    from seedgrid import cluster, dispatch
+    from seedgrid.grid import cells, local
+    from seedgrid.grid.profile import Profile
 
     if shutil.which("sbatch") is None:  # make a machine where SLURM is installed
         fake = tmp_path / "bin"
@@ -127,24 +128,24 @@ def test_the_local_executor_warns_where_slurm_is_installed(tmp_path, monkeypatch
 
     err = io.StringIO()
     with contextlib.redirect_stderr(err):
-        dispatch.check_executor(cluster.Profile())  # bad input stays one line: no warning here
+        cells.check_backend(Profile())  # bad input stays one line: no warning here
         assert err.getvalue() == ""
-        dispatch.warn_if_login_node(cluster.Profile())
+        local.warn_if_login_node(Profile())
     assert "warning: training on this machine (--cluster local)" in err.getvalue()
-    from seedgrid.submission import _warn_by_default
+    from seedgrid.grid.commands import _warn_by_default
 
     err = io.StringIO()
     with contextlib.redirect_stderr(err):
-        _warn_by_default("local", cluster.Profile())  # chosen with --cluster local: no warning
+        _warn_by_default("local", Profile())  # chosen with --cluster local: no warning
         monkeypatch.setenv("SEEDGRID_CLUSTER", "local")
-        _warn_by_default(None, cluster.Profile())  # chosen by the user's default: no warning
+        _warn_by_default(None, Profile())  # chosen by the user's default: no warning
         monkeypatch.delenv("SEEDGRID_CLUSTER")
         monkeypatch.setenv("SLURM_JOB_ID", "12")  # inside an allocation: local is right
-        dispatch.warn_if_login_node(cluster.Profile())
+        local.warn_if_login_node(Profile())
     assert err.getvalue() == ""
     monkeypatch.delenv("SLURM_JOB_ID")
     with contextlib.redirect_stderr(err):
-        _warn_by_default(None, cluster.Profile())  # local only because nothing was chosen
+        _warn_by_default(None, Profile())  # local only because nothing was chosen
     assert "warning: training on this machine" in err.getvalue()
 
 
@@ -385,7 +386,7 @@ def test_streams_results_on_stdout_notes_and_warnings_on_stderr(tmp_path):
 
 
 def test_profiles_lists_what_cluster_finds_and_sites_pass_any_sbatch_option(tmp_path):
-    from seedgrid.cluster import PACKAGED, load_profile
+    from seedgrid.grid.profile import PACKAGED, load_profile
 
     from conftest import tiny_raw, write_toml
 
@@ -410,7 +411,9 @@ def test_profiles_lists_what_cluster_finds_and_sites_pass_any_sbatch_option(tmp_
     assert "sbatch option 'cpus-per-task' is seedgrid's to set: use the profile's " \
            "cpus_per_task instead" in listed.stdout
     site = load_profile(str(tmp_path / "cluster/site.toml"))
-    assert site.submitit_parameters("j", 4)["slurm_additional_parameters"] == {
+    from seedgrid.grid import jobs
+
+    assert jobs.parameters(site, tmp_path / "run", 4)["slurm_additional_parameters"] == {
         "reservation": "ml-week", "exclude": "gpu[07-08]", "gres": "gpu:a100:1",
         "mail_type": "FAIL"}
     config = write_toml(tmp_path / "tiny.toml", tiny_raw())

@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 from sklearn.metrics import accuracy_score
 
-from seedgrid import data, early_stop_run, early_stopping
+from seedgrid import data, early_stopping
+from seedgrid.grid import early_stop as early_stop_run
 from seedgrid.cli import main
 from seedgrid.cube import collect, open_cube
 from seedgrid.rundir import checkpoint_path, shard_path

@@ -242,10 +242,10 @@ def test_local_tasks_use_their_share_of_the_cores(tmp_path):
 
 def test_concurrent_submissions_keep_every_record(tmp_path):
     run, cfg = _run(tmp_path, [], n=2)
-    code = ("import sys; from pathlib import Path; from seedgrid import dispatch; "
-            "from seedgrid.cluster import Profile; from seedgrid.config import load_config; "
+    code = ("import sys; from pathlib import Path; from seedgrid.grid import jobs; "
+            "from seedgrid.grid.profile import Profile; from seedgrid.config import load_config; "
             "run = Path(sys.argv[1]); cfg = load_config(run / 'config.toml')\n"
-            "for i in range(10): dispatch._record_submission(run, cfg, Profile(), "
+            "for i in range(10): jobs.record(run, cfg, Profile(), "
             "[{'job_id': sys.argv[2] + '.' + str(i), 'task_ids': [], 'tasks': []}])")
     procs = [subprocess.Popen([sys.executable, "-c", code, str(run), str(k)], cwd=REPO)
              for k in range(4)]

@@ -56,3 +56,19 @@ def test_no_import_cycle_even_for_type_checking():
         if module not in state:
             visit(module)
     assert len(graph) > 30  # (the package was found)
+
+
+def test_every_slurm_command_is_run_by_the_slurm_backend():
+    """sbatch, scontrol, sacct (and the rest of SLURM's commands) are run in one module,
+    seedgrid/grid/slurm.py; and it runs some (the scan finds them)."""
+    commands = {"sbatch", "scontrol", "sacct", "squeue", "scancel", "srun", "sinfo"}
+    where: dict[str, list[str]] = {}
+    for path in PACKAGE.rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if (isinstance(node, ast.Call) and node.args and isinstance(node.args[0], ast.List)
+                    and node.args[0].elts and isinstance(node.args[0].elts[0], ast.Constant)
+                    and node.args[0].elts[0].value in commands):
+                where.setdefault(str(path.relative_to(REPO)), []).append(
+                    node.args[0].elts[0].value)
+    assert set(where) == {"seedgrid/grid/slurm.py"}, where
+    assert {"sbatch", "scontrol", "sacct"} <= set(where["seedgrid/grid/slurm.py"])

@@ -14,8 +14,8 @@ import time
 import numpy as np
 import pytest
 
-from seedgrid import status as status_module
-from seedgrid.cluster import Profile
+from seedgrid.grid import status as status_module
+from seedgrid.grid.profile import Profile
 from seedgrid.cube import collect
 from seedgrid.report import MANIFEST
 from seedgrid.rundir import guard_line, shard_path

@@ -38,7 +38,7 @@ def test_pip_check_passes_where_make_installed_the_offline_assets():
 
 
 def test_packaged_profiles_are_found_by_name_outside_a_checkout(tmp_path, monkeypatch):
-    from seedgrid import cluster
+    from seedgrid.grid import profile as cluster
 
     monkeypatch.chdir(tmp_path)  # no ./cluster here
     assert cluster.load_profile("example-gpu").executor == "slurm"

@@ -53,7 +53,7 @@ fi
 command -v sbatch >/dev/null || { echo "seedgrid-nightly: sbatch is not on PATH: run on a SLURM login node" >&2; exit 2; }
 [ -e "$BASELINE" ] || { echo "seedgrid-nightly: no baseline at '$BASELINE': give a collected run folder or cube (--baseline)" >&2; exit 2; }
 EXECUTOR=$("$PYTHON" -c 'import sys
-from seedgrid.cluster import load_profile
+from seedgrid.grid.profile import load_profile
 from seedgrid.errors import UsageError
 try:
     print(load_profile(sys.argv[1]).executor)

@@ -5,18 +5,14 @@ file path, else ``cluster/NAME.toml`` in the current folder (a site's own profil
 the profiles installed with seedgrid (the repository's ``cluster/``, in the wheel as
 ``seedgrid/profiles/``: ``local`` and the template ``example-gpu``; the tests' own, for the SLURM that ``slurm/`` starts, is ``slurm/dev.toml``); ``local`` needs no file.
 
-``executor = "local"`` runs array tasks as subprocesses of this machine (submitit's local
-executor: no queue, no throttle, so cells are packed into ``--parallel`` tasks);
-``executor = "slurm"`` submits one SLURM array per grid through submitit. What this machine
-offers local tasks (its GPUs, its cores) is decided here too.
+``executor`` names the backend that runs the tasks: ``"local"`` (:mod:`seedgrid.grid.local`,
+subprocesses of this machine) or ``"slurm"`` (:mod:`seedgrid.grid.slurm`, one array per
+submission). A profile is data only: what each backend makes of it is the backend's.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import os
-import shutil
-import subprocess
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,7 +34,7 @@ SBATCH_OWN = {"time": "time_min", "mem": "mem_gb", "cpus_per_task": "cpus_per_ta
               **{k: k for k in SBATCH_FIELDS}}
 #: the profiles installed with the package: the repository's top-level cluster/, built into the
 #: wheel as seedgrid/profiles/ (in a checkout, seedgrid/profiles is a link to it)
-PACKAGED = Path(__file__).resolve().parent / "profiles"
+PACKAGED = Path(__file__).resolve().parent.parent / "profiles"
 
 
 @dataclass(frozen=True)
@@ -78,26 +74,6 @@ class Profile:
     max_array_size: int = 0
     #: shell lines run before each task (module loads, environment variables)
     setup: list[str] = dataclasses.field(default_factory=list)
-
-    def submitit_parameters(self, job_name: str, parallel: int, first: str = "") -> dict:
-        """Keyword arguments for ``submitit.AutoExecutor.update_parameters``; ``first``: a
-        shell line each task runs before anything else (the run folder's guard)."""
-        params = {"timeout_min": self.time_min, "mem_gb": self.mem_gb,
-                  "cpus_per_task": self.cpus_per_task, "name": job_name,
-                  "tasks_per_node": self.processes_per_cell or max(self.gpus_per_cell, 1)}
-        setup = [first] * bool(first) + list(self.setup)
-        if self.executor == "local":  # (the profile's setup lines are for SLURM's nodes)
-            params["local_setup"] = [first] * bool(first)
-        if self.executor == "slurm":
-            extra = {k: getattr(self, k) for k in SBATCH_FIELDS if getattr(self, k)}
-            extra.update(self.sbatch)
-            params.update(slurm_array_parallelism=parallel, slurm_setup=setup,
-                          slurm_additional_parameters=extra)
-            if self.partition:
-                params["slurm_partition"] = self.partition
-            if self.gpus_per_cell:
-                params["gpus_per_node"] = self.gpus_per_cell
-        return params
 
 
 def search_path() -> list[Path]:
@@ -164,43 +140,6 @@ def load_profile(spec: str) -> Profile:
         if not ok:
             raise UsageError(f"{where} {message}")
     return profile
-
-
-def local_gpus() -> list[str]:
-    """The GPUs of this machine that local tasks may use: the entries of CUDA_VISIBLE_DEVICES
-    where it is set (indices or UUIDs, as the user masked them; set but empty: none), else the
-    GPUs ``nvidia-smi -L`` lists (none without it). No torch import: submit stays quick."""
-    if "CUDA_VISIBLE_DEVICES" in os.environ:
-        return [g.strip() for g in os.environ["CUDA_VISIBLE_DEVICES"].split(",") if g.strip()]
-    if shutil.which("nvidia-smi") is None:
-        return []
-    try:
-        listed = subprocess.run(["nvidia-smi", "-L"], capture_output=True, text=True,
-                                timeout=60).stdout
-    except (OSError, subprocess.SubprocessError):
-        return []
-    return [str(i) for i in range(sum(line.startswith("GPU ") for line in listed.splitlines()))]
-
-
-def local_gpu_groups(profile: Profile) -> list[str]:
-    """The CUDA_VISIBLE_DEVICES of each local task in turn: this machine's GPUs in groups of
-    ``gpus_per_cell`` (one each when it is 0), so that the local executor (which otherwise hides
-    every GPU) trains on them; [] without GPUs. More tasks than groups share them in turn
-    (several cells per GPU, as processes). UsageError if a cell needs more GPUs than there are."""
-    gpus = local_gpus()
-    per = max(profile.gpus_per_cell, 1)
-    if profile.gpus_per_cell > len(gpus):
-        raise UsageError(f"cluster profile {profile.name!r}: gpus_per_cell = "
-                         f"{profile.gpus_per_cell}, but this machine shows {len(gpus)} GPU(s) "
-                         "(CUDA_VISIBLE_DEVICES, nvidia-smi): lower gpus_per_cell, or submit to "
-                         "a cluster profile")
-    return [",".join(gpus[i:i + per]) for i in range(0, len(gpus) - per + 1, per)]
-
-
-def local_threads(profile: Profile, tasks_at_once: int) -> int:
-    """CPUs for each local task: the profile's cpus_per_task, at most this machine's cores
-    shared among the tasks that run at once."""
-    return max(1, min(profile.cpus_per_task, (os.cpu_count() or 1) // max(tasks_at_once, 1)))
 
 
 def profiles() -> list[tuple[str, Path | None, str]]:

@@ -16,7 +16,6 @@ outside phase one are ``unused``: no command trains them.
 from __future__ import annotations
 
 import json
-import os
 import re
 import signal
 import socket
@@ -27,7 +26,8 @@ from pathlib import Path
 from seedgrid.config import Config
 from seedgrid.errors import Interrupted
 from seedgrid.progress import Progress
-from seedgrid.dispatch import WAITING, sacct_states, settled, wait_settled
+from seedgrid.grid import early_stop, local, slurm
+from seedgrid.grid.cells import backend
 from seedgrid.rundir import (cell_state, claimed, command, decider_log, load_run_config, read_jobs, recorded_cluster,
                              resubmit_command, running_marker, shards_on_disk,
                              task_log)
@@ -54,14 +54,12 @@ def run_cells(run_dir: Path, cfg: Config) -> list[tuple[int, int]]:
 
 def run_status(run_dir: Path) -> tuple[Config, dict[tuple[int, int], CellState], str]:
     """The config, each cell's state, and a note when the queue could not be read."""
-    from seedgrid import early_stop_run
-
     cfg = load_run_config(run_dir)
     tasks = _last_task_of_each_cell(run_dir)
     slurm_ids = sorted({t.split("_")[0] for t, executor, _ in tasks.values()
                         if executor == "slurm"})
-    states, note = sacct_states(slurm_ids) if slurm_ids else ({}, "")
-    plan = early_stop_run.read(run_dir)
+    states, note = slurm.states(slurm_ids) if slurm_ids else ({}, "")
+    plan = early_stop.read(run_dir)
     phase_one = {tuple(c) for c in plan["phase_one"]} if plan else None
     cells = {}
     design = set(cfg.grid.cells())
@@ -110,28 +108,18 @@ def _where(run_dir: Path, cell: tuple[int, int]) -> str:
 def _slurm_state(run_dir: Path, slurm_state: str, task: str) -> CellState:
     if slurm_state == "RUNNING":
         return CellState("running", task)
-    if slurm_state in WAITING:
+    if slurm_state in slurm.WAITING:
         return CellState("pending", task)
     return CellState("failed", task, f"{slurm_state}; {last_log_line(run_dir, task)}")
 
 
 def _local_state(run_dir: Path, cell: tuple[int, int], task: str) -> CellState:
     """A local task is a process of this machine (its job id is the pid)."""
-    if _alive(task):
+    if local.alive(task):
         marker = running_marker(run_dir, *cell)
         return CellState("running" if marker.exists() else "pending", task)
     return CellState("failed", task, f"the task (process {task}) ended without its shard; "
                                      f"{last_log_line(run_dir, task)}")
-
-
-def _alive(pid: str) -> bool:
-    try:
-        os.kill(int(pid), 0)
-    except (ValueError, ProcessLookupError):
-        return False
-    except PermissionError:  # alive, another user's
-        return True
-    return True
 
 
 def counts(cells: dict[tuple[int, int], CellState]) -> dict[str, int]:
@@ -140,8 +128,6 @@ def counts(cells: dict[tuple[int, int], CellState]) -> dict[str, int]:
 
 def status_json(run_dir: Path) -> dict:
     """``status --json``: the counts, every cell's state (and why), and the queue note."""
-    from seedgrid import early_stop_run
-
     cfg, cells, note = run_status(run_dir)
     jobs = read_jobs(run_dir)
     return {"seedgrid_status": 1, "run": str(run_dir), "config_hash": cfg.hash,
@@ -150,7 +136,7 @@ def status_json(run_dir: Path) -> dict:
                        "reason": c.reason} for (wi, do), c in cells.items()],
             "arrays": sorted({a["job_id"] for s in jobs["submissions"] for a in s["arrays"]}),
             "cluster": recorded_cluster(jobs) or None,
-            "early_stop": early_stop_run.read(run_dir), "note": note or None}
+            "early_stop": early_stop.read(run_dir), "note": note or None}
 
 
 def format_status(run_dir: Path, cluster: str = "") -> str:
@@ -193,9 +179,7 @@ def _early_stop_lines(run_dir: Path, cluster: str,
                   cells: dict[tuple[int, int], CellState]) -> list[str]:
     """The phases of an --early-stop run: started, stopped, continued, the time spent, and
     what to do when phase two did not follow."""
-    from seedgrid import early_stop_run
-
-    record = early_stop_run.read(run_dir)
+    record = early_stop.read(run_dir)
     if record is None:
         return []
     lines = [f"  early stop ({record['source']}): started {record['started']}, stop at "
@@ -215,16 +199,16 @@ def _early_stop_lines(run_dir: Path, cluster: str,
                      "  phase one is still running; then phase two: ")
         lines[-1] += command("continue", run_dir, *option)
     else:
-        states, _ = sacct_states([record["decider_job"]])
+        states, _ = slurm.states([record["decider_job"]])
         state = states.get(record["decider_job"], "unknown to sacct")
-        if state == "RUNNING" or state in WAITING:
+        if state == "RUNNING" or state in slurm.WAITING:
             lines.append(f"  phase two: decider job {record['decider_job']} is {state}; it "
                          "decides once phase one has ended")
         else:
             lines.append(f"  phase two: decider job {record['decider_job']} ended ({state}) "
                          f"without deciding (log {decider_log(run_dir)}): "
                          + command("continue", run_dir, *option))
-    spent = early_stop_run.accounting(run_dir)
+    spent = early_stop.accounting(run_dir)
     if spent["all_full_estimate"]:
         lines.append(f"  time: {spent['cell_seconds']:.0f} cell-seconds spent vs about "
                      f"{spent['all_full_estimate']:.0f} to train all {record['started']} fully "
@@ -319,8 +303,7 @@ def wait_and_report(jobs: list, run_dir: Path, cells: list, profile, *,
         for task, task_cells in zip(array["task_ids"], array["tasks"]):
             if any(cell_state(run_dir, c) in (None, "damaged") for c in task_cells):
                 print(f"task {task} failed: {last_log_line(run_dir, task)}")
-    if profile.executor == "slurm":
-        wait_settled(read_jobs(run_dir)["submissions"][-1])
+    backend(profile).settle(read_jobs(run_dir)["submissions"][-1])
     print(format_status(run_dir, profile.name))
     return all(cell_state(run_dir, c) == "done" for c in cells)  # not diverged
 
@@ -328,14 +311,12 @@ def wait_and_report(jobs: list, run_dir: Path, cells: list, profile, *,
 def wait_phase_two(run_dir: Path, poll_s: float = 5.0) -> bool:
     """Until the decider has decided and phase two's tasks have ended; True when every
     continued cell is done."""
-    from seedgrid import early_stop_run
-
     while True:
-        rec = early_stop_run.read_record(run_dir)
+        rec = early_stop.read_record(run_dir)
         if rec["continued_cells"] is None:
-            if settled([rec["decider_job"]]):
+            if slurm.settled([rec["decider_job"]]):
                 time.sleep(poll_s)  # it may have written its decision just now
-                if early_stop_run.read_record(run_dir)["continued_cells"] is None:
+                if early_stop.read_record(run_dir)["continued_cells"] is None:
                     print(format_status(run_dir))  # says why, and the command to decide
                     return False
         else:
@@ -343,9 +324,9 @@ def wait_phase_two(run_dir: Path, poll_s: float = 5.0) -> bool:
                      for c in rec["continued_cells"]]
             if all(final):
                 break
-            if rec.get("phase_two_jobs") and settled(rec["phase_two_jobs"].split(", ")):
+            if rec.get("phase_two_jobs") and slurm.settled(rec["phase_two_jobs"].split(", ")):
                 break
         time.sleep(poll_s)
     print(format_status(run_dir))
-    rec = early_stop_run.read_record(run_dir)
+    rec = early_stop.read_record(run_dir)
     return all(cell_state(run_dir, c) == "done" for c in rec["continued_cells"])
