@@ -77,7 +77,7 @@ def main() -> None:
         start_up, _ = timed([sys.executable, "-c", "import seedgrid.grid.status"])
         status, out = timed([sys.executable, "-m", "seedgrid", "status", str(run_dir)])
         assert "done 625" in out, out
-        print(f"status of 625 cells: {status:.2f} s; python + import of seedgrid.status alone: "
+        print(f"status of 625 cells: {status:.2f} s; python + import of seedgrid.grid.status alone: "
               f"{start_up:.2f} s (goal: status < 2 s)")
 
 
