@@ -46,31 +46,6 @@ from seedgrid.store import shard_state, write_atomic
 SAVE_S = 60
 
 
-def train_and_store(cfg: Config, run_dir: str | Path, cells: list[Cell], checkpointers: list,
-                    stop_fractions: list[float | None] | None = None) -> list:
-    """Train ``cells`` (one, or a pack), each resuming from its checkpointer's file; write each
-    cell's shard as soon as it ends and drop its checkpoint — unless it stopped early
-    (``stop_fractions``): then the checkpoint stays, to continue.
-
-    Returns the shards on the main process, None on the others.
-    """
-    from seedgrid.trainer import train_cells  # torch: imported only where a cell trains
-
-    def store(k: int, shard) -> None:  # the main process writes, once every input proved valid
-        write_config(Path(run_dir), cfg)  # (a run folder made by submit has it already)
-        wi, do = cells[k]
-        path = shard_path(run_dir, wi, do)
-        if shard_state(path, cells[k]) == "damaged":  # an unreadable shard: kept aside for a look
-            logger.warning(f"[wi={wi} do={do}] the unreadable shard {path} was moved to "
-                           f"{set_aside(path).name}")
-        write_atomic(shard, path)
-        if shard.status.item() != "stopped":
-            checkpointers[k].remove()
-
-    return train_cells(cfg, cells, checkpointers=checkpointers, stop_fractions=stop_fractions,
-                       on_end=store)
-
-
 @contextlib.contextmanager
 def claims(run_dir: str | Path, cells: list[Cell]):
     """Claim ``cells`` for this process (:func:`seedgrid.rundir.claim`: a lock that dies with
@@ -111,14 +86,27 @@ def claims(run_dir: str | Path, cells: list[Cell]):
 def run_cell(cfg: Config, run_dir: str | Path, cells: list[Cell], plan: dict | None,
              checkpointers: list) -> list:
     """Train ``cells`` here — one cell, or a pack trained at once — claimed by the caller
-    (:func:`claims`): each resumes from its checkpoint, which is saved on SIGTERM; each shard is
-    written as its cell ends; a cell the --early-stop ``plan`` stops at a fraction keeps its
-    checkpoint. Returns the shards (None on a process that is not the main one)."""
+    (:func:`claims`): each resumes from its checkpointer's file, saved on SIGTERM; each cell's
+    shard is written as soon as it ends and its checkpoint dropped — unless the --early-stop
+    ``plan`` stopped it at a fraction: then the checkpoint stays, to continue. Returns the
+    shards on the main process, None on the others."""
     from seedgrid.checkpoint import saved_on_terminate
+    from seedgrid.trainer import train_cells  # torch: imported only where a cell trains
+
+    def store(k: int, shard) -> None:  # the main process writes, once every input proved valid
+        write_config(Path(run_dir), cfg)  # (a run folder made by submit has it already)
+        wi, do = cells[k]
+        path = shard_path(run_dir, wi, do)
+        if shard_state(path, cells[k]) == "damaged":  # an unreadable shard: kept aside for a look
+            logger.warning(f"[wi={wi} do={do}] the unreadable shard {path} was moved to "
+                           f"{set_aside(path).name}")
+        write_atomic(shard, path)
+        if shard.status.item() != "stopped":
+            checkpointers[k].remove()
 
     with saved_on_terminate(*checkpointers):
-        return train_and_store(cfg, run_dir, cells, checkpointers,
-                               [early_stop.fraction_for(plan, c) for c in cells])
+        return train_cells(cfg, cells, checkpointers=checkpointers, on_end=store,
+                           stop_fractions=[early_stop.fraction_for(plan, c) for c in cells])
 
 
 class Pack:
