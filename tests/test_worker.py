@@ -51,3 +51,16 @@ def test_a_task_pickled_as_seedgrid_dispatch_arraytask_still_trains_its_cell(tmp
     today = read_shard(shard_path(tmp_path / "today", 1, 2))
     for name in ("logits", "train_loss"):
         assert old[name].values.tobytes() == today[name].values.tobytes(), name
+
+
+def test_a_phase_one_waiting_for_its_decider_is_refused_with_a_pasteable_status_hint(tmp_path):
+    import pytest
+
+    from seedgrid.errors import UsageError
+    from seedgrid.grid.cells import cells_to_resume
+
+    run = tmp_path / "a b;rm x"  # a folder name a shell would split
+    record = {"continued_cells": None, "decider_job": "999999999", "phase_one": [[1, 1]]}
+    with pytest.raises(UsageError) as refused:  # (sacct knows no such job: not settled)
+        cells_to_resume(run, record)
+    assert f"status '{run}'" in str(refused.value) and "scancel 999999999" in str(refused.value)

@@ -16,7 +16,7 @@ from seedgrid.errors import UsageError
 from seedgrid.grid import early_stop, local, slurm
 from seedgrid.grid.profile import Profile
 from seedgrid.log import logger
-from seedgrid.rundir import Cell, cell_state
+from seedgrid.rundir import Cell, cell_state, command
 
 #: shard states of a cell that trained to its end (well or not): never trained again
 FINISHED = ("done", "diverged")
@@ -51,8 +51,8 @@ def cells_to_resume(run_dir: Path, record: dict) -> list:
         if running:
             if not slurm.settled([running]):
                 raise UsageError(f"{str(run_dir)!r} is in phase one and its decider job "
-                                 f"{running} still waits for it: let it finish (python -m "
-                                 f"seedgrid status {run_dir}), or scancel {running} first")
+                                 f"{running} still waits for it: let it finish "
+                                 f"({command('status', run_dir)}), or scancel {running} first")
         return [tuple(c) for c in record["phase_one"] if needs_training(run_dir, tuple(c))]
     return [tuple(c) for c in record["continued_cells"]
             if needs_training(run_dir, tuple(c), record)]
