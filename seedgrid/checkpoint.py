@@ -28,7 +28,8 @@ import numpy as np
 import torch
 
 from seedgrid.log import logger
-from seedgrid.files import atomic_path, check_regular, remove_stale_temporaries, set_aside
+from seedgrid.files import (atomic_path, check_regular, remove_own, remove_stale_temporaries,
+                            set_aside)
 
 #: submitit's preemption/timeout signal, and the termination signal SLURM sends before a kill
 _HELD = {signal.SIGUSR2, signal.SIGTERM, signal.SIGINT}
@@ -43,8 +44,11 @@ class Checkpointer:
     ``<name>.damaged`` and the cell starts again, saying so — it never fails every retry.
     """
 
-    def __init__(self, path: str | Path, log: Callable[[str], None] = print):
+    def __init__(self, path: str | Path, log: Callable[[str], None] = print,
+                 root: str | Path | None = None):
         self.path = Path(path)
+        #: the run folder: nothing is removed or set aside through a link below it
+        self.root = Path(root) if root is not None else self.path.parent
         self._state: Callable[[], dict] | None = None
         self._loaded: dict | None = None
         self._log = log
@@ -58,7 +62,7 @@ class Checkpointer:
         """Write the bound state; False when training has not started (nothing to save)."""
         if self._state is None:
             return False
-        with atomic_path(self.path) as tmp:  # torch reports a full disk as a RuntimeError
+        with atomic_path(self.path, root=self.root) as tmp:  # torch reports a full disk as a RuntimeError
             torch.save(self._state(), tmp)
         return True
 
@@ -98,7 +102,7 @@ class Checkpointer:
             if missing:
                 raise ValueError(f"no {missing[0]!r} in it")
         except Exception as e:  # unpickling refused, truncated, not a dict: all mean damaged
-            aside = set_aside(self.path)
+            aside = set_aside(self.path, self.root)
             reason = str(e).strip().splitlines()[0][:160] if str(e).strip() else type(e).__name__
             self._log(f"checkpoint {self.path} is damaged ({type(e).__name__}: {reason}): moved "
                       f"to {aside.name}; the cell starts from the beginning")
@@ -111,12 +115,12 @@ class Checkpointer:
         retry."""
         self._loaded = None
         if self.path.exists():
-            aside = set_aside(self.path)
+            aside = set_aside(self.path, self.root)
             self._log(f"checkpoint {self.path} cannot be resumed ({why}): moved to "
                       f"{aside.name}; the cell starts from the beginning")
 
     def remove(self) -> None:
-        self.path.unlink(missing_ok=True)
+        remove_own(self.path, self.root)
         remove_stale_temporaries(self.path)
 
 

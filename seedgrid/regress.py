@@ -15,7 +15,7 @@ import scipy.stats
 from seedgrid.compare import MIN_SEEDS, check_options, sides, check_comparable, load
 from seedgrid.errors import UsageError
 from seedgrid.log import logger
-from seedgrid.files import json_ready, read_regular, write_text_atomic
+from seedgrid.files import json_ready, keep_aside, read_regular, write_text_atomic
 
 
 def regress(baseline, candidate, max_drop: float = 0.005, alpha: float = 0.05,
@@ -100,10 +100,10 @@ def append_history(path, result: dict, when: str) -> list[dict]:
     path = Path(path)
     rows, bad = [], 0
     try:  # (a FIFO or device in its place was refused before the gate ran)
-        text = read_regular(path).decode("utf-8", errors="replace")
+        raw = read_regular(path)
     except FileNotFoundError:
-        text = ""
-    for line in text.splitlines():
+        raw = b""
+    for line in raw.decode("utf-8", errors="replace").splitlines():
         try:
             row = json.loads(line)
             if not (all(_number(row.get(k)) for k in _NUMBERS) and all(
@@ -113,7 +113,7 @@ def append_history(path, result: dict, when: str) -> list[dict]:
         except (ValueError, AttributeError):
             bad += line.strip() != ""
     if bad:
-        aside = write_text_atomic(path.with_name(path.name + ".damaged"), text)
+        aside = keep_aside(path, raw)
         logger.warning(f"{bad} line(s) of {path} are not nights of this gate: left out (the "
                        f"file as it was: {aside.name})")
     rows.append(json_ready({"date": when, **result}))

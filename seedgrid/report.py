@@ -15,7 +15,6 @@ from __future__ import annotations
 import contextlib
 import datetime
 import json
-import os
 import shutil
 import warnings
 from pathlib import Path
@@ -30,8 +29,7 @@ from seedgrid.report_markdown import markdown
 from seedgrid.errors import UsageError
 from seedgrid.progress import Ticker
 from seedgrid.rundir import REPORT, check_output
-from seedgrid.files import (json_ready, raise_if_disk_full, read_regular, temporary_folder,
-                            write_json_atomic, write_target)
+from seedgrid.files import json_ready, publish, raise_if_disk_full, temporary_folder
 from seedgrid.store import STATUS
 
 
@@ -196,7 +194,7 @@ def write(run_dirs: list[str | Path], out: str | Path | None = None, figures_too
             report["across"] = cross
         (tmp / "report.json").write_text(json.dumps(report, indent=1, allow_nan=False))
         (tmp / "report.md").write_text(markdown(report, drawn))
-        publish(tmp, out, ours_by_name=default)
+        publish(tmp, out, MANIFEST, ours_by_name=default)
     except OSError as e:
         raise_if_disk_full(e, out / "report.json")
         raise
@@ -236,54 +234,9 @@ def summary(report: dict) -> str:
     return "\n".join(lines)
 
 
-#: the report folder's record of the files seedgrid wrote in it (the only ones it replaces
-#: or removes there)
+#: the report folder's record of the files seedgrid wrote in it, with their contents' digests
+#: (the only files it replaces or removes there; :func:`seedgrid.files.publish`)
 MANIFEST = ".seedgrid-report.json"
-
-
-def publish(tmp: Path, out: Path, ours_by_name: bool = False) -> None:
-    """Move the files made in ``tmp`` into the folder ``out``, each by an atomic rename, and
-    record them in ``out``'s :data:`MANIFEST`. A file replaces only what an earlier report
-    wrote there (listed in the manifest) — or, in the run's own ``report/`` folder
-    (``ours_by_name``), a file of the same name: the folder is seedgrid's. Anything else in the
-    way is refused before anything moves (one line); files of the earlier report that this
-    one does not write again are removed; nothing else in ``out`` is touched, no folder is
-    ever removed or replaced, and no link is followed."""
-    new = sorted(str(p.relative_to(tmp)) for p in tmp.rglob("*") if p.is_file())
-    old = _manifest(out)
-    write_target(out / MANIFEST)  # (refuses a folder or FIFO in its place, before any move)
-    for name in new:
-        target = out / name
-        for folder in reversed(target.relative_to(out).parents[:-1]):
-            place = out / folder
-            if os.path.lexists(place) and (place.is_symlink() or not place.is_dir()):
-                raise UsageError(f"{str(place)!r} is in the way of the report (not a folder it "
-                                 "made): move it away, or choose another --out")
-        if os.path.lexists(target) and (os.path.isdir(target) and not target.is_symlink()
-                                        or name not in old and not ours_by_name):
-            raise UsageError(f"{str(target)!r} is not a file an earlier report wrote there: "
-                             "move it away, or choose another --out")
-    out.mkdir(parents=True, exist_ok=True)
-    for name in sorted(new, key=lambda n: n.startswith("report.")):  # report.md last
-        (out / name).parent.mkdir(parents=True, exist_ok=True)
-        os.replace(tmp / name, out / name)  # (a link there is replaced, never followed)
-    for name in sorted(set(old) - set(new)):  # an earlier report's figures, gone from this one
-        stale = out / name
-        if os.path.lexists(stale) and not os.path.isdir(stale):
-            stale.unlink()
-    write_json_atomic(out / MANIFEST, {"seedgrid_report_files": new})
-
-
-def _manifest(out: Path) -> set[str]:
-    """The files an earlier report wrote in ``out`` (its manifest; names that would leave the
-    folder are not taken)."""
-    try:
-        record = json.loads(read_regular(out / MANIFEST))
-        names = record["seedgrid_report_files"]
-    except (OSError, ValueError, TypeError, KeyError):
-        return set()
-    return {n for n in names if isinstance(n, str) and n and not Path(n).is_absolute()
-            and ".." not in Path(n).parts}
 
 
 def _phases(run) -> dict:

@@ -30,7 +30,8 @@ from pathlib import Path
 from seedgrid.config import Config, config_from_toml, load_config, with_seeds
 from seedgrid.errors import UsageError
 from seedgrid.log import logger
-from seedgrid.files import check_regular, read_json, set_aside, write_target, write_text_atomic
+from seedgrid.files import (check_regular, folder_fd, read_json, set_aside, write_target,
+                            write_text_atomic)
 from seedgrid.store import shard_state
 
 CONFIG = "config.toml"
@@ -75,8 +76,11 @@ def claim(run_dir: str | Path, cell: Cell, tries: int = 5) -> int | None:
     claim file is never removed (removing it would let two processes each lock a file of the
     name). A status's brief probe is waited out (``tries``)."""
     path = claim_path(run_dir, *cell)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o644)
+    folder = folder_fd(path.parent, Path(run_dir), make=True)  # (running/: never a link)
+    try:
+        fd = os.open(path.name, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o644, dir_fd=folder)
+    finally:
+        os.close(folder)
     for attempt in range(tries):
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -229,8 +233,12 @@ def load_run_config(run_dir: Path) -> Config:
 
 def check_writable(run_dir: Path, option: str = "--out") -> None:
     """Raise UsageError unless ``run_dir`` exists as a folder or can be created, with a plain
-    name (it goes into SLURM job names, log paths and hints); writes nothing."""
+    name (it goes into SLURM job names, log paths and hints), whose own folders (shards/,
+    checkpoints/, ...) are real folders where they exist, never links; writes nothing."""
     check_output(run_dir, option, folder=True)
+    for name in (SHARDS, CHECKPOINTS, RUNNING, LOGS):
+        with contextlib.suppress(FileNotFoundError, NotADirectoryError):
+            os.close(folder_fd(Path(run_dir) / name, Path(run_dir)))
 
 
 def check_output(path: str | Path, option: str, folder: bool = False) -> None:

@@ -233,10 +233,10 @@ def schema_problem(ds: xr.Dataset) -> str | None:
     return None
 
 
-def write_atomic(ds: xr.Dataset, path: str | Path) -> Path:
+def write_atomic(ds: xr.Dataset, path: str | Path, root: str | Path | None = None) -> Path:
     """Write ``ds`` (a shard, or any Dataset of the schema) as netCDF4 to ``path`` atomically,
-    in the on-disk form of :func:`encode`."""
-    with atomic_path(path) as tmp:
+    in the on-disk form of :func:`encode` (``root``: see :func:`seedgrid.files.atomic_path`)."""
+    with atomic_path(path, root=root) as tmp:
         encode(ds).to_netcdf(tmp, engine="netcdf4", format="NETCDF4")
     return Path(path)
 

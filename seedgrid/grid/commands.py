@@ -77,7 +77,8 @@ def run_one(config_name: str | config.Config, seed_wi: int, seed_do: int, out: s
         with worker.claims(run_dir, [(seed_wi, seed_do)]) as mine:
             if not mine:  # another process trains it: one trainer per cell
                 return False
-            checkpointer = Checkpointer(rundir.checkpoint_path(run_dir, seed_wi, seed_do))
+            checkpointer = Checkpointer(rundir.checkpoint_path(run_dir, seed_wi, seed_do),
+                                        root=run_dir)
             (shard,) = worker.run_cell(cfg, run_dir, mine, None, [checkpointer])
     except UsageError:  # found only once training began (a hub model that is not there)
         if new_folder and not rundir.shards_on_disk(run_dir):

@@ -39,7 +39,7 @@ from seedgrid.config import Config
 from seedgrid.log import logger
 from seedgrid.rundir import (Cell, cell_state, checkpoint_path, claim, load_run_config,
                              running_marker, shard_path, write_config)
-from seedgrid.files import set_aside, write_text_atomic
+from seedgrid.files import remove_own, set_aside, write_text_atomic
 from seedgrid.store import shard_state, write_atomic
 
 #: seconds the children get to save their checkpoints after SIGTERM
@@ -74,11 +74,11 @@ def claims(run_dir: str | Path, cells: list[Cell]):
                 continue
             held.append(fd)
             mine.append(cell)
-            write_text_atomic(running_marker(run_dir, *cell), marker)
+            write_text_atomic(running_marker(run_dir, *cell), marker, root=run_dir)
         yield mine
     finally:
         for cell in mine:
-            running_marker(run_dir, *cell).unlink(missing_ok=True)
+            remove_own(running_marker(run_dir, *cell), Path(run_dir))
         for fd in held:
             os.close(fd)  # (the lock goes with the descriptor)
 
@@ -99,8 +99,8 @@ def run_cell(cfg: Config, run_dir: str | Path, cells: list[Cell], plan: dict | N
         path = shard_path(run_dir, wi, do)
         if shard_state(path, cells[k]) == "damaged":  # an unreadable shard: kept aside for a look
             logger.warning(f"[wi={wi} do={do}] the unreadable shard {path} was moved to "
-                           f"{set_aside(path).name}")
-        write_atomic(shard, path)
+                           f"{set_aside(path, Path(run_dir)).name}")
+        write_atomic(shard, path, root=run_dir)
         if shard.status.item() != "stopped":
             checkpointers[k].remove()
 
@@ -129,7 +129,7 @@ class Pack:
         with claims(run_dir, todo) as mine:  # one trainer per cell
             # (claimed now: a cell another trainer finished meanwhile has its shard)
             todo = [c for c in mine if needs_training(run_dir, c, plan)]
-            checkpointers = [Checkpointer(checkpoint_path(run_dir, *c)) for c in todo]
+            checkpointers = [Checkpointer(checkpoint_path(run_dir, *c), root=run_dir) for c in todo]
             for group in packs(checkpointers, self.k):
                 self.checkpointers = [checkpointers[i] for i in group]
                 run_cell(cfg, run_dir, [todo[i] for i in group], plan, self.checkpointers)
@@ -283,7 +283,8 @@ def main(argv: list[str]) -> None:
     plan = early_stop.read(Path(run_dir))
     with claims(run_dir, [(wi, do)]) as mine:
         if mine:
-            run_cell(cfg, run_dir, mine, plan, [Checkpointer(checkpoint_path(run_dir, wi, do))])
+            run_cell(cfg, run_dir, mine, plan,
+                     [Checkpointer(checkpoint_path(run_dir, wi, do), root=run_dir)])
 
 
 if __name__ == "__main__":
