@@ -323,6 +323,20 @@ def _aside_name(fd: int, name: str) -> str:
 # exactly that content. What fails the proof stays where it is, with one warning.
 
 
+def make_folder(path: Path) -> Path:
+    """Make ``path`` and the folders above it that are missing, each writable by its owner
+    only (``0755`` less the umask, whatever the umask says of the group): a run folder others
+    cannot write to is one whose pickles nobody else can swap (:func:`check_private`)."""
+    missing = []
+    while not os.path.lexists(path):
+        missing.append(path)
+        path = path.parent
+    for folder in reversed(missing):
+        with contextlib.suppress(FileExistsError):  # made meanwhile by a concurrent submit
+            os.mkdir(folder, 0o755)
+    return missing[0] if missing else path
+
+
 def folder_fd(folder: Path, root: Path | None = None, make: bool = False,
               fix: str = "move it away") -> int:
     """An open descriptor of ``folder``, reached from ``root`` (default ``folder`` itself;
@@ -330,6 +344,8 @@ def folder_fd(folder: Path, root: Path | None = None, make: bool = False,
     through a link; with ``make``, missing folders are made on the way. UsageError when a link
     or a file is in the way, naming it."""
     root = folder if root is None else root
+    if make:
+        make_folder(Path(root))
     fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY)
     here = Path(root)
     try:
@@ -339,7 +355,7 @@ def folder_fd(folder: Path, root: Path | None = None, make: bool = False,
                 raise OSError(errno.EINVAL, "leaves the folder")
             if make:
                 with contextlib.suppress(FileExistsError):
-                    os.mkdir(part, 0o777, dir_fd=fd)
+                    os.mkdir(part, 0o755, dir_fd=fd)  # (as make_folder)
             step = os.open(part, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW, dir_fd=fd)
             os.close(fd)
             fd = step

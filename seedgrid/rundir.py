@@ -30,8 +30,8 @@ from pathlib import Path
 from seedgrid.config import Config, config_from_toml, load_config, with_seeds
 from seedgrid.errors import UsageError
 from seedgrid.log import logger
-from seedgrid.files import (check_regular, folder_fd, read_json, set_aside, write_target,
-                            write_text_atomic)
+from seedgrid.files import (check_regular, folder_fd, make_folder, read_json, set_aside,
+                            write_target, write_text_atomic)
 from seedgrid.store import shard_state
 
 CONFIG = "config.toml"
@@ -363,20 +363,6 @@ def write_config(run_dir: Path, cfg: Config) -> None:
         cfg = with_seeds(old, wi, do)
     make_folder(run_dir)
     write_text_atomic(path, cfg.to_toml())
-
-
-def make_folder(path: Path) -> Path:
-    """Make ``path`` and the folders above it that are missing, each writable by its owner
-    only (``0755`` less the umask, whatever the umask says of the group): a run folder others
-    cannot write to is one whose pickles nobody else can swap (:func:`check_private`)."""
-    missing = []
-    while not os.path.lexists(path):
-        missing.append(path)
-        path = path.parent
-    for folder in reversed(missing):
-        with contextlib.suppress(FileExistsError):  # made meanwhile by a concurrent submit
-            os.mkdir(folder, 0o755)
-    return missing[0] if missing else path
 
 
 def check_private(run_dir: Path) -> None:

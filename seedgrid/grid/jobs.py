@@ -15,7 +15,7 @@ from pathlib import Path
 from seedgrid import rundir
 from seedgrid.config import Config
 from seedgrid.errors import UsageError
-from seedgrid.files import locked, write_text_atomic
+from seedgrid.files import locked, make_folder, write_text_atomic
 from seedgrid.grid import slurm
 from seedgrid.grid.cells import backend, split
 from seedgrid.grid.profile import Profile
@@ -46,7 +46,7 @@ def submit(cfg: Config, profile: Profile, groups: list[str], run_dir: Path, cell
     tasks = split(cells, n_tasks)
     array_task = ArrayTask(runs.threads(profile, min(parallel, n_tasks)), profile.cells_per_gpu,
                      profile.pack_as)
-    rundir.make_folder(run_dir / LOGS)  # (before submitit makes it with the umask's mode)
+    make_folder(run_dir / LOGS)  # (before submitit makes it with the umask's mode)
     rundir.check_private(run_dir)  # the tasks will load pickles from it: nobody else's to write
     executor = submitit.AutoExecutor(folder=run_dir / LOGS, cluster=profile.executor)
     params = parameters(profile, run_dir, parallel)
