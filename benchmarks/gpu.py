@@ -1,28 +1,30 @@
-"""How full does a GPU get with a pack of K cells as ONE stacked model (seedgrid's pack engine)?
-For BERT-large (full fine-tuning, Dodge et al.) and a Llama-3.2-3B shape with LoRA (r 8 on q, v;
-Bui et al.), K = 1, 4, 8: milliseconds per update split into forward+backward (with each cell's
-dropout masks), per-cell clipping and the optimizer step; cell-updates per second; model FLOP
-utilisation against 790 and 989 TFLOP/s (an H100/H200's dense bf16 peak, two conventions);
-peak GPU memory; and what Dodge's 625-cell RTE grid (3 epochs, 467 updates a cell) costs at
-the best rate measured. One command, cheap variants first, compiled last (a timeout loses
-only them); under 8 minutes on an H100.
+"""How full does a GPU get with a pack of K cells as ONE stacked model (seedgrid's engine)?
 
-Prepared for a lent GPU machine (no hub there; random weights from the shapes' configs; it has
-torch, transformers, accelerate, xarray, scipy, pandas and peft, not seedgrid's netCDF4,
-cftime, submitit, tomli-w, which travel as wheels in the ignored folder ``.whl/``)::
+    python benchmarks/gpu.py | tee $OUT/gpu.log          # on a GPU: every variant, < 8 min
+    python benchmarks/gpu.py --smoke                     # on a CPU: tiny shapes, checks it runs
 
-    .venv/bin/pip download --only-binary=:all: --python-version 3.12 --no-deps \\
-        --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 \\
-        netCDF4 cftime submitit tomli-w -d .whl
-    # then, on the GPU machine (the repository root, .whl carried):
-    pip install -q --no-deps .whl/*.whl && PYTHONPATH=. python benchmarks/gpu.py | tee $OUT/gpu.log
+Variants, cheap first, compiled last (a timeout loses only them), each in this process:
 
-On a CPU: ``python benchmarks/gpu.py --shapes tiny,tinyllama --k 1,2 --updates 3`` checks it
-runs (the numbers mean nothing there). Each variant prints one JSON line; a variant that fails
-prints its error and the run goes on.
+- ``stock``: a stock lone transformers cell — nn.Dropout, SDPA attention, clip_grad_norm_,
+  fused AdamW — the baseline every other line is compared with;
+- ``K1``: seedgrid's lone cell (its masks, its clipping); ``K4``, ``K8``: packs, eager;
+  ``K8nodrop``: a pack of 8 without dropout; ``K4c``, ``K8c``: compiled (``[runtime] compile``:
+  the forward and loss as one graph);
+- Llama-3.2-3B's shape with LoRA r 8 on q, v (Bui et al.): ``K1``, ``K4``, ``K8``.
 
-MFU counts 6 · N · tokens per update for full fine-tuning and 4 · N · tokens with LoRA (the
-body frozen: no weight gradients), N the parameters of one cell's model, tokens = K · 16 · seq.
+For each: milliseconds per update split into forward+backward, clipping and the optimizer;
+cell-updates per second; model FLOP utilisation against 790 and 989 TFLOP/s (an H100/H200's
+dense bf16 peak, two conventions; 6·N·tokens full fine-tuning, 4·N·tokens with LoRA); host
+syncs in one update (``torch.cuda.set_sync_debug_mode``); peak GPU memory beside seedgrid's
+estimate (:mod:`seedgrid.memory`); the time to build the pack and to compile it. Then what
+Dodge et al.'s 625-cell RTE grid (3 epochs of 2,490 examples, batch 16, 31 evaluations of 277
+examples a cell) costs at each BERT variant's rate, with building, compiling and evaluating
+included. Every variant prints one JSON line; the command exits 1 if any variant failed.
+
+Needs torch and transformers (peft for LoRA), not seedgrid's netCDF4, cftime, tomli-w, submitit
+or datasets: it runs from a checkout on a GPU node (``PYTHONPATH=.``) with random weights from
+the shapes' configs, no hub. The kernels are seedgrid's own: ``seedgrid.engine.pack_model``,
+``forward_losses``, ``adamw`` and ``seedgrid.stacked.clip_per_cell``.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ import json
 import statistics
 import sys
 import time
+import warnings
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -48,25 +51,33 @@ SHAPES = {
                             "num_key_value_heads": 2, "intermediate_size": 128,
                             "vocab_size": 1000, "max_position_embeddings": 256}),
 }
-#: Dodge et al.'s RTE grid: 625 cells, 2,490 training examples, batch 16, 3 epochs
-RTE_CELL_UPDATES = 625 * 3 * -(-2490 // 16)
+PLAN = {"bert": ["stock", "K1", "K4", "K8", "K8nodrop", "K4c", "K8c"],
+        "llama": ["K1", "K4", "K8"]}
+SMOKE = {"tiny": ["stock", "K1", "K2", "K2nodrop", "K2c"], "tinyllama": ["K1", "K2"]}
+#: Dodge et al.'s RTE grid: 625 cells of 3 epochs of ceil(2490 / 16) updates, 31 evaluations of
+#: the 277 validation examples
+RTE = {"cells": 625, "updates": 3 * -(-2490 // 16), "evaluations": 31, "validation": 277}
+BATCH = 16
 
 
-def build(shape: str, k: int, device: str):
-    """The model of a pack of ``k`` cells, as the trainer builds it: stacked leaves (k > 1),
-    each cell's dropout from seedgrid.dropout; its trained parameters, and per-cell N."""
+def build(shape: str, spec: str, device: str):
+    """The model of the variant (its trained parameters, masks, N per cell): seedgrid's pack
+    (``K<k>``), or a stock transformers cell (``stock``)."""
     import torch
     import transformers
 
-    from seedgrid import stacked
-    from seedgrid.dropout import Masks, use_cell_dropout
+    from seedgrid import engine, memory
 
     family, fields = SHAPES[shape]
+    k = 1 if spec == "stock" else int(spec.lstrip("K").rstrip("cnodrop"))
+    dropout = 0.0 if "nodrop" in spec else 0.1
     torch.manual_seed(0)
     if family == "bert":
-        config = transformers.BertConfig(num_labels=2, hidden_dropout_prob=0.1,
-                                         attention_probs_dropout_prob=0.1, **fields)
-        model = transformers.BertForSequenceClassification(config)
+        config = transformers.BertConfig(num_labels=2, hidden_dropout_prob=dropout,
+                                         attention_probs_dropout_prob=dropout,
+                                         attn_implementation="sdpa", **fields)
+        with torch.device(device):
+            model = transformers.BertForSequenceClassification(config)
     else:
         import peft
 
@@ -77,112 +88,171 @@ def build(shape: str, k: int, device: str):
             task_type="SEQ_CLS", r=8, lora_alpha=16, lora_dropout=0.05,
             target_modules=["q_proj", "v_proj"]))
     n = sum(p.numel() for p in model.parameters())
-    if k > 1:
+    sizes = {train: sum(p.numel() * p.element_size() for p in model.parameters()
+                        if p.requires_grad == train) for train in (True, False)}
+    sizes["cast"] = memory.float32_matmul_bytes(model)
+    masks = None
+    if spec != "stock":
         trained = {name: p.detach() for name, p in model.named_parameters() if p.requires_grad}
-        stacked.stack(model, [trained] * k)  # K cells of the same shape: the same cost
-    masks = Masks(list(range(1000, 1000 + k)))
-    use_cell_dropout(model, masks)
+        masks = engine.pack_model(model, [trained] * k, list(range(1000, 1000 + k)),
+                                  lora=family == "llama")
     model.to(device).train()
-    family_name = getattr(model.config, "model_type", "")
-    return model, [p for p in model.parameters() if p.requires_grad], masks, n, family_name
+    return model, masks, k, n, sizes, getattr(model.config, "model_type", family)
 
 
 def run(shape: str, spec: str, seq: int, updates: int, device: str) -> dict:
+    """Build, warm up (compile), time ``updates`` updates of the variant, count its host
+    syncs, time an evaluation batch: its JSON line."""
     import torch
-    import torch.nn.functional as F
 
-    from seedgrid import stacked
+    from seedgrid import engine, memory, stacked
 
-    compiled = spec.endswith("c")
-    k = int(spec.rstrip("c").lstrip("K"))
-    lora = SHAPES[shape][0] == "llama"
     started = time.perf_counter()
-    model, params, masks, n, family = build(shape, k, device)
-    optimizer = torch.optim.AdamW(params, lr=2e-5, fused=device == "cuda")
-    forward = torch.compile(model) if compiled else model
+    model, masks, k, n, sizes, family = build(shape, spec, device)
+    built = time.perf_counter() - started
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = engine.adamw(model, 0.0, 2e-5) if masks is not None else \
+        torch.optim.AdamW(params, lr=2e-5, fused=True)
+    forward = torch.compile(engine.forward_losses, fullgraph=True) if spec.endswith("c") \
+        else engine.forward_losses
     generator = torch.Generator().manual_seed(0)
     vocab = SHAPES[shape][1]["vocab_size"]
-    ids = torch.randint(5, vocab, (k * 16, seq), generator=generator).to(device)
-    labels = torch.randint(0, 2, (k * 16,), generator=generator).to(device)
-    extra = stacked.fold_positions(family, ids)
+    ids = torch.randint(5, vocab, (k * BATCH, seq), generator=generator).to(device)
+    inputs = {"input_ids": ids, "attention_mask": torch.ones_like(ids)}
+    labels = torch.randint(0, 2, (k * BATCH,), generator=generator).to(device)
     autocast = torch.autocast(device, dtype=torch.bfloat16, enabled=device == "cuda")
+    sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
 
-    def sync():
-        if device == "cuda":
-            torch.cuda.synchronize()
-
-    def update(u: int) -> tuple[float, float, float]:
+    def update(u: int, timed: bool = True) -> tuple[float, float, float]:
         t0 = time.perf_counter()
-        masks.begin(u, list(range(16)), 16, [seq] * k)
+        if masks is not None:
+            masks.begin(u, 0)
         with autocast:
-            logits = forward(input_ids=ids, attention_mask=torch.ones_like(ids), **extra).logits
-        losses = F.cross_entropy(logits.float(), labels, reduction="none").view(k, -1).sum(1)
-        (losses.sum() / 16).backward()
-        sync()
+            losses = forward(model, inputs, labels, k, family)
+        (losses.sum() / BATCH).backward()
+        timed and sync()
         t1 = time.perf_counter()
-        stacked.clip_per_cell(params, k, 1.0)
-        sync()
+        if masks is None:
+            torch.nn.utils.clip_grad_norm_(params, 1.0)
+        else:
+            stacked.clip_per_cell(params, k, 1.0)
+        timed and sync()
         t2 = time.perf_counter()
         optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-        sync()
+        optimizer.zero_grad()
+        timed and sync()
         return t1 - t0, t2 - t1, time.perf_counter() - t2
 
-    for u in range(3):  # warm-up (and compilation)
+    update(0)  # the first update compiles (compiled variants)
+    compiled = time.perf_counter() - started - built
+    for u in range(1, 3):
         update(u)
+    syncs = host_syncs(lambda: update(3, timed=False), device)
     if device == "cuda":
         torch.cuda.reset_peak_memory_stats()
-    times = [update(3 + u) for u in range(updates)]
+    times = [update(4 + u) for u in range(updates)]
     parts = [1e3 * statistics.median(t[i] for t in times) for i in range(3)]
     ms = sum(parts)
-    tflops = (4 if lora else 6) * n * k * 16 * seq / (ms / 1e3) / 1e12
+    lora = SHAPES[shape][0] == "llama"
+    tflops = (4 if lora else 6) * n * k * BATCH * seq / (ms / 1e3) / 1e12
+    fields = SHAPES[shape][1]
+    estimate = memory.pack_gb(k, sizes[True], sizes[False], fields["num_hidden_layers"],
+                              fields["hidden_size"], fields["num_attention_heads"], BATCH, seq,
+                              device == "cuda", sizes["cast"])
     return {"shape": shape, "variant": spec, "cells": k, "seq": seq, "params_per_cell": n,
             "ms_update": round(ms, 1), "ms_fwd_bwd": round(parts[0], 1),
             "ms_clip": round(parts[1], 1), "ms_optimizer": round(parts[2], 1),
             "cell_updates_per_s": round(k / (ms / 1e3), 2), "tflops": round(tflops, 1),
             "mfu_790": round(tflops / 790, 3), "mfu_989": round(tflops / 989, 3),
-            "peak_gb": round(torch.cuda.max_memory_allocated() / 2**30, 1)
-            if device == "cuda" else None,
-            "wall_s": round(time.perf_counter() - started, 1)}
+            "host_syncs_per_update": syncs,
+            "peak_gb": round(torch.cuda.max_memory_allocated() / 2**30, 2)
+            if device == "cuda" else None, "estimate_gb": round(estimate.total_gb, 2),
+            "build_s": round(built, 1), "compile_s": round(compiled, 1),
+            "ms_eval_example": round(eval_ms(model, masks, ids, k, family, autocast, sync), 3)}
 
 
-def main() -> None:
+def host_syncs(step, device: str) -> int | None:
+    """Synchronising CUDA calls one ``step`` makes (torch's sync debug mode warns at each)."""
+    import torch
+
+    if device != "cuda":
+        return None
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        torch.cuda.set_sync_debug_mode("warn")
+        try:
+            step()
+        finally:
+            torch.cuda.set_sync_debug_mode("default")
+    return sum("synchroniz" in str(w.message) for w in caught)
+
+
+def eval_ms(model, masks, ids, k: int, family: str, autocast, sync) -> float:
+    """Milliseconds per validation example and cell of an evaluation batch (no grad)."""
+    import torch
+
+    from seedgrid import stacked
+
+    model.eval()
+    with torch.no_grad(), autocast:
+        for _ in range(2):
+            sync()
+            t0 = time.perf_counter()
+            model(input_ids=ids, attention_mask=torch.ones_like(ids),
+                  **stacked.fold_positions(family, ids))
+            sync()
+    model.train()
+    return 1e3 * (time.perf_counter() - t0) / ids.shape[0]
+
+
+def rte_grid(result: dict) -> dict:
+    """Dodge et al.'s RTE grid at a variant's rate, in GPU-hours: per pack its build, its
+    compilation, its updates and its evaluations."""
+    k = result["cells"]
+    packs = -(-RTE["cells"] // k)
+    per_pack = (result["build_s"] + result["compile_s"] + RTE["updates"] * result["ms_update"] / 1e3
+                + RTE["evaluations"] * RTE["validation"] * k * result["ms_eval_example"] / 1e3)
+    return {"variant": result["variant"], "packs": packs, "s_per_pack": round(per_pack, 1),
+            "gpu_hours": round(packs * per_pack / 3600, 2)}
+
+
+def main() -> int:
     import torch
     import transformers
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--shapes", default="bert,llama")
-    parser.add_argument("--k", default="1,4,8", help="pack sizes (eager)")
-    parser.add_argument("--compiled", default="bert:8", help="shape:K,... also compiled, last")
+    parser.add_argument("--smoke", action="store_true", help="tiny shapes on a CPU, 2 updates")
+    parser.add_argument("--only", default="", help="shape:variant,... (default: every one)")
     parser.add_argument("--seq", type=int, default=128)
     parser.add_argument("--updates", type=int, default=10)
     args = parser.parse_args()
     device = "cuda" if torch.cuda.is_available() else "cpu"
+    plan = SMOKE if args.smoke else PLAN
+    todo = [(s, v) for s, vs in plan.items() for v in vs]
+    if args.only:
+        todo = [tuple(x.split(":", 1)) for x in args.only.split(",")]
+    seq, updates = (16, 2) if args.smoke else (args.seq, args.updates)
     print(json.dumps({"date": time.strftime("%Y-%m-%d %H:%M"), "command": " ".join(sys.argv),
                       "torch": torch.__version__, "transformers": transformers.__version__,
                       "device": torch.cuda.get_device_name() if device == "cuda" else "cpu"}),
           flush=True)
-    plan = [(s, f"K{k}") for s in args.shapes.split(",") for k in args.k.split(",")]
-    plan += [(c.split(":")[0], f"K{c.split(':')[1]}c") for c in args.compiled.split(",")
-             if c and c.split(":")[0] in args.shapes.split(",")]
-    best: dict[str, float] = {}
-    for shape, spec in plan:
-        seq = args.seq if shape in ("bert", "llama") else 16
+    failed = 0
+    for shape, spec in todo:
         try:
-            result = run(shape, spec, seq, args.updates, device)
+            result = run(shape, spec, seq, updates, device)
             print(json.dumps(result), flush=True)
-            best[shape] = max(best.get(shape, 0.0), result["cell_updates_per_s"])
-        except Exception as e:  # one failing variant must not lose the others
+            if SHAPES[shape][0] == "bert":
+                print(json.dumps({"dodge_rte_grid": rte_grid(result)}), flush=True)
+        except Exception as e:  # one failing variant must not lose the others' numbers
+            failed += 1
             print(json.dumps({"shape": shape, "variant": spec,
                               "error": f"{type(e).__name__}: {str(e)[:300]}"}), flush=True)
         if device == "cuda":
             torch.cuda.empty_cache()
-    if "bert" in best:
-        hours = RTE_CELL_UPDATES / best["bert"] / 3600
-        print(json.dumps({"dodge_rte_grid": {"cell_updates": RTE_CELL_UPDATES,
-                                             "best_cell_updates_per_s": best["bert"],
-                                             "gpu_hours": round(hours, 2)}}), flush=True)
+    if failed:
+        print(f"gpu.py: {failed} of {len(todo)} variant(s) failed", file=sys.stderr)
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -29,7 +29,8 @@ from seedgrid import data
 from seedgrid.config import config_from_dict
 from seedgrid.model import load_model, load_tokenizer
 from seedgrid.tasks import get_task, load_splits
-from seedgrid.trainer import _evaluate, train_cell
+from seedgrid.engine import evaluate
+from seedgrid.trainer import train_cell
 
 
 def make_config(model: str, n_train: int, n_val: int):
@@ -104,7 +105,7 @@ def evaluation_times(cfg, repeats: int) -> dict[str, float]:
                 correct += int((model(**inputs).logits.argmax(-1) == labels).sum())
         return correct
 
-    runs = {"capture": lambda: _evaluate(model, tokenizer, val, accelerator, batch, task.num_labels),
+    runs = {"capture": lambda: evaluate(model, tokenizer, val, accelerator, batch, task.num_labels),
             "count": lambda: count_only(by_length),
             "count, split order": lambda: count_only(np.arange(len(val)))}
     times: dict[str, list[float]] = {name: [] for name in runs}

@@ -28,8 +28,8 @@ import numpy as np
 import torch
 
 from seedgrid.log import logger
-from seedgrid.files import (atomic_path, check_regular, remove_own, remove_stale_temporaries,
-                            set_aside)
+from seedgrid.files import atomic_path, check_regular
+from seedgrid.folders import remove_own, remove_stale_temporaries, set_aside
 
 #: submitit's preemption/timeout signal, and the termination signal SLURM sends before a kill
 _HELD = {signal.SIGUSR2, signal.SIGTERM, signal.SIGINT}
@@ -62,7 +62,8 @@ class Checkpointer:
         """Write the bound state; False when training has not started (nothing to save)."""
         if self._state is None:
             return False
-        with atomic_path(self.path, root=self.root) as tmp:  # torch reports a full disk as a RuntimeError
+        # (torch reports a full disk as a RuntimeError)
+        with atomic_path(self.path, root=self.root) as tmp:
             torch.save(self._state(), tmp)
         return True
 

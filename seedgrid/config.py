@@ -20,7 +20,6 @@ Presets live in ``seedgrid/presets/<name>.toml``; ``load_config("demo")`` reads 
 from __future__ import annotations
 
 import collections
-import copy
 import dataclasses
 import difflib
 import hashlib
@@ -32,9 +31,9 @@ from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import tomli_w
 
 from seedgrid.errors import UsageError
+from seedgrid.overrides import FOREIGN_NAMES, with_overrides
 from seedgrid.seeds import DROPOUT_SOURCES
 from seedgrid.tasks import TaskConfig, get_task
 
@@ -49,7 +48,12 @@ MAX_SEED = 2**63 - 1
 MAX_SEEDS = 10_000
 MAX_CELLS = 1_000_000
 #: the engine this seedgrid trains cells by (TrainConfig.engine)
-ENGINE = 2
+ENGINE = 3
+#: what each engine drew a cell's dropout masks from: the engines before ENGINE are read in
+#: run folders (collect, report, compare) but never trained
+ENGINES = {1: "dropout drawn per process",
+           2: "masks drawn from a generator per cell and site",
+           3: "masks a counter-based function of the cell's seeds, computed on the device"}
 
 
 @dataclass(frozen=True)
@@ -79,11 +83,11 @@ class TrainConfig:
     #: what a cell's dropout masks follow: "seed_do", "seed_wi" or "fixed"
     dropout_seed: str = "seed_do"
     mixed_precision: str = "no"
-    #: what a cell computes from its seeds, by seedgrid version: 2 (masks a function of the
-    #: cell's seeds, the update and the example's place in its global batch: seedgrid.dropout)
-    #: is what this seedgrid trains; 1 (dropout drawn per process) is read in run folders
-    #: frozen before it, never trained
-    engine: int = 2
+    #: what a cell computes from its seeds, by seedgrid version (ENGINES): 3 (masks a
+    #: counter-based function of the cell's seeds, the update and the example's place in its
+    #: global batch: seedgrid.dropout) is what this seedgrid trains; 1 and 2 are read in run
+    #: folders frozen before it, never trained
+    engine: int = 3
 
 
 @dataclass(frozen=True)
@@ -109,6 +113,9 @@ class RuntimeConfig:
     checkpoint_every_evals: int = 0
     #: recompute activations in the backward pass (less memory, ~30% more time; same numbers)
     gradient_checkpointing: bool = False
+    #: torch.compile the forward and loss of a one-process cell or pack as one graph
+    #: (fullgraph); off by default on a GPU and a CPU alike (docs/packs.md says why)
+    compile: bool = False
 
 
 @dataclass(frozen=True)
@@ -168,6 +175,8 @@ class Config:
 
     def to_toml(self) -> str:
         header = f"# seedgrid config (hash {self.hash}), frozen from {self.source or 'a dict'}\n"
+        import tomli_w  # (only where a config is written: not on a node that only trains)
+
         return header + tomli_w.dumps(self.to_dict())
 
 
@@ -230,53 +239,7 @@ def load_config(spec: str | Path | Config, frozen: bool = False,
         raise UsageError(f"config {spec!r} is not valid TOML ({e}): fix the file") from None
     if frozen and isinstance(raw.get("train", {}), dict):
         raw.setdefault("train", {}).setdefault("engine", 1)
-    return config_from_dict(with_overrides(raw, overrides), source=spec)
-
-
-#: transformers' and peft's names for seedgrid's settings: where their users find each one
-FOREIGN_NAMES = {
-    **dict.fromkeys(("per_device_train_batch_size", "train_batch_size"),
-                    "[train] batch_size, the global batch: all processes and gradient "
-                    "accumulation steps together, not one device's"),
-    "num_train_epochs": "[train] epochs (whole epochs)",
-    "warmup_steps": "[train] warmup_ratio, a fraction of all updates, not a count",
-    "gradient_accumulation_steps": "[runtime] gradient_accumulation (the global batch stays "
-                                   "[train] batch_size)",
-    "per_device_eval_batch_size": "[runtime] eval_batch_size",
-    "max_seq_length": "[model] max_length", "model_name_or_path": "[model] name",
-    **dict.fromkeys(("hidden_dropout_prob", "attention_probs_dropout_prob"),
-                    "[train] dropout, which sets the model's own dropout"),
-    "r": "[lora] rank", "lora_alpha": "[lora] alpha", "lora_dropout": "[lora] dropout",
-    "seed": "[grid] seeds_wi and seeds_do: a cell's seeds are the grid's",
-    "bf16": '[train] mixed_precision = "bf16"', "fp16": '[train] mixed_precision = "fp16"',
-    "lr": "[train] learning_rate",
-}
-
-
-def with_overrides(raw: dict[str, Any], overrides: Sequence[str]) -> dict[str, Any]:
-    """``raw`` (a config read from TOML) with each ``section.key=value`` of ``overrides`` set:
-    the value is read as TOML (``3e-5``, ``true``, ``["q_proj", "v_proj"]``, an inline table),
-    else taken as a string (``roberta-large``). What results is validated as a file is."""
-    raw = copy.deepcopy(raw)
-    for item in overrides:
-        key, equals, text = item.partition("=")
-        section, dot, name = key.strip().partition(".")
-        if not (equals and dot and section and name):
-            known = FOREIGN_NAMES.get(key.strip()) or next(
-                (f"[{s}] {key.strip()}" for s, cls in _SECTIONS.items()
-                 if key.strip() in {f.name for f in dataclasses.fields(cls)}), None)
-            raise UsageError(f"--set {item!r}: give section.key=value, e.g. "
-                             "train.learning_rate=3e-5" + (f" (seedgrid's {key.strip()!r} is "
-                                                            f"{known})" if known else ""))
-        try:
-            value = tomllib.loads(f"value = {text}")["value"]
-        except tomllib.TOMLDecodeError:
-            value = text
-        table = raw.setdefault(section, {})
-        if not isinstance(table, dict):
-            raise UsageError(f"--set {item!r}: [{section}] is not a table in the config")
-        table[name] = value
-    return raw
+    return config_from_dict(with_overrides(raw, overrides, _SECTIONS), source=spec)
 
 
 def config_from_toml(text: str, frozen: bool = True) -> Config:
@@ -294,10 +257,9 @@ def check_trainable(cfg: Config, where: str) -> None:
     """UsageError unless this seedgrid can train more cells of ``cfg`` (its engine)."""
     if cfg.train.engine != ENGINE:
         raise UsageError(f"{where}: its cells were trained by seedgrid's engine "
-                         f"{cfg.train.engine} (dropout drawn per process), and this seedgrid "
-                         f"trains engine {ENGINE} only (a cell's masks depend on its seeds "
-                         "alone): cells of the two cannot share a cube; start a new run folder "
-                         "(--out)")
+                         f"{cfg.train.engine} ({ENGINES[cfg.train.engine]}), and this seedgrid "
+                         f"trains engine {ENGINE} only (other masks for the same seeds): cells "
+                         "of the two cannot share a cube; start a new run folder (--out)")
 
 
 #: the config's sections of settings ([grid] is read on its own)
@@ -451,8 +413,8 @@ def _validate(cfg: Config) -> None:
                                            "be from 1 to 10000 (Dodge et al.: 10)"),
         (t.dropout_seed in DROPOUT_SOURCES, f"[train] dropout_seed = {t.dropout_seed!r} must be "
                                             f"one of {', '.join(DROPOUT_SOURCES)}"),
-        (t.engine in (1, ENGINE), f"[train] engine = {t.engine} must be {ENGINE} (1: read "
-                                  "only, in run folders frozen before engine 2)"),
+        (t.engine in ENGINES, f"[train] engine = {t.engine} must be {ENGINE} (1 and 2: read "
+                              f"only, in run folders frozen before engine {ENGINE})"),
         (t.mixed_precision in MIXED_PRECISION, f"[train] mixed_precision = {t.mixed_precision!r} "
                                                f"must be one of {', '.join(MIXED_PRECISION)}"),
         (1 <= r.gradient_accumulation <= t.batch_size, f"[runtime] gradient_accumulation = "

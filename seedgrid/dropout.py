@@ -1,16 +1,26 @@
 """A cell's dropout masks: a function of its seeds, the update and the example's place in its
-global batch — never of the layout that trains it.
+global batch — never of the layout that trains it, and computed on the device for every cell
+of a pack at once.
 
 Dropout is the one random thing in a cell's training besides its two seeds' draws (the head,
 the data order: :mod:`seedgrid.seeds`). torch's own dropout draws from one stream per process,
 so a cell trained on 2 processes, with gradient accumulation, or beside other cells in a pack
 would see other masks than the same cell alone. Here every dropout site of the model is a
-:class:`CellDropout`, and the masks of update ``u`` at site ``s`` of a cell are a Bernoulli draw
-from a generator seeded by ``(the cell's dropout seed, u, s)`` at the shape of the cell's whole
-global batch (its ``B`` examples, padded to its longest); a forward takes the rows of the
-examples it holds, cut (or padded) to its own length. Padded positions never reach a real token,
-so the mask a real token gets is the same alone or in a pack of any K, on 1 or N processes, in
-one micro-batch or several, before or after a requeue (nothing to save: the update says it).
+:class:`CellDropout`, and whether element ``(row, i, j, ...)`` of site ``s`` is kept at update
+``u`` is a counter-based draw (SplitMix64, Steele et al. 2014): 64 bits of
+``mix64(key + counter * gamma)``, where the cell's key at that site and update is
+``mix64(mix64(seed + gamma (u + 1)) + gamma (s + 1))`` from its dropout seed (every site's keys
+computed once a forward, :meth:`Masks.begin`), and ``counter`` packs the example's place in the
+cell's *global* batch and the element's position (token, feature; head, query, key) 16 bits
+apiece. The top 32 bits are compared with ``p · 2^32``. Nothing depends on the padded length,
+the other cells, the process or the micro-batch, so a real token gets the same mask alone or in
+a pack of any K, on 1 or N processes, in one micro-batch or several, before or after a requeue
+(nothing to save: the update says it).
+
+Computed with int64 tensor ops (wrapping multiplies, masked shifts) over index tensors built on
+the device: no generator, no host copy, no sync, nothing that stops ``torch.compile`` (one
+fused kernel per site under inductor). The keys and the first row of a forward live in device
+tensors that :meth:`Masks.begin` fills in place. A checkpoint needs nothing of them.
 
 The sites are numbered in the model's module order. A site's tensor is ``(rows, seq, width)``
 (hidden states, LoRA inputs), ``(rows, heads, seq, seq)`` (attention probabilities, through the
@@ -21,12 +31,9 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
-
-from seedgrid.seeds import derive
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -34,68 +41,93 @@ if TYPE_CHECKING:
 #: the name of seedgrid's attention function (and its mask function) in transformers' registry
 ATTENTION = "seedgrid"
 
+# SplitMix64's constants as int64 (two's complement): the golden-ratio increment and the two
+# multipliers of its finaliser (Steele, Lea and Flood 2014; Vigna's splitmix64.c)
+_GAMMA = 0x9E3779B97F4A7C15 - (1 << 64)
+_M1 = 0xBF58476D1CE4E5B9 - (1 << 64)
+_M2 = 0x94D049BB133111EB - (1 << 64)
+#: bits of the counter per dimension after the row: each dimension below 65,536
+_BITS = 16
 
-class Masks:
+
+def _wrap(n: int) -> int:
+    """``n`` modulo 2^64 as an int64 (two's complement): a constant of wrapping arithmetic."""
+    return (n + (1 << 63)) % (1 << 64) - (1 << 63)
+
+
+def _shr(x: torch.Tensor, n: int) -> torch.Tensor:
+    """A logical right shift of int64 ``x`` (torch's ``>>`` keeps the sign)."""
+    return (x >> n) & ((1 << (64 - n)) - 1)
+
+
+def mix64(z: torch.Tensor) -> torch.Tensor:
+    """SplitMix64's finaliser, in wrapping int64 arithmetic."""
+    z = (z ^ _shr(z, 30)) * _M1
+    z = (z ^ _shr(z, 27)) * _M2
+    return z ^ _shr(z, 31)
+
+
+class Masks(nn.Module):
     """What the dropout sites of one model draw from: one dropout seed per cell (K cells folded
-    into the batch, cell-major), and what :meth:`begin` says of the forward to come."""
+    into the batch, cell-major; a buffer, moved with the model), and for the forward to come
+    each site's key per cell and the first row — tensors on the same device that
+    :meth:`begin` fills in place. Those two are not buffers: a process's first row is its own,
+    and DDP would overwrite it with rank 0's at every forward."""
+
+    seeds: torch.Tensor
 
     def __init__(self, seeds: Sequence[int]) -> None:
-        self.seeds = list(seeds)
-        self._update = -1
-        self._positions = torch.zeros(0, dtype=torch.int64)
-        self._batch = 0
-        self._longest: list[int] = []
-        self._drawn: dict[tuple[int, int], torch.Tensor] = {}
+        super().__init__()
+        self.register_buffer("seeds", torch.tensor([int(s) for s in seeds], dtype=torch.int64),
+                             persistent=False)
+        self.sites = 0
+        #: (site, cell): mix64(mix64(seed + gamma (u + 1)) + gamma (s + 1)) of update u
+        self.keys = torch.zeros((0, len(seeds)), dtype=torch.int64)
+        self.first_row = torch.zeros((), dtype=torch.int64)
 
-    def begin(self, update: int, positions: np.ndarray, batch: int, longest: Sequence[int]):
-        """The next forward holds, for every cell, the examples at ``positions`` (0-based, in
-        order) of its global batch of update ``update``, which has ``batch`` examples, the
-        longest of cell k's being ``longest[k]`` tokens."""
-        if update != self._update:
-            self._drawn.clear()  # masks are drawn once per update, then cut per forward
-        self._update, self._positions = update, torch.from_numpy(np.asarray(positions, np.int64))
-        self._batch, self._longest = batch, list(longest)
+    def use_sites(self, sites: int) -> None:
+        """The model has ``sites`` dropout sites (numbered 0..sites-1)."""
+        self.sites = sites
 
-    @torch.compiler.disable  # generators and a per-update cache: eager, between compiled parts
-    def apply(self, x: torch.Tensor, p: float, site: int) -> torch.Tensor:
+    def begin(self, update: int, first_row: int) -> None:
+        """The next forward holds, for every cell, the consecutive examples of its global batch
+        of update ``update`` (0-based) from position ``first_row`` on: every site's key for
+        every cell computed on the device at once (no copy from the host, no sync)."""
+        device = self.seeds.device
+        if self.keys.shape[0] != self.sites or self.keys.device != device:  # (once)
+            self.keys = torch.zeros((self.sites, self.seeds.shape[0]), dtype=torch.int64,
+                                    device=device)
+            self.first_row = torch.zeros((), dtype=torch.int64, device=device)
+        sites = torch.arange(1, self.sites + 1, device=device)
+        cell = mix64(self.seeds + _wrap(_GAMMA * (update + 1)))
+        self.keys.copy_(mix64(cell + sites.unsqueeze(1) * _GAMMA))
+        self.first_row.fill_(first_row)
+
+    def keep(self, shape: Sequence[int], p: float, site: int) -> torch.Tensor:
+        """Which elements of a site's tensor of ``shape`` (K cells' rows, cell-major) are kept,
+        as booleans of that shape."""
+        k = self.seeds.shape[0]
+        rows, rest = shape[0] // k, list(shape[1:])
+        if any(n >= 1 << _BITS for n in rest):
+            raise ValueError(f"dropout site {site}: a dimension of {tuple(shape)} is above "
+                             f"{(1 << _BITS) - 1}")
+        device = self.seeds.device
+        # key + counter * gamma, the counter's parts (row, then each other dimension, 16 bits
+        # apiece) each multiplied by its place value times gamma and broadcast
+        row = (self.first_row + torch.arange(rows, device=device)) * _wrap(
+            _GAMMA << (_BITS * len(rest)))
+        z = self.keys[site].view(k, 1, *[1] * len(rest)) + row.view(1, rows, *[1] * len(rest))
+        for d, n in enumerate(rest):
+            index = torch.arange(n, device=device) * _wrap(_GAMMA << (_BITS * (len(rest) - 1 - d)))
+            z = z + index.view(1, 1, *[1] * d, n, *[1] * (len(rest) - 1 - d))
+        threshold = min(int(round(p * 2.0**32)), 1 << 32)
+        return (_shr(mix64(z), 32) >= threshold).reshape(shape)
+
+    def drop(self, x: torch.Tensor, p: float, site: int) -> torch.Tensor:
         """``x`` (the K cells' rows, cell-major) with each cell's mask of ``site``, scaled by
         1 / (1 - p) as torch's dropout does."""
-        k = len(self.seeds)
-        parts = [self._mask(cell, site, p, chunk) for cell, chunk in enumerate(x.chunk(k))]
-        return x * torch.cat(parts).to(x.dtype) * (1.0 / (1 - p))
-
-    def _mask(self, cell: int, site: int, p: float, chunk: torch.Tensor) -> torch.Tensor:
-        """Cell ``cell``'s mask for ``chunk``: its rows of the whole batch's draw, cut or
-        padded (kept: padding) to the chunk's sequence length."""
-        full = self._drawn.get((cell, site))
-        if full is None:
-            full = self._draw(cell, site, p, chunk)
-            self._drawn[cell, site] = full
-        rows = full[self._positions.to(full.device)]
-        seq_dims = {3: (1,), 4: (2, 3)}.get(chunk.dim(), ())
-        for d in seq_dims:
-            n = chunk.shape[d]
-            rows = rows.narrow(d, 0, min(n, rows.shape[d]))
-            if rows.shape[d] < n:
-                pad = [0, 0] * (rows.dim() - 1 - d) + [0, n - rows.shape[d]]
-                rows = F.pad(rows, pad, value=True)
-        if rows.shape != chunk.shape:
-            raise RuntimeError(f"dropout site {site}: a mask of shape {tuple(rows.shape)} for "
-                               f"rows of shape {tuple(chunk.shape)}")
-        return rows
-
-    def _draw(self, cell: int, site: int, p: float, chunk: torch.Tensor) -> torch.Tensor:
-        """The mask of a cell's whole global batch at ``site`` for this update (kept: True),
-        kept as booleans (a quarter of float32's memory) until the update ends."""
-        longest = self._longest[cell]
-        shape = list(chunk.shape)
-        shape[0] = self._batch
-        for d in {3: (1,), 4: (2, 3)}.get(chunk.dim(), ()):
-            shape[d] = longest
-        generator = torch.Generator(chunk.device)
-        generator.manual_seed(derive("dropout", self.seeds[cell], self._update, site))
-        return torch.empty(shape, device=chunk.device).bernoulli_(
-            1 - p, generator=generator).bool()
+        return torch.where(self.keep(x.shape, p, site), x * (1.0 / (1 - p)), 0.0)  # (saves
+        # only the booleans for the backward)
 
 
 class CellDropout(nn.Module):
@@ -109,7 +141,7 @@ class CellDropout(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not self.training or self.p == 0:
             return x
-        return self.masks.apply(x, self.p, self.site)
+        return self.masks.drop(x, self.p, self.site)
 
     def extra_repr(self) -> str:
         return f"p={self.p}, site={self.site}"
@@ -137,6 +169,7 @@ def use_cell_dropout(model: nn.Module, masks: Masks) -> int:
         config = getattr(sub, "config", None)
         if config is not None and hasattr(config, "_attn_implementation"):
             config._attn_implementation = ATTENTION
+    masks.use_sites(sites)
     return sites
 
 

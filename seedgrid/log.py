@@ -88,3 +88,9 @@ def quiet_transformers():
         tlog.set_verbosity(verbosity)
         if bars:
             tlog.enable_progress_bar()
+
+
+def clean_text(text: str) -> str:
+    """``text`` with control characters (terminal escapes) shown as ``\\x1b``..., for
+    printing what a file of the run folder says (a log line, a host name)."""
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)

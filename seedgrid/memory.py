@@ -3,11 +3,13 @@
 From the model's parameter count (built without weights) and the batch: each cell's trained
 parameters hold four tensors of their size (the weights, their gradients, AdamW's two moments),
 the frozen body of a LoRA model is held once for the pack, and the activations kept for the
-backward pass grow with the cells, the batch, the tokens and the layers. The activation term is
-a rough rule (about 80 values per hidden unit and 12 per attention probability, per token and
-layer, in float32, with seedgrid's dropout masks), at ``[model] max_length`` tokens — an upper
-bound, since batches are padded to their longest example only. ``benchmarks/pack.py`` prints
-the estimate beside the peak measured.
+backward pass grow with the cells, the batch, the tokens and the layers: per token and layer,
+:data:`PER_HIDDEN` bytes per hidden unit and :data:`PER_ATTENTION` per attention probability
+(head × key position), measured on seedgrid's own engine by summing every tensor it saves for
+the backward (``tests/test_memory.py`` keeps the rule within 25% of that measurement); with
+bf16 the forward also keeps a bf16 copy of each weight. At ``[model] max_length`` tokens: an
+upper bound, since batches are padded to their longest example only. ``benchmarks/gpu.py``
+prints the estimate beside the peak a GPU measures.
 """
 
 from __future__ import annotations
@@ -21,6 +23,12 @@ from seedgrid.grid.profile import Profile
 from seedgrid.config import Config
 
 GB = 1e9
+#: bytes kept for the backward per token, layer and hidden unit (float32 training; bf16
+#: autocast), and per token, layer, head and key position (the attention probabilities, their
+#: dropout mask and the dropped probabilities): measured on seedgrid's engine (BERT's structure,
+#: CPU, 2026-12-07) — 66-71 and 9 bytes in float32, 48-51 and 7 with bf16
+PER_HIDDEN = {"fp32": 68, "bf16": 50}
+PER_ATTENTION = {"fp32": 9, "bf16": 7}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -61,13 +69,35 @@ def pack_memory(cfg: Config, k: int) -> PackMemory:
     trained = sum(p.numel() * p.element_size() for p in arch.parameters() if p.requires_grad)
     frozen = sum(p.numel() * p.element_size() for p in arch.parameters() if not p.requires_grad)
     c = inner.config
-    layers = getattr(c, "num_hidden_layers", 12)
-    hidden = getattr(c, "hidden_size", 768)
-    heads = getattr(c, "num_attention_heads", 12)
-    tokens = cfg.train.batch_size * cfg.model.max_length
-    per_cell = tokens * layers * (80 * hidden + 12 * heads * cfg.model.max_length) * 4.0
-    if cfg.train.mixed_precision == "bf16":
-        per_cell *= 0.6
+    return pack_gb(k, trained, frozen, getattr(c, "num_hidden_layers", 12),
+                   getattr(c, "hidden_size", 768), getattr(c, "num_attention_heads", 12),
+                   cfg.train.batch_size, cfg.model.max_length,
+                   cfg.train.mixed_precision == "bf16", float32_matmul_bytes(arch),
+                   cfg.runtime.gradient_checkpointing)
+
+
+def float32_matmul_bytes(model) -> int:
+    """Bytes of the float32 weights of ``model``'s linear layers: what bf16 autocast copies."""
+    import torch
+
+    return sum(m.weight.numel() * 4 for m in model.modules()
+               if isinstance(m, torch.nn.Linear) and m.weight.dtype == torch.float32)
+
+
+def pack_gb(k: int, trained: float, frozen: float, layers: int, hidden: int, heads: int,
+            batch: int, seq: int, bf16: bool, cast: float = 0.0,
+            checkpointing: bool = False) -> PackMemory:
+    """The estimate for ``k`` cells of a model whose cell trains ``trained`` bytes of
+    parameters beside ``frozen`` ones, at ``batch`` examples of ``seq`` tokens a cell; with
+    ``bf16``, autocast keeps a bf16 copy of the ``cast`` bytes of float32 matmul weights; with
+    ``checkpointing`` (gradient checkpointing) only each layer's input is kept, and one
+    layer's activations at a time are recomputed in the backward."""
+    precision = "bf16" if bf16 else "fp32"
+    layer = batch * seq * (PER_HIDDEN[precision] * hidden + PER_ATTENTION[precision] * heads * seq)
+    per_cell = float(layer + batch * seq * layers * hidden * 4 if checkpointing else
+                     layer * layers)
+    if bf16:
+        per_cell += cast / 2
     return PackMemory(k, k * 4 * trained / GB, frozen / GB, k * per_cell / GB)
 
 

@@ -15,7 +15,8 @@ import scipy.stats
 from seedgrid.compare import MIN_SEEDS, check_options, sides, check_comparable, load
 from seedgrid.errors import UsageError
 from seedgrid.log import logger
-from seedgrid.files import json_ready, keep_aside, read_regular, write_text_atomic
+from seedgrid.files import json_ready, read_regular, write_text_atomic
+from seedgrid.folders import keep_aside
 
 
 def regress(baseline, candidate, max_drop: float = 0.005, alpha: float = 0.05,

@@ -30,8 +30,8 @@ from pathlib import Path
 from seedgrid.config import Config, config_from_toml, load_config, with_seeds
 from seedgrid.errors import UsageError
 from seedgrid.log import logger
-from seedgrid.files import (check_regular, folder_fd, make_folder, read_json, set_aside,
-                            write_target, write_text_atomic)
+from seedgrid.files import check_regular, read_json, write_target, write_text_atomic
+from seedgrid.folders import folder_fd, make_folder, set_aside
 from seedgrid.store import shard_state
 
 CONFIG = "config.toml"

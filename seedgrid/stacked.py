@@ -56,7 +56,8 @@ class StackedLinear(nn.Module):
 
 
 class StackedLayerNorm(nn.Module):
-    """K ``nn.LayerNorm`` in one: a layer norm per cell's rows with its own affine."""
+    """K ``nn.LayerNorm`` in one: every row normalised at once (no affine), then each cell's
+    rows scaled and shifted by its own weight and bias — two kernels whatever K is."""
 
     def __init__(self, weight: torch.Tensor, bias: torch.Tensor | None, eps: float) -> None:
         super().__init__()
@@ -66,10 +67,11 @@ class StackedLayerNorm(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         k, width = self.weight.shape
-        rows = x.reshape(k, -1, width)
-        bias = self.bias if self.bias is not None else [None] * k
-        return torch.stack([F.layer_norm(rows[i], (width,), self.weight[i], bias[i], self.eps)
-                            for i in range(k)]).reshape(x.shape)
+        rows = F.layer_norm(x, (width,), None, None, self.eps).reshape(k, -1, width)
+        if self.bias is None:
+            return (rows * self.weight.unsqueeze(1)).reshape(x.shape)
+        return torch.addcmul(self.bias.unsqueeze(1), rows, self.weight.unsqueeze(1)).reshape(
+            x.shape)
 
 
 class StackedEmbedding(nn.Module):
@@ -157,16 +159,18 @@ def fold_positions(family: str, input_ids: torch.Tensor) -> dict[str, torch.Tens
 def clip_per_cell(params: list[nn.Parameter], k: int, max_norm: float) -> torch.Tensor:
     """``clip_grad_norm_`` for each of the K cells on its own: the norm of cell k's gradients
     (slice k of every parameter), its coefficient applied to them only. ``params`` are the
-    stacked parameters (leading dimension K); with ``k == 1``, a lone model's. Returns the K
-    norms before clipping."""
+    stacked parameters (leading dimension K); with ``k == 1``, a lone model's. A constant
+    number of kernels: one multi-tensor norm over every cell's slices, one norm per cell, one
+    multi-tensor scale per cell. Returns the K norms before clipping."""
     grads = [p.grad for p in params if p.grad is not None]
     if not grads:
         return torch.zeros(k)
-    norms = torch.stack([torch.linalg.vector_norm(g.reshape(k, -1), dim=1) for g in grads])
-    total = torch.linalg.vector_norm(norms, dim=0)  # (K,)
+    cells = [grads] if k == 1 else list(zip(*(g.unbind(0) for g in grads)))  # (views)
+    norms = torch.stack(torch._foreach_norm([s for cell in cells for s in cell]))
+    total = torch.linalg.vector_norm(norms.view(k, len(grads)), dim=1)  # (K,)
     coef = (max_norm / (total + 1e-6)).clamp(max=1.0)
-    for g in grads:
-        g.mul_(coef.view(k, *[1] * (g.dim() - 1)).to(g.dtype) if k > 1 else coef.to(g.dtype))
+    for i, cell in enumerate(cells):
+        torch._foreach_mul_(list(cell), coef[i])
     return total
 
 

@@ -17,6 +17,7 @@ import pytest
 import torch
 
 from seedgrid.checkpoint import Checkpointer
+from seedgrid.grid.local import alive
 from seedgrid.rundir import task_log
 from seedgrid.store import read_shard
 from seedgrid.trainer import train_cell, train_cells
@@ -51,6 +52,25 @@ def test_a_pack_equals_its_cells_trained_alone(family):
         assert shard.attrs["pack"] == "wi=1 do=2, wi=2 do=1, wi=3 do=3"
     trained = [s.logits.values[0, 0, :, -1] for s in packed]
     assert not np.allclose(trained[0], trained[1])  # the cells did differ
+
+
+def test_a_compiled_pack_equals_the_eager_one():
+    """[runtime] compile: the forward and loss as one graph (fullgraph: a graph break would
+    be an error), the same cells within float tolerance."""
+    cells = [(1, 2), (2, 1)]
+    compiled = train_cells(tiny_config(runtime={"compile": True}), cells, **QUIET)
+    for a, b in zip(compiled, train_cells(tiny_config(), cells, **QUIET)):
+        _same_cell(a, b)
+
+
+def test_a_pack_with_gradient_checkpointing_is_the_same():
+    """The recomputed forward draws the same masks (they are a function of the update and the
+    rows, not of a generator's state)."""
+    cells = [(1, 2), (2, 1)]
+    recomputed = train_cells(tiny_config(runtime={"gradient_checkpointing": True}), cells,
+                             **QUIET)
+    for a, b in zip(recomputed, train_cells(tiny_config(), cells, **QUIET)):
+        _same_cell(a, b)
 
 
 def test_a_cell_is_the_same_in_any_pack_and_its_masks_are_its_own():
@@ -206,6 +226,7 @@ def test_submit_pack_on_a_cpu_and_sigterm_then_resume_equals_the_uninterrupted_p
                "both cells to evaluate once", 300)
     os.kill(json.loads(markers[0].read_text())["pid"], signal.SIGTERM)
     proc.communicate(timeout=300)
+    wait_until(lambda: not alive(task), "the task to end after saving", 120)  # (else: queued)
     assert "SIGTERM: saved" in log.read_text()
     saved = [torch.load(out / f"checkpoints/wi1_do{d}.pt", weights_only=True)["update"]
              for d in (1, 2)]
@@ -246,7 +267,8 @@ def _distilbert(tmp_path):
 
 
 @pytest.mark.parametrize("case", ["unknown family", "llama without lora", "fp16", "too large",
-                                  "another config", "processes without a gpu", "several processes"])
+                                  "fits recomputed", "another config", "processes without a gpu",
+                                  "several processes"])
 def test_packs_that_cannot_be_are_one_line_exit_2_and_nothing_written(tmp_path, case):
     sections, args, message = {}, [], ""
     if case == "unknown family":
@@ -263,6 +285,15 @@ def test_packs_that_cannot_be_are_one_line_exit_2_and_nothing_written(tmp_path, 
         args = ["--cluster", str(write_toml(tmp_path / "small.toml", {"executor": "slurm",
                                                                         "mem_gb": 0.01}))]
         message = "more than the 0.01 GB of the task's memory"
+    elif case == "fits recomputed":  # between the two estimates: checkpointing is the advice
+        from seedgrid import memory
+
+        cfg = tiny_config()
+        recomputed = tiny_config(runtime={"gradient_checkpointing": True})
+        have = (memory.pack_memory(cfg, 2).total_gb + memory.pack_memory(recomputed, 2).total_gb) / 2
+        args = ["--cluster", str(write_toml(tmp_path / "mid.toml", {"executor": "slurm",
+                                                                      "mem_gb": have}))]
+        message = "or set [runtime] gradient_checkpointing = true (the pack of 2 then fits"
     elif case == "another config":
         first = _submit("--config", str(write_toml(tmp_path / "a.toml", tiny_raw())),
                         "--out", str(tmp_path / "run"), wait=False)

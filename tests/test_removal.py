@@ -13,7 +13,7 @@ import sys
 
 import pytest
 
-from seedgrid import files
+from seedgrid import folders
 from seedgrid.errors import UsageError
 from seedgrid.report import MANIFEST
 from seedgrid.cube import collect
@@ -163,20 +163,20 @@ def test_the_rule_in_the_library_for_each_kind_of_removal(tmp_path):
     (root / "linked").symlink_to(precious)
     (root / "real" / "mine.pt").write_text("ours")
     (root / "real" / "link.pt").symlink_to(precious / "thesis.tex")
-    assert files.remove_own(root / "real" / "mine.pt", root)
-    assert not files.remove_own(root / "real" / "link.pt", root)  # a link: left
-    assert not files.remove_own(root / "linked" / "thesis.tex", root)  # under a link: left
-    assert not files.remove_own(root / "real" / "none.pt", root)  # nothing: nothing to do
+    assert folders.remove_own(root / "real" / "mine.pt", root)
+    assert not folders.remove_own(root / "real" / "link.pt", root)  # a link: left
+    assert not folders.remove_own(root / "linked" / "thesis.tex", root)  # under a link: left
+    assert not folders.remove_own(root / "real" / "none.pt", root)  # nothing: nothing to do
     (root / "real" / "edited.png").write_text("changed")
-    assert not files.remove_own(root / "real" / "edited.png", root, [_sha(b"original")])
-    assert files.remove_own(root / "real" / "edited.png", root, [_sha(b"changed")])
+    assert not folders.remove_own(root / "real" / "edited.png", root, [_sha(b"original")])
+    assert folders.remove_own(root / "real" / "edited.png", root, [_sha(b"changed")])
     with pytest.raises(UsageError, match="symbolic link"):
-        files.set_aside(root / "linked" / "thesis.tex", root)
+        folders.set_aside(root / "linked" / "thesis.tex", root)
     (root / "real" / "bad.json").write_text("{")
     (root / "real" / "bad.json.damaged").write_text("kept from before")
-    assert files.set_aside(root / "real" / "bad.json", root).name == "bad.json.damaged.2"
-    assert files.keep_aside(root / "real" / "h.jsonl", b"x").name == "h.jsonl.damaged"
-    assert files.keep_aside(root / "real" / "h.jsonl", b"y").name == "h.jsonl.damaged.2"
+    assert folders.set_aside(root / "real" / "bad.json", root).name == "bad.json.damaged.2"
+    assert folders.keep_aside(root / "real" / "h.jsonl", b"x").name == "h.jsonl.damaged"
+    assert folders.keep_aside(root / "real" / "h.jsonl", b"y").name == "h.jsonl.damaged.2"
     assert (root / "real" / "bad.json.damaged").read_text() == "kept from before"
     assert (root / "real" / "h.jsonl.damaged").read_text() == "x"
     assert _tree(precious) == {"thesis.tex": b"years of work", "data.csv": b"a,b\n1,2\n"}
@@ -194,10 +194,10 @@ def test_another_hosts_temporary_is_stale_by_the_file_servers_clock(tmp_path):
     week = 8 * 86400
     server_now = os.stat(live).st_mtime
     os.utime(old, (server_now - week, server_now - week))
-    files.remove_stale_temporaries(target, now=server_now)  # the server's clock
+    folders.remove_stale_temporaries(target, now=server_now)  # the server's clock
     assert live.exists() and not old.exists()
     old.write_text("again")
     os.utime(old, (server_now - week, server_now - week))
-    files.remove_stale_temporaries(target)  # no time given: the server's, from a probe file
+    folders.remove_stale_temporaries(target)  # no time given: the server's, from a probe file
     assert live.exists() and not old.exists()
     assert sorted(p.name for p in tmp_path.iterdir()) == [live.name]  # (the probe is gone)

@@ -8,6 +8,8 @@ decided). Consecutive cells share an array task (:func:`split`).
 
 from __future__ import annotations
 
+import dataclasses
+
 from pathlib import Path
 from types import ModuleType
 
@@ -148,10 +150,16 @@ def check_pack(cfg: Config, profile: Profile) -> None:
     have, where = memory.available(profile)
     if have and need.total_gb > have:
         fits = memory.largest_pack(cfg, have)
+        checkpointed = dataclasses.replace(cfg, runtime=dataclasses.replace(
+            cfg.runtime, gradient_checkpointing=True))
+        recompute = not cfg.runtime.gradient_checkpointing and \
+            memory.pack_memory(checkpointed, k).total_gb <= have
         raise UsageError(f"--pack {k}: a pack of {k} cells needs about {memory.gb(need.total_gb)} "
                          f"({need.describe(short=True)}), more than the {memory.gb(have)} of "
                          f"{where}: "
                          + (f"pack at most {fits} cells" if fits else "train the cells alone")
+                         + (", or set [runtime] gradient_checkpointing = true (the pack of "
+                            f"{k} then fits: activations recomputed)" if recompute else "")
                          + " (or give the tasks more memory)")
     logger.info(f"a pack of {k} cells needs about {need.describe()}"
                 + (f"; the task has {memory.gb(have)} ({where})" if have else ""))

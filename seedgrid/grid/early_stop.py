@@ -29,7 +29,8 @@ import numpy as np
 from seedgrid.errors import UsageError
 from seedgrid.log import logger
 from seedgrid.rundir import EARLY_STOP, shard_path
-from seedgrid.files import locked, read_json, set_aside, write_text_atomic
+from seedgrid.files import locked, read_json, write_text_atomic
+from seedgrid.folders import set_aside
 from seedgrid.store import read_shard
 
 MAX_BUDGET = 1000

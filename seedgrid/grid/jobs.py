@@ -15,7 +15,8 @@ from pathlib import Path
 from seedgrid import rundir
 from seedgrid.config import Config
 from seedgrid.errors import UsageError
-from seedgrid.files import locked, make_folder, write_text_atomic
+from seedgrid.files import locked, write_text_atomic
+from seedgrid.folders import make_folder
 from seedgrid.grid import slurm
 from seedgrid.grid.cells import backend, split
 from seedgrid.grid.profile import Profile

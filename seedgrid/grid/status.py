@@ -31,7 +31,8 @@ from seedgrid.grid.cells import backend
 from seedgrid.rundir import (cell_state, claimed, command, decider_log, load_run_config, read_jobs, recorded_cluster,
                              resubmit_command, running_marker, shards_on_disk,
                              task_log)
-from seedgrid.files import clean_text, read_regular, read_tail
+from seedgrid.files import read_regular, read_tail
+from seedgrid.log import clean_text
 
 SYMBOLS = {"done": "#", "diverged": "!", "stopped": "s", "running": "R", "pending": ".",
            "failed": "x", "damaged": "?", "missing": "-", "unused": " "}

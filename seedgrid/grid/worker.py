@@ -39,7 +39,8 @@ from seedgrid.config import Config
 from seedgrid.log import logger
 from seedgrid.rundir import (Cell, cell_state, checkpoint_path, claim, load_run_config,
                              running_marker, shard_path, write_config)
-from seedgrid.files import remove_own, set_aside, write_text_atomic
+from seedgrid.files import write_text_atomic
+from seedgrid.folders import remove_own, set_aside
 from seedgrid.store import shard_state, write_atomic
 
 #: seconds the children get to save their checkpoints after SIGTERM
