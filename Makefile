@@ -2,7 +2,8 @@
 # Both install what they need into .venv first (once; again when the install files change).
 #
 # On a machine without a GPU, torch comes from constraints/cpu.txt (a CPU build). On a GPU
-# cluster install with plain pip instead:  pip install -e .  (gets the normal CUDA torch).
+# cluster install with plain pip instead:  pip install -e '.[train]'  (the normal CUDA torch;
+# pip install -e . alone is the analysis: cubes, report, compare, regress).
 
 PYTHON ?= python3
 VENV   ?= .venv

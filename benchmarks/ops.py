@@ -96,7 +96,8 @@ def stock_update(model_folder: str) -> int:
     """aten ops of a stock transformers cell's second update on the same batch shape."""
     import transformers
 
-    from seedgrid.tasks import get_task, load_splits
+    from seedgrid.splits import load_splits
+    from seedgrid.tasks import get_task
 
     model = transformers.AutoModelForSequenceClassification.from_pretrained(
         model_folder, attn_implementation="sdpa", hidden_dropout_prob=0.1,

@@ -28,7 +28,8 @@ import torch
 from seedgrid import data
 from seedgrid.config import config_from_dict
 from seedgrid.model import load_model, load_tokenizer
-from seedgrid.tasks import get_task, load_splits
+from seedgrid.splits import load_splits
+from seedgrid.tasks import get_task
 from seedgrid.engine import evaluate
 from seedgrid.trainer import train_cell
 

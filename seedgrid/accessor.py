@@ -107,25 +107,29 @@ class SeedgridAccessor:
         if step is not None:  # small (one evaluation): kept in frozen() even on a dask cube
             return self._cached(("predictions", step),
                                 lambda: self.predictions().isel(step=step), small=True)
-        return self._cached("predictions", lambda: _predictions(self._ds, self.status()))
+        what = "predicted output" if self.regression else "predicted class"
+        return self._cached("predictions", lambda: _named(
+            _predictions(self._ds, self.status()), "prediction", what, units=""))
 
     def correct(self, step: int | None = None) -> xr.DataArray:
         """1.0 where the prediction equals the gold label, 0.0 where not, NaN where missing;
         ``step``: at that evaluation (position) only."""
         self._classification_only("correct()")
         pred = self.predictions(step)
-        return (pred == self._ds.label).astype(np.float64).where(pred.notnull()).rename("correct")
+        return _named((pred == self._ds.label).astype(np.float64).where(pred.notnull()),
+                      "correct", "1 where the prediction is the gold label, 0 where not")
 
     def metric(self, name: str | None = None) -> xr.DataArray:
         """The task's metric (or ``name``), (seed_wi, seed_do, step)."""
         name = name or self._ds.attrs["metric"]
         metrics.check_metric(name, self.regression, option="metric")
         asked = metrics.questions_for(name, self._ds["example"].values)
-        return self._cached(("metric", name), small=True, compute=lambda: xr.apply_ufunc(
+        return self._cached(("metric", name), small=True, compute=lambda: _named(xr.apply_ufunc(
             metrics.score_predictions, self.predictions(), self._ds.label,
             input_core_dims=[["example"], ["example"]], kwargs={"metric": name, "asked": asked},
             dask="parallelized", output_dtypes=[np.float64],
-            dask_gufunc_kwargs={"allow_rechunk": True}).rename(name))
+            dask_gufunc_kwargs={"allow_rechunk": True}), name,
+            f"{name} of each run at each evaluation ({self._ds.attrs.get('task', '')})"))
 
     def consistency(self, step: int = -1, over: str | tuple[str, ...] = SEEDS
                     ) -> xr.Dataset:
@@ -147,7 +151,8 @@ class SeedgridAccessor:
         threshold = self.majority_baseline() if threshold is None else threshold
         final = self.metric().isel(step=-1)
         flag = (final <= threshold).astype(np.float64).where(final.notnull())
-        return flag.where(self.status() != "diverged", 1.0).drop_vars("step").rename("diverged")
+        return _named(flag.where(self.status() != "diverged", 1.0).drop_vars("step"), "diverged",
+                      "1 where the run diverged (or ends at the majority baseline)")
 
     def table(self, name: str | None = None) -> pd.DataFrame:
         """One row per (seed_wi, seed_do, step): update, epoch, metric, best so far, status."""
@@ -169,21 +174,26 @@ class SeedgridAccessor:
         m = self.metric(name)
         t = m.transpose(..., "step")
         during = np.where(t["step"].values > 0, t.values, np.nan)
-        return t.copy(data=np.fmax.accumulate(during, axis=-1)).transpose(*m.dims)
+        return _named(t.copy(data=np.fmax.accumulate(during, axis=-1)).transpose(*m.dims),
+                      m.name, f"best {m.name} so far in training")
 
     # -- analyses (seedgrid.analysis, seedgrid.early_stopping) on this cube ------------------
 
     def final(self, name: str | None = None, best: bool = False) -> xr.DataArray:
         """(seed_wi, seed_do): the metric at the last evaluation, or the best found in training."""
         m = self.best_so_far(name) if best else self.metric(name)
-        return m.isel(step=-1, drop=True)
+        return _named(m.isel(step=-1, drop=True), m.name,
+                      f"best {m.name} found in training" if best else
+                      f"{m.name} at the last evaluation")
 
     def regimes(self, name: str | None = None) -> xr.DataArray:
         """(regime, seed_wi, seed_do): each run's pick when evaluating at every evaluation, at
         epoch ends or at the end; see :func:`seedgrid.analysis.regimes`."""
         from seedgrid.analysis import regimes
 
-        return regimes(self.metric(name), self._ds.epoch)
+        picks = regimes(self.metric(name), self._ds.epoch)
+        return _named(picks, picks.name, f"each run's best {picks.name} when evaluating at "
+                      "every evaluation, at epoch ends, or at the end")
 
     def expected_max(self, name: str | None = None, replace: bool = True) -> xr.Dataset:
         """Expected best of n runs (n = 1..N) with its std, per evaluation regime (Fig. 1), the
@@ -204,24 +214,28 @@ class SeedgridAccessor:
         curves["upper"] = np.minimum(curves["mean"] + curves["std"], curves["observed_max"])
         return curves
 
-    def decoupled_std(self, name: str | None = None, best: bool = False) -> dict[str, float]:
-        """Table 3 on the final (or best-found) metric; :func:`seedgrid.analysis.decoupled_std`."""
+    def decoupled_std(self, name: str | None = None, best: bool = False) -> pd.Series:
+        """Table 3 on the final (or best-found) metric, by ``wi``, ``do`` and ``total``;
+        :func:`seedgrid.analysis.decoupled_std`."""
         from seedgrid.analysis import decoupled_std
 
-        return decoupled_std(self.final(name, best))
+        return pd.Series(decoupled_std(self.final(name, best)), name="std")
 
-    def anova(self, name: str | None = None, best: bool = False) -> dict[str, dict]:
-        """Table 4; :func:`seedgrid.analysis.best_vs_worst_anova`."""
+    def anova(self, name: str | None = None, best: bool = False) -> pd.DataFrame:
+        """Table 4, a column per seed kind (``seed_wi``, ``seed_do``);
+        :func:`seedgrid.analysis.best_vs_worst_anova`."""
         from seedgrid.analysis import best_vs_worst_anova
 
-        return best_vs_worst_anova(self.final(name, best))
+        return pd.DataFrame(best_vs_worst_anova(self.final(name, best)), dtype=object)
 
     def permutation_test(self, name: str | None = None, best: bool = False,
-                         n_resamples: int = 10_000, seed: int = 0) -> dict[str, dict]:
-        """Row / column-mean range test; :func:`seedgrid.analysis.seed_permutation_test`."""
+                         n_resamples: int = 10_000, seed: int = 0) -> pd.DataFrame:
+        """Row / column-mean range test, a column per seed kind;
+        :func:`seedgrid.analysis.seed_permutation_test`."""
         from seedgrid.analysis import seed_permutation_test
 
-        return seed_permutation_test(self.final(name, best), n_resamples, seed)
+        return pd.DataFrame(seed_permutation_test(self.final(name, best), n_resamples, seed),
+                            dtype=object)
 
     def step_correlation(self, name: str | None = None, method: str = "spearman",
                          best: bool = True) -> xr.DataArray:
@@ -245,6 +259,14 @@ class SeedgridAccessor:
         from seedgrid.early_stopping import simulate
 
         return simulate(self.metric(name), **kwargs)
+
+
+def _named(array: xr.DataArray, name, long_name: str, units: str = "1") -> xr.DataArray:
+    """``array`` called ``name``, with its own attributes only (xarray keeps the first input's —
+    the logits' — through apply_ufunc): what a ``.plot()`` labels its axis with."""
+    array = array.rename(name)
+    array.attrs = {"long_name": long_name, **({"units": units} if units else {})}
+    return array
 
 
 def _predictions(ds: xr.Dataset, status: xr.DataArray) -> xr.DataArray:

@@ -53,10 +53,11 @@ def regimes(metric: xr.DataArray, epoch: xr.DataArray) -> xr.DataArray:
     the best of the evaluations it would have made: ``every`` evaluation during training,
     ``epoch_ends`` only, or the ``end`` only. The evaluation before training (epoch 0) is not a
     trained model and never counts. Returns (regime, seed_wi, seed_do); NaN evaluations are
-    skipped, a run with none is NaN.
+    skipped, a run with none is NaN. Where the epoch is not known (an imported grid without
+    one), a step after update 0 is trained, and no evaluation ends an epoch.
     """
     epochs = np.asarray(epoch, dtype=np.float64)
-    trained = epochs > 0
+    trained = np.where(np.isnan(epochs), np.asarray(metric["step"]) > 0, epochs > 0)
     ends = trained & np.isclose(epochs, np.round(epochs))
     last = np.arange(len(epochs)) == len(epochs) - 1
     masks = xr.DataArray(np.stack([trained, ends, last]), dims=("regime", "step"),

@@ -14,8 +14,9 @@ import textwrap
 import traceback
 from pathlib import Path
 
-from seedgrid.argtypes import integer, number, sizes
+from seedgrid.argtypes import integer, number
 from seedgrid.errors import Interrupted, UsageError
+from seedgrid.grid.cli import GRID_COMMANDS
 from seedgrid.log import logger
 
 
@@ -34,63 +35,7 @@ class _Parser(argparse.ArgumentParser):
         sys.exit(2)
 
 
-def _config(args: argparse.Namespace):
-    """--config with --set applied: a Config (the preset or file name when nothing is set)."""
-    from seedgrid.config import load_config
-
-    if not args.set:
-        return args.config
-    if not args.config:
-        raise UsageError("--set changes the config of a new run: give --config too (a run "
-                         "folder's config is frozen)")
-    return load_config(args.config, overrides=args.set)
-
-
-def _run(args: argparse.Namespace) -> None:
-    from seedgrid.grid.commands import run_one
-
-    if not run_one(_config(args), args.wi, args.do, args.out):
-        sys.exit(1)  # a diverged cell is a result, not a success: scripts can tell
-
-
-def _submit(args: argparse.Namespace) -> None:
-    from seedgrid.grid.commands import Request, submit_grid
-
-    if not submit_grid(Request(
-            config=_config(args), resume=args.resume, cluster=args.cluster, array=args.array,
-            parallel=args.parallel, out=args.out, wait=args.wait, early_stop=args.early_stop,
-            budget=args.budget, from_cube=args.from_cube,
-            train_sizes=tuple(args.train_sizes or ()), pack=args.pack, pack_as=args.pack_as,
-            dry_run=args.dry_run)):
-        sys.exit(1)  # --wait: diverged, failed, missing: not done
-
-
-def _continue(args: argparse.Namespace) -> None:
-    from seedgrid.grid.commands import continue_grid
-
-    if not continue_grid(args.run, args.cluster, args.parallel, args.wait):
-        sys.exit(1)
-
-
-def _status(args: argparse.Namespace) -> None:
-    from seedgrid.grid.status import format_status, status_json
-
-    if args.run is None:  # `status --json RUN`: the folder was read as --json's file
-        if args.json not in (None, "-") and Path(args.json).is_dir():
-            args.run, args.json = args.json, "-"
-        else:
-            raise UsageError("status needs the run folder: status RUN [--json [FILE]]")
-    if args.json:
-        if args.json != "-":
-            from seedgrid.rundir import check_output
-
-            check_output(args.json, "--json")
-        _json_out(args.json, status_json(Path(args.run)))
-        return
-    print(format_status(Path(args.run), args.cluster or ""))
-
-
-def _json_out(where: str, result: dict) -> None:
+def json_out(where: str, result: dict) -> None:
     """``--json [FILE]``: the JSON alone on stdout ('-', or the flag alone), else to FILE."""
     from seedgrid.files import json_ready, write_json_atomic
 
@@ -107,6 +52,19 @@ def _collect(args: argparse.Namespace) -> None:
     from seedgrid.cube import collect
 
     print(collect(Path(args.run), compress=args.compress).summary())
+
+
+def _import(args: argparse.Namespace) -> None:
+    from seedgrid.imported import import_table
+    from seedgrid.rundir import CONFIG, SHARDS, check_writable
+
+    out = Path(args.out)
+    check_writable(out)
+    if (out / CONFIG).exists() or (out / SHARDS).exists():
+        raise UsageError(f"--out {str(out)!r} is a run folder seedgrid trains: give another "
+                         "folder for the imported runs")
+    print(import_table(args.table, out, task=args.task or "", metric=args.metric or "",
+                       model=args.model or "").summary())
 
 
 def _export(args: argparse.Namespace) -> None:
@@ -155,7 +113,7 @@ def _compare(args: argparse.Namespace) -> None:
     for warning in result["warnings"]:  # (also in the JSON)
         logger.warning(warning)
     if args.json:
-        _json_out(args.json, result)
+        json_out(args.json, result)
     sys.exit(1 if result["significant"] else 0)
 
 
@@ -185,68 +143,20 @@ def _presets(args: argparse.Namespace) -> None:
     print(presets_table())
 
 
-def _run_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--config", required=True, help="a preset name (see `presets`) or a TOML file")
-    p.add_argument("--wi", type=integer(0, 2**63 - 1), required=True,
-                   help="weight-initialisation seed")
-    p.add_argument("--do", type=integer(0, 2**63 - 1), required=True, help="data-order seed")
-    p.add_argument("--out", help="run folder (default: runs/<config name>)")
-    p.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
-                   help="change one setting of the config, as in its TOML file (repeatable; "
-                        "e.g. --set train.learning_rate=3e-5 --set model.name=roberta-large): "
-                        "validated as the file is, and frozen with the run")
-
-
-def _submit_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--config", help="a preset name or a TOML file (a new run)")
-    p.add_argument("--resume", metavar="RUN", help="submit the cells of RUN that have no shard")
-    p.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
-                   help="change one setting of the config, as in its TOML file (repeatable; "
-                        "e.g. --set train.learning_rate=3e-5 --set model.name=roberta-large): "
-                        "validated as the file is, and frozen with the run")
-    p.add_argument("--dry-run", action="store_true",
-                   help="print what would be submitted (cells, task layout, what each task "
-                        "asks of the cluster) and write nothing")
-    p.add_argument("--cluster",
-                   help="cluster profile: a name (./cluster/NAME.toml, else seedgrid's own) or a TOML "
-                        "file (default: $SEEDGRID_CLUSTER, else local)")
-    p.add_argument("--array", type=integer(1, 10**6), help="number of array tasks (default: one per cell on "
-                   "SLURM); cells are spread evenly over them")
-    p.add_argument("--parallel", type=integer(1, 10**6), help="most tasks running at once (SLURM's %%K; "
-                   "local: the number of tasks, default 1)")
-    p.add_argument("--out", help="run folder (default: runs/<config name>)")
-    p.add_argument("--wait", action="store_true",
-                   help="wait for the tasks, print the status; exit 1 if a cell is not done")
-    p.add_argument("--early-stop", metavar="SPEC",
-                   help="start many, stop early, continue some: started=T,fraction=F,continue=P"
-                        " or budget=B[,cube=PATH] (see 'continue')")
-    p.add_argument("--budget", type=number(1, 1000), metavar="B",
-                   help="--early-stop with T, F, P chosen for B full runs: by the simulation on "
-                        "--from-cube, else the paper's rule of thumb (about B/2 trained fully, "
-                        "the rest stopped at 30%%)")
-    p.add_argument("--from-cube", metavar="CUBE",
-                   help="an earlier cube (or run folder) of the same task, for --budget")
-    p.add_argument("--pack", metavar="K", type=integer(1, 64), help="cells each task trains "
-                   "at once as one stacked model (the profile's cells_per_gpu; on a GPU or a "
-                   "CPU): BERT, RoBERTa, MiniLM (full or [lora]) and Llama ([lora])")
-    p.add_argument("--pack-as", choices=("stacked", "processes"), help="how a pack trains: "
-                   "one stacked model (default), or a process per cell on the task's GPU (for "
-                   "model families the pack engine does not know; the profile's pack_as)")
-    p.add_argument("--train-sizes", metavar="N,N,...", type=sizes, help="a training-size sweep "
-                   "(Bui Figs. 2, 4): the grid once per [task] train_size, in <out>/n<N>")
-
-
-def _continue_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("run", help="a run folder submitted with --early-stop")
-    p.add_argument("--cluster", help="cluster profile (default: $SEEDGRID_CLUSTER, else local)")
-    p.add_argument("--parallel", type=integer(1, 10**6), help="most tasks running at once")
-    p.add_argument("--wait", action="store_true", help="wait for phase two and print the status")
-
-
 def _collect_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("run", help="the run folder")
     p.add_argument("--compress", action="store_true",
                    help="zlib level 1 (smaller file, slower to write and read)")
+
+
+def _import_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("table", help="the runs' predictions: .csv, .csv.gz, .tsv or .parquet, a row "
+                   "per (seed_wi, seed_do, example, step) with label and logit_0.. or prediction")
+    p.add_argument("--out", required=True, help="the run folder to write (its cube.nc)")
+    p.add_argument("--task", help="the task's name in reports (default: the table's file name)")
+    p.add_argument("--metric", help=METRIC_HELP + "; default accuracy, or pearson for "
+                   "real-valued labels")
+    p.add_argument("--model", help="the model that made the predictions, for the report")
 
 
 def _export_args(p: argparse.ArgumentParser) -> None:
@@ -308,56 +218,8 @@ def _regress_args(p: argparse.ArgumentParser) -> None:
                         "it (default regress/history.jsonl)")
 
 
-def _status_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("run", nargs="?", help="the run folder")
-    p.add_argument("--cluster", help="profile to name in the resubmit command (default: the "
-                   "one the cells were submitted to)")
-    p.add_argument("--json", nargs="?", const="-", metavar="FILE",
-                   help="counts and every cell's state as JSON (for scripts): on stdout, or "
-                        "written to FILE (as compare --json)")
-
-
 COMMANDS = {
-    "run": (_run, _run_args, "train one cell (seed_wi, seed_do) and write its shard", """
-        Trains one cell of the grid on this machine (CPU or its GPUs) and writes
-        <out>/shards/wi<WI>_do<DO>.nc atomically, plus <out>/config.toml. A cell whose shard
-        exists is not trained again. For several processes use torchrun or accelerate launch:
-        the cell sees the same global batches.
-
-        example:
-          python -m seedgrid run --config demo --wi 3 --do 7 --out runs/try
-          torchrun --nproc-per-node 2 -m seedgrid run --config my.toml --wi 1 --do 1
-        """),
-    "submit": (_submit, _submit_args, "send the grid's cells to a cluster as array tasks", """
-        Submits every cell of the config's grid that has no shard yet, as one array job
-        (submitit), spread over --array tasks. The run folder keeps config.toml, jobs.json,
-        logs/ and shards/; status and --resume read them from any shell. A cell with a shard
-        is never trained again; --resume refuses a changed config.
-
-        example:
-          python -m seedgrid submit --config dodge2020-rte --cluster mysite --array 625 --parallel 64
-          python -m seedgrid submit --config demo --cluster local --parallel 1 --wait
-          python -m seedgrid submit --resume runs/dodge2020-rte --cluster mysite
-        """),
-    "continue": (_continue, _continue_args, "phase two of --early-stop: continue the best cells", """
-        Ranks the cells that phase one stopped by their best metric up to the stop, and
-        continues the best P from their checkpoints to the end (the others stay 'stopped',
-        with their partial curves). Decides on the phase-one cells that have a shard and says
-        which had none. On SLURM, submit --early-stop runs this itself in a job that starts
-        after phase one (afterany); running it again changes nothing.
-
-        example:
-          python -m seedgrid submit --config my.toml --cluster mysite --early-stop started=50,fraction=0.25,continue=20
-          python -m seedgrid continue runs/my --cluster mysite
-        """),
-    "status": (_status, _status_args, "show which cells are done, running, pending or failed", """
-        Reads the shards on disk (the truth) and, for cells without one, the state of their
-        array task from sacct; prints counts, a WI x DO map, why cells failed, and the command
-        that resubmits them.
-
-        example:
-          python -m seedgrid status runs/dodge2020-rte
-        """),
+    **GRID_COMMANDS,
     "collect": (_collect, _collect_args, "collect a run's shards into one cube (cube.nc)", """
         Streams every shard of the run folder into <run>/cube.nc (netCDF4; one cell per chunk;
         memory: one shard at a time). Cells without a valid shard are NaN with status
@@ -367,6 +229,18 @@ COMMANDS = {
         example:
           python -m seedgrid collect runs/dodge2020-rte
           python -c "import seedgrid; print(seedgrid.open_cube('runs/dodge2020-rte'))"
+        """),
+    "import": (_import, _import_args, "make a cube of runs trained elsewhere, from a table", """
+        Builds <out>/cube.nc from the validation predictions of runs another trainer made
+        (transformers' Trainer, Lightning, your own loop), so that report, compare, regress
+        and export analyse them as a seed grid. One row per run, example and evaluation:
+        seed_wi, seed_do, example, step, label, and logit_0 .. logit_<C-1> (or prediction).
+        A run of one seed: its seed in seed_wi, seed_do constant. Repeated rows, a run missing
+        rows and an example with two labels are refused in one line.
+
+        example:
+          python -m seedgrid import predictions.csv --out runs/trainer-sst2
+          python -m seedgrid report runs/trainer-sst2
         """),
     "export": (_export, _export_args, "write a cube's per-cell table to CSV or Parquet", """
         One row per (seed_wi, seed_do, evaluation): update, epoch, the metric, the best so far,

@@ -235,11 +235,12 @@ def churn(pred_a: xr.DataArray, pred_b: xr.DataArray, paired_cells: list | None)
 
 
 def load(path, metric: str | None, step: str) -> tuple[xr.Dataset, xr.DataArray, xr.DataArray]:
-    """A cube, its per-run scores (seed_wi, seed_do) and predictions at ``step`` (end|best)."""
+    """A cube (a run folder, a cube file, or a cube in memory: an ``xarray.Dataset``), its
+    per-run scores (seed_wi, seed_do) and predictions at ``step`` (end|best)."""
     if step not in ("end", "best"):
         raise UsageError(f"--step {step!r}: give 'end' (the last evaluation) or 'best' (each "
                          "run's best evaluation in training)")
-    ds = open_cube(path).load()
+    ds = path.load() if isinstance(path, xr.Dataset) else open_cube(path).load()
     scores = ds.seedgrid.metric(metric)
     if step == "end":
         return ds, scores.isel(step=-1, drop=True), ds.seedgrid.predictions().isel(step=-1)
@@ -303,6 +304,8 @@ def compare(path_a, path_b, metric: str | None = None, step: str = "end", alpha:
             min_effect: float = 0.005, n_boot: int = 1000, seed: int = 0,
             test: str = "t") -> dict:
     """Everything ``python -m seedgrid compare`` prints, as one dict (see the module doc).
+    ``path_a``, ``path_b``: run folders, cube files, or cubes in memory (``xarray.Dataset``,
+    e.g. ``seedgrid.open_cube(...)`` in a notebook).
 
     ``test`` names the test the verdict follows (``t``: the paired t-test as the tutorial,
     Welch's unpaired; ``wilcoxon``: the signed-rank test, Mann-Whitney U unpaired;
@@ -328,7 +331,7 @@ def compare(path_a, path_b, metric: str | None = None, step: str = "end", alpha:
                      paired, n_boot=n_boot, alpha=alpha, seed=seed)
     result = {
         "seedgrid_compare": 1,
-        "a": str(path_a), "b": str(path_b), "task": ds_a.attrs["task"], "metric": name,
+        "a": _named(path_a, ds_a), "b": _named(path_b, ds_b), "task": ds_a.attrs["task"], "metric": name,
         "step": step, "pairing": "paired" if paired else "unpaired",
         "paired_cells": len(cells) if paired else 0, **tests, "bootstrap": boot,
         "aso_epsilon_min": aso(a, b, seed=seed),
@@ -346,6 +349,13 @@ def compare(path_a, path_b, metric: str | None = None, step: str = "end", alpha:
     warnings = _warnings(result, tests, a, b, p_of[test], significant, min_effect, step)
     result.update(significant=significant, warnings=warnings)
     return result
+
+
+def _named(path, ds: xr.Dataset) -> str:
+    """How the result names a side: its path, or a cube in memory by its task and config."""
+    if isinstance(path, xr.Dataset):
+        return f"a cube in memory ({ds.attrs.get('task')}, config {ds.attrs.get('config_hash')})"
+    return str(path)
 
 
 def _warnings(result: dict, tests: dict, a, b, p: float, significant: bool, min_effect: float,

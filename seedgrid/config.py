@@ -21,9 +21,7 @@ from __future__ import annotations
 
 import collections
 import dataclasses
-import difflib
 import hashlib
-import math
 import json
 import tomllib
 from dataclasses import dataclass, field
@@ -33,7 +31,8 @@ from typing import TYPE_CHECKING, Any
 
 
 from seedgrid.errors import UsageError
-from seedgrid.overrides import FOREIGN_NAMES, with_overrides
+from seedgrid.overrides import with_overrides
+from seedgrid.tables import check_keys, table
 from seedgrid.seeds import DROPOUT_SOURCES
 from seedgrid.tasks import TaskConfig, get_task
 
@@ -119,6 +118,15 @@ class RuntimeConfig:
 
 
 @dataclass(frozen=True)
+class OutputConfig:
+    """What a run keeps besides its shards (not hashed: it changes no cell)."""
+    #: the final weights of the best N cells by the task's metric at the last evaluation, as
+    #: save_pretrained folders in <run>/weights/ (0: none; "all" in the TOML, -1 here: every
+    #: cell's)
+    keep_weights: int = 0
+
+
+@dataclass(frozen=True)
 class GridConfig:
     #: empty when the config gives no [grid]: ``submit --array N*N`` then means seeds 1..N x 1..N
     seeds_wi: tuple[int, ...] = ()
@@ -142,6 +150,7 @@ class Config:
     runtime: RuntimeConfig = RuntimeConfig()
     grid: GridConfig = GridConfig()
     lora: LoraConfig = LoraConfig()
+    output: OutputConfig = OutputConfig()
     #: where the config came from (a preset name or a path); not hashed
     source: str = ""
 
@@ -150,6 +159,7 @@ class Config:
         """12 hex digits over model, task, train (and lora, when on): equal hashes may be merged
         into one cube."""
         semantic = {k: dataclasses.asdict(getattr(self, k)) for k in self.hashed_sections()}
+        semantic["task"] = self.task.as_dict()  # (a task of your own's keys: where set)
         if self.model.dtype == "float32":  # added later: hashed only when set, as [lora]
             del semantic["model"]["dtype"]
         if self.train.engine == 1:  # the cells before engine 2 keep their hashes
@@ -163,9 +173,13 @@ class Config:
         return ("model", "task", "train") + (("lora",) if self.lora.rank else ())
 
     def to_dict(self) -> dict[str, Any]:
-        d = {k: dataclasses.asdict(getattr(self, k)) for k in ("model", "task", "train", "runtime")}
+        d = {k: dataclasses.asdict(getattr(self, k)) for k in ("model", "train", "runtime")}
+        d = {"model": d["model"], "task": self.task.as_dict(), **d}
         if self.lora.rank:
             d["lora"] = dataclasses.asdict(self.lora)
+        if self.output != OutputConfig():
+            kept = self.output.keep_weights
+            d["output"] = {"keep_weights": "all" if kept == -1 else kept}
         if self.grid.seeds_wi:
             d["grid"] = {"seeds_wi": list(self.grid.seeds_wi),
                          "seeds_do": list(self.grid.seeds_do)}
@@ -264,17 +278,20 @@ def check_trainable(cfg: Config, where: str) -> None:
 
 #: the config's sections of settings ([grid] is read on its own)
 _SECTIONS = {"model": ModelConfig, "task": TaskConfig, "train": TrainConfig,
-             "runtime": RuntimeConfig, "lora": LoraConfig}
+             "runtime": RuntimeConfig, "lora": LoraConfig, "output": OutputConfig}
 
 
 def config_from_dict(raw: dict[str, Any], source: str = "") -> Config:
     """Validate a nested dict (as read from TOML) into a Config; one UsageError per bad value."""
     sections: dict[str, Any] = {**_SECTIONS, "grid": None}
-    _check_keys("config", raw, sections)
+    check_keys("config", raw, sections)
     for required in ("model", "task"):
         if required not in raw:
             raise UsageError(f"config has no [{required}] section: add one (see the presets in "
                              "seedgrid/presets/)")
+    output = raw.get("output")
+    if isinstance(output, dict) and output.get("keep_weights") == "all":
+        raw = {**raw, "output": {**output, "keep_weights": -1}}
     parts = {name: _section(name, cls, raw.get(name, {}))
              for name, cls in sections.items() if cls is not None}
     cfg = Config(**parts, grid=_grid(raw.get("grid", {})), source=source)
@@ -297,60 +314,12 @@ def with_train_size(cfg: Config, train_size: int) -> Config:
     return config_from_dict(raw, source=cfg.source)
 
 
-def _check_keys(where: str, raw: dict[str, Any], valid) -> None:
-    unknown = sorted(set(raw) - set(valid))
-    if unknown:
-        key = unknown[0]
-        if key in FOREIGN_NAMES:
-            raise UsageError(f"unknown key {key!r} in {where}: seedgrid's is "
-                             f"{FOREIGN_NAMES[key]}")
-        close = difflib.get_close_matches(key, list(valid), n=1)
-        raise UsageError(f"unknown key {key!r} in {where}: "
-                         + (f"did you mean {close[0]!r}? " if close else "")
-                         + f"valid keys are {', '.join(sorted(valid))}")
-
-
 def _section(name: str, cls, raw: dict[str, Any], where: str | None = None):
     return table(cls, raw, where or f"[{name}]")
 
 
-def table(cls, raw: dict[str, Any], where: str):
-    """A dataclass ``cls`` from a TOML table: unknown keys and wrong types (a value of another
-    type than the field's default; floats finite) are UsageErrors naming ``where`` — the one
-    validator of config sections and cluster profiles."""
-    if not isinstance(raw, dict):
-        raise UsageError(f"{where} must be a table, got {raw!r}")
-    fields = {f.name: f for f in dataclasses.fields(cls)}
-    _check_keys(where, raw, fields)
-    raw = dict(raw)
-    for key, value in raw.items():
-        f = fields[key]
-        default = f.default if f.default is not dataclasses.MISSING else (
-            f.default_factory() if f.default_factory is not dataclasses.MISSING else "")
-        expected = type(default)
-        ok = isinstance(value, expected) and not (expected is int and isinstance(value, bool))
-        if expected is float and isinstance(value, int) and not isinstance(value, bool):
-            ok, raw[key] = True, float(value)
-        if ok and expected in (list, dict):
-            items = value.values() if expected is dict else value
-            ok = all(isinstance(v, str) for v in items)
-        if not ok:
-            raise UsageError(f"{where} {key} = {value!r} should be a "
-                             f"{'list of strings' if expected is list else expected.__name__}")
-        if expected is float and not math.isfinite(raw[key]):
-            raise UsageError(f"{where} {key} = {value!r} is not a finite number: give a number "
-                             "(TOML reads 1e400 as inf)")
-        if expected is int and abs(value) > 2**31:
-            raise UsageError(f"{where} {key} = {value!r} is out of range: give a count below "
-                             f"{2**31}")
-    try:
-        return cls(**raw)
-    except TypeError as e:  # a required key is missing
-        raise UsageError(f"{where} is incomplete ({e}): add the missing key") from None
-
-
 def _grid(raw: dict[str, Any]) -> GridConfig:
-    _check_keys("[grid]", raw, ("seeds_wi", "seeds_do", "n_wi", "n_do", "coupled"))
+    check_keys("[grid]", raw, ("seeds_wi", "seeds_do", "n_wi", "n_do", "coupled"))
     seeds = {}
     for kind in ("wi", "do"):
         explicit, n = raw.get(f"seeds_{kind}"), raw.get(f"n_{kind}")
@@ -431,6 +400,8 @@ def _validate(cfg: Config) -> None:
         (m.dtype in DTYPES, f"[model] dtype = {m.dtype!r} must be one of {', '.join(DTYPES)}"),
         (cfg.task.train_size >= 0 and cfg.task.validation_size >= 0,
          "[task] train_size and validation_size must be >= 0 (0 = the whole split)"),
+        (cfg.output.keep_weights >= -1, f"[output] keep_weights = {cfg.output.keep_weights} must "
+                                         "be 0 (none), a number of cells, or \"all\""),
         (0 <= cfg.lora.rank <= 4096, f"[lora] rank = {cfg.lora.rank} must be from 0 (off) to 4096"),
         (cfg.lora.alpha > 0, f"[lora] alpha = {cfg.lora.alpha} must be positive"),
         (0 <= cfg.lora.dropout < 1, f"[lora] dropout = {cfg.lora.dropout} must be in [0, 1)"),
@@ -443,4 +414,4 @@ def _validate(cfg: Config) -> None:
     bad = sorted(set(cfg.task.data_files) - {"train", "validation"})
     if bad:
         raise UsageError(f"[task] data_files key {bad[0]!r}: use 'train' and 'validation'")
-    get_task(cfg.task.name)  # the registry validates the task name
+    get_task(cfg.task)  # a shipped task's name, or a task of your own described whole

@@ -19,7 +19,7 @@ import numpy as np
 
 from seedgrid.errors import UsageError
 from seedgrid.seeds import epoch_permutation
-from seedgrid.tasks import Split
+from seedgrid.splits import Split
 
 if TYPE_CHECKING:
     import torch

@@ -22,6 +22,7 @@ import os
 import socket
 import time
 from importlib import metadata
+from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
@@ -39,7 +40,8 @@ from seedgrid.errors import UsageError
 from seedgrid.log import logger
 from seedgrid.model import cell_parameters, load_model, load_tokenizer, optimizer_groups
 from seedgrid.store import cell_dataset
-from seedgrid.tasks import Task, get_task, load_splits
+from seedgrid.splits import load_splits
+from seedgrid.tasks import Task, get_task
 
 
 @dataclasses.dataclass
@@ -144,7 +146,7 @@ def setup(cfg: Config, cells: list[tuple[int, int]]) -> Pack:
     if len(cells) > 1 and accelerator.num_processes > 1:
         raise UsageError("a pack of cells trains in one process: pack one-process cells, or "
                          "train each cell on several processes alone")
-    task = get_task(cfg.task.name)
+    task = get_task(cfg.task)
     tokenizer, train, val, fingerprints = encoded_data(cfg)
     per_epoch = data.updates_per_epoch(len(train), cfg.train.batch_size)
     total_updates = per_epoch * cfg.train.epochs
@@ -246,6 +248,19 @@ def update_cells(pack: Pack, runs: list[Run], update: int, batches: list[np.ndar
                 run.progress.update = update + 1
                 run.progress.rng = rng_state()
     return [batch[np.concatenate(micro)] for batch in batches]
+
+
+def save_weights(pack: Pack, k: int, folder: Path) -> None:
+    """Cell ``k``'s final model as a lone model that ``from_pretrained`` loads (LoRA merged into
+    its body), and the tokenizer, in ``folder``: what ``[output] keep_weights`` keeps."""
+    wi, _ = pack.cells[k]
+    lone = load_model(pack.cfg.model, pack.task.num_labels, pack.cfg.train.dropout, wi,
+                      pack.cfg.lora)
+    lone.load_state_dict(pack.state(k)["model"])
+    if hasattr(lone, "merge_and_unload"):  # peft: one model, not an adapter on a hub body
+        lone = lone.merge_and_unload()
+    lone.save_pretrained(folder)
+    pack.tokenizer.save_pretrained(folder)
 
 
 def forward_losses(model: torch.nn.Module, inputs: dict, labels: torch.Tensor, k: int,

@@ -14,3 +14,9 @@ class UsageError(ValueError):
 class Interrupted(Exception):
     """Waiting was interrupted (Ctrl-C, SIGTERM): the message says what keeps running. The CLI
     prints it and exits with status 130."""
+
+
+def shown(value) -> str:
+    """``repr`` of a value read from a user's data, as they wrote it: ``5``, ``'bug'`` (not
+    numpy's ``np.int64(5)``)."""
+    return repr(value.item() if hasattr(value, "item") and hasattr(value, "dtype") else value)

@@ -1,10 +1,13 @@
-"""The papers' figures as PNG files (matplotlib, no display needed).
+"""The papers' figures (matplotlib, no display needed): for a notebook, and as the report's PNGs.
 
-Figures are matplotlib ``Figure`` objects, never pyplot's: drawing them changes no global state
-(no backend switch, no open figures) in a notebook that imports seedgrid.
+Each function draws one figure from analysis results (labelled arrays or tables) and returns it,
+a matplotlib ``Figure`` (a notebook shows it); with ``path`` it also writes it there as PNG, and
+with ``ax`` it draws on the axes of a figure of yours (those of one panel). Figures are never
+pyplot's: drawing them changes no global state (no backend switch, no open figures) in a notebook
+that imports seedgrid. Numbering follows Dodge et al. 2020 (Fig. 1–9) and Bui et al. 2025.
 
-Each function draws one figure from analysis results (labelled arrays or tables) and writes it
-to ``path``; numbering follows Dodge et al. 2020 (Fig. 1–9) and Bui et al. 2025.
+    fig = seedgrid.figures.grid_heatmap(ds.seedgrid.final())          # shown in a notebook
+    seedgrid.figures.grid_heatmap(ds.seedgrid.final(), "grid.png")    # written
 """
 
 from __future__ import annotations
@@ -31,8 +34,11 @@ STYLES = ("-", "--", ":", "-.")
 MOST_TICK_LABELS = 25  # more seeds or runs than this on an axis: every k-th is labelled
 
 
-def _subplots(*grid: int, figsize: tuple[float, float]):
-    """A figure and its axes, as ``pyplot.subplots`` but outside pyplot (nothing global)."""
+def _subplots(*grid: int, figsize: tuple[float, float], ax=None):
+    """A figure and its axes, as ``pyplot.subplots`` but outside pyplot (nothing global); or,
+    given ``ax`` (one axes of a figure of the caller's: a notebook's), that one and its figure."""
+    if ax is not None:
+        return ax.figure, ax
     fig = Figure(figsize=figsize)
     return fig, fig.subplots(*grid)
 
@@ -75,21 +81,23 @@ def _legend_beside(ax, handles=None, labels=None):
                      borderaxespad=0, ncols=max(1, -(-entries // 10)))  # at most 10 a column
 
 
-def _save(fig, path: Path) -> Path:
-    """Write atomically: a reader never sees half a PNG."""
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=110, bbox_inches="tight", format="png")
-    return Path(path)
+def _save(fig: Figure, path: str | Path | None) -> Figure:
+    """The figure, written to ``path`` as PNG if one is given — atomically: a reader never sees
+    half a PNG."""
+    if path is not None:
+        with atomic_path(path) as tmp:
+            fig.savefig(tmp, dpi=110, bbox_inches="tight", format="png")
+    return fig
 
 
-def grid_heatmap(final: xr.DataArray, path: Path) -> Path:
+def grid_heatmap(final: xr.DataArray, path: str | Path | None = None, ax=None) -> Figure:
     """Fig. 2: one cell per run, rows and columns sorted by their means (best WI on top, best
     DO on the right)."""
     order_wi = final["seed_wi"].values[np.argsort(-final.mean("seed_do").values, kind="stable")]
     order_do = final["seed_do"].values[np.argsort(final.mean("seed_wi").values, kind="stable")]
     grid = final.sel(seed_wi=order_wi, seed_do=order_do)
     fig, ax = _subplots(figsize=(max(4.5, 1.5 + 0.25 * len(order_do)),
-                                    max(3.5, 1.2 + 0.25 * len(order_wi))))
+                                    max(3.5, 1.2 + 0.25 * len(order_wi))), ax=ax)
     image = ax.imshow(grid.values, cmap="viridis", aspect="auto")
     ax.set_xlabel(f"data-order seed (sorted by mean{_labelled_ticks(ax.set_xticks, order_do)})")
     ax.set_ylabel(f"weight-init seed (sorted by mean{_labelled_ticks(ax.set_yticks, order_wi)})")
@@ -109,11 +117,12 @@ def _density(ax, values, **style):
             ax.axvline(v, **style)
 
 
-def best_worst_density(final: xr.DataArray, anova: dict, path: Path) -> Path:
+def best_worst_density(final: xr.DataArray, anova: dict, path: str | Path | None = None,
+                       ax=None) -> Figure:
     """Fig. 3: density of the runs of the best and worst WI seeds (solid) and DO seeds
     (dashed). Where the best and worst seed are one seed, or score the same mean, the seeds tie:
     one curve, and the legend says so."""
-    fig, ax = _subplots(figsize=(5, 3.2))
+    fig, ax = _subplots(figsize=(5, 3.2), ax=ax)
     for kind, line in (("seed_wi", "-"), ("seed_do", "--")):
         name = kind.removeprefix("seed_").upper()
         best, worst = anova[kind]["best"], anova[kind]["worst"]
@@ -135,13 +144,14 @@ def best_worst_density(final: xr.DataArray, anova: dict, path: Path) -> Path:
     return _save(fig, path)
 
 
-def training_curves(metric: xr.DataArray, epoch, path: Path, n: int = 20, seed: int = 0) -> Path:
+def training_curves(metric: xr.DataArray, epoch, path: str | Path | None = None, ax=None,
+                    n: int = 20, seed: int = 0) -> Figure:
     """Fig. 4: the curves of ``n`` randomly chosen runs (seeded) against epochs, from the
     evaluation before training; each run named by its seeds."""
     cells = metric.stack(run=SEEDS).transpose("run", "step")
     cells = cells.isel(run=np.flatnonzero(cells.notnull().any("step").values))
     pick = np.sort(np.random.default_rng(seed).permutation(cells.sizes["run"])[:n])
-    fig, ax = _subplots(figsize=(5.5, 3.2))
+    fig, ax = _subplots(figsize=(5.5, 3.2), ax=ax)
     epoch = np.asarray(epoch)
     every = max(1, len(epoch) // 10)  # markers on at most ~10 evaluations a curve
     for k, i in enumerate(pick):
@@ -156,11 +166,12 @@ def training_curves(metric: xr.DataArray, epoch, path: Path, n: int = 20, seed: 
     return _save(fig, path)
 
 
-def correlation_heatmap(corr: xr.DataArray, epoch, path: Path, title: str) -> Path:
+def correlation_heatmap(corr: xr.DataArray, epoch, path: str | Path | None = None,
+                        title: str = "Spearman", ax=None) -> Figure:
     """Fig. 5 (Spearman) and Fig. 9 (Pearson): correlation between evaluations, axes in
     epochs."""
     epoch = np.asarray(epoch)
-    fig, ax = _subplots(figsize=(4.2, 3.6))
+    fig, ax = _subplots(figsize=(4.2, 3.6), ax=ax)
     image = ax.imshow(corr.values, origin="lower", vmin=-1, vmax=1, cmap="RdBu_r",
                       extent=(epoch[0], epoch[-1], epoch[0], epoch[-1]))
     ax.set_xlabel("epoch")
@@ -170,11 +181,12 @@ def correlation_heatmap(corr: xr.DataArray, epoch, path: Path, title: str) -> Pa
     return _save(fig, path)
 
 
-def expected_max_curves(curves: xr.Dataset, metric_name: str, path: Path) -> Path:
+def expected_max_curves(curves: xr.Dataset, metric_name: str, path: str | Path | None = None,
+                        ax=None) -> Figure:
     """Fig. 1: expected best of n runs ± one standard deviation, shaded between the observed
     minimum and maximum (``curves["lower"]``, ``["upper"]``), per evaluation regime. Regimes
     whose curves coincide (the best came at the last evaluation) are said in the legend."""
-    fig, ax = _subplots(figsize=(5.5, 3.2))
+    fig, ax = _subplots(figsize=(5.5, 3.2), ax=ax)
     n = curves["n"].values
     every = max(1, len(n) // 12)
     drawn: list[tuple[str, np.ndarray]] = []
@@ -198,9 +210,9 @@ def expected_max_curves(curves: xr.Dataset, metric_name: str, path: Path) -> Pat
     return _save(fig, path)
 
 
-def early_stopping_choices(best: pd.DataFrame, path: Path) -> Path:
+def early_stopping_choices(best: pd.DataFrame, path: str | Path | None = None, ax=None) -> Figure:
     """Fig. 6: per budget, the best configuration: started, continued, fraction trained."""
-    fig, ax = _subplots(figsize=(5.5, 3.2))
+    fig, ax = _subplots(figsize=(5.5, 3.2), ax=ax)
     ax.plot(best.budget, best.started, label="started", markersize=4, **_style(0))
     ax.plot(best.budget, best.continued, label="continued", markersize=4, **_style(1))
     ax.set_xlabel("budget (full runs)")
@@ -219,9 +231,9 @@ def early_stopping_choices(best: pd.DataFrame, path: Path) -> Path:
     return _save(fig, path)
 
 
-def early_stopping_gain(best: pd.DataFrame, path: Path) -> Path:
+def early_stopping_gain(best: pd.DataFrame, path: str | Path | None = None, ax=None) -> Figure:
     """Fig. 7: relative error reduction of the best configuration over no stopping."""
-    fig, ax = _subplots(figsize=(5, 3.2))
+    fig, ax = _subplots(figsize=(5, 3.2), ax=ax)
     ax.bar(best.budget, best.relative_error_reduction, color=PALETTE[0])
     ax.set_xlabel("budget (full runs)")
     ax.set_ylabel("relative error reduction")
@@ -229,10 +241,10 @@ def early_stopping_gain(best: pd.DataFrame, path: Path) -> Path:
     return _save(fig, path)
 
 
-def std_distribution(final: xr.DataArray, path: Path) -> Path:
+def std_distribution(final: xr.DataArray, path: str | Path | None = None, ax=None) -> Figure:
     """Fig. 8: density of the per-seed standard deviations (WI: over DO seeds; DO: over WI
     seeds), and the overall standard deviation (dashed)."""
-    fig, ax = _subplots(figsize=(5.5, 3.2))
+    fig, ax = _subplots(figsize=(5.5, 3.2), ax=ax)
     _density(ax, final.std("seed_do").values, color=PALETTE[0], label="fixed WI")
     _density(ax, final.std("seed_wi").values, color=PALETTE[3], linestyle="-.",
              label="fixed DO")
@@ -243,14 +255,15 @@ def std_distribution(final: xr.DataArray, path: Path) -> Path:
     return _save(fig, path)
 
 
-def agreement_heatmap(agreement: xr.DataArray, accuracy: np.ndarray, path: Path) -> Path:
+def agreement_heatmap(agreement: xr.DataArray, accuracy: np.ndarray,
+                      path: str | Path | None = None, ax=None) -> Figure:
     """Consistency: the fraction of equal predictions between every two runs, runs sorted by
     accuracy (Bui et al.'s micro view), each labelled by its seeds."""
     order = np.argsort(accuracy, kind="stable")
     runs = [run_label(wi, do) for wi, do in zip(agreement["seed_wi"].values[order],
                                                 agreement["seed_do"].values[order])]
     side = max(4.6, 2.0 + 0.16 * min(len(runs), MOST_TICK_LABELS))
-    fig, ax = _subplots(figsize=(side + 0.8, side))
+    fig, ax = _subplots(figsize=(side + 0.8, side), ax=ax)
     image = ax.imshow(agreement.values[np.ix_(order, order)], vmin=0, vmax=1, cmap="magma")
     _labelled_ticks(ax.set_xticks, runs)
     ax.tick_params(axis="x", labelrotation=90)
@@ -261,10 +274,10 @@ def agreement_heatmap(agreement: xr.DataArray, accuracy: np.ndarray, path: Path)
     return _save(fig, path)
 
 
-def zeta_heatmap(zeta: pd.DataFrame, path: Path) -> Path:
+def zeta_heatmap(zeta: pd.DataFrame, path: str | Path | None = None, ax=None) -> Figure:
     """Bui et al.'s Fig. 3: normalised ζ, tasks (rows) × seeds (columns), darker = better."""
     fig, ax = _subplots(figsize=(max(4.5, 1.5 + 0.4 * zeta.shape[1]),
-                                    max(2.5, 1.0 + 0.35 * zeta.shape[0])))
+                                    max(2.5, 1.0 + 0.35 * zeta.shape[0])), ax=ax)
     image = ax.imshow(zeta.to_numpy(dtype=float), cmap="Blues", vmin=0, vmax=1, aspect="auto")
     _labelled_ticks(ax.set_yticks, list(zeta.index))
     ax.set_xlabel(f"seed{_labelled_ticks(ax.set_xticks, list(zeta.columns))}")
@@ -272,7 +285,7 @@ def zeta_heatmap(zeta: pd.DataFrame, path: Path) -> Path:
     return _save(fig, path)
 
 
-def by_training_size(table: pd.DataFrame, path: Path) -> Path:
+def by_training_size(table: pd.DataFrame, path: str | Path | None = None) -> Figure:
     """Bui et al.'s Fig. 2: VAR (of each task's own metric, of accuracy, of F1), CON and CCON of
     several cubes against training-set size."""
     fig, (left, right) = _subplots(1, 2, figsize=(8, 3.2))

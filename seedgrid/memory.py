@@ -63,7 +63,7 @@ def pack_memory(cfg: Config, k: int) -> PackMemory:
     from seedgrid import model, stacked
     from seedgrid.tasks import get_task
 
-    arch = model.architecture(cfg.model, get_task(cfg.task.name).num_labels, cfg.lora)
+    arch = model.architecture(cfg.model, get_task(cfg.task).num_labels, cfg.lora)
     inner = arch.get_base_model() if hasattr(arch, "get_base_model") else arch
     stacked.check_family(inner, bool(cfg.lora.rank))
     trained = sum(p.numel() * p.element_size() for p in arch.parameters() if p.requires_grad)

@@ -3,10 +3,11 @@
 Every function takes predictions ``pred`` of shape ``(..., example)`` and gold ``labels`` of
 shape ``(example,)`` and returns one value per leading index — e.g. a whole
 (seed_wi, seed_do, step) array at once. Conventions follow scikit-learn: F1 and the Matthews
-correlation are 0 where their denominator is 0 (constant predictions or labels). F1 and MCC are
-binary, with class 1 positive; ``macro_f1`` (CB) averages the F1 of each class over the classes
-that occur in the labels or the predictions, as ``f1_score(average="macro")``; accuracy and
-macro-F1 take any number of classes.
+correlation are 0 where their denominator is 0 (constant predictions or labels). F1 is binary,
+with class 1 positive; ``macro_f1`` (CB) averages the F1 of each class over the classes that
+occur in the labels or the predictions, as ``f1_score(average="macro")``; the Matthews
+correlation takes any number of classes (``matthews_corrcoef``: Gorodkin's R_K, the binary one
+for two); accuracy, macro-F1 and MCC take any number of classes.
 
 MultiRC's question-level exact match ``em`` (the share of questions whose every candidate answer
 is labelled right) also needs the question of each example: :func:`questions` reads it from the
@@ -53,7 +54,10 @@ def f1(pred: np.ndarray, labels: np.ndarray) -> np.ndarray:
 
 
 def mcc(pred: np.ndarray, labels: np.ndarray) -> np.ndarray:
-    return from_counts("mcc", *_counts(pred, labels))
+    """The Matthews correlation of any number of classes (Gorodkin's R_K, as scikit-learn's
+    ``matthews_corrcoef``); with two, the binary one."""
+    tp, fp, fn = _class_counts(pred, labels)
+    return from_class_counts("mcc", tp, fp, fn, np.float64(pred.shape[-1]))
 
 
 def acc_f1(pred: np.ndarray, labels: np.ndarray) -> np.ndarray:
@@ -92,10 +96,11 @@ def spearman(pred: np.ndarray, labels: np.ndarray) -> np.ndarray:
 
 
 def questions(example_ids: np.ndarray) -> np.ndarray | None:
-    """The question of each example (an integer per distinct question) where the example ids
-    are MultiRC's ``paragraph/question/answer``; None where they are not."""
+    """The question (group) of each example, an integer per distinct one, where every example
+    id is ``<group>/<id>``: MultiRC's ``paragraph/question/answer`` (the group: paragraph and
+    question), or a task of your own's with a ``group_field``; None where they are not."""
     ids = pd.Series(np.asarray(example_ids).astype(str))
-    if ids.empty or not ids.str.fullmatch(r"\d+/\d+/\d+").all():
+    if ids.empty or not ids.str.fullmatch(r".+/[^/]+").all():
         return None
     return pd.factorize(ids.str.rpartition("/")[0])[0]
 
@@ -107,8 +112,9 @@ def questions_for(metric: str, example_ids: np.ndarray) -> np.ndarray | None:
         return None
     asked = questions(example_ids)
     if asked is None:
-        raise UsageError(f"metric {metric!r} scores MultiRC's questions, and these examples' ids "
-                         "are not MultiRC's paragraph/question/answer: choose another metric")
+        raise UsageError(f"metric {metric!r} scores groups of examples (MultiRC's questions), "
+                         "and these examples' ids say none (MultiRC's paragraph/question/answer, "
+                         "or <group>/<id> from a task's group_field): choose another metric")
     return asked
 
 
@@ -155,6 +161,12 @@ def from_class_counts(metric: str, tp, fp, fn, total) -> np.ndarray:
         present = (tp + fp + fn) > 0
         per_class = _ratio(2 * tp, 2 * tp + fp + fn)
         return _ratio((per_class * present).sum(axis=-1), present.sum(axis=-1).astype(np.float64))
+    if metric == "mcc":  # R_K from the confusion matrix's diagonal and margins
+        s = np.asarray(total, dtype=np.float64) + 0 * tp[..., 0]
+        true, said = tp + fn, tp + fp
+        num = tp.sum(axis=-1) * s - (said * true).sum(axis=-1)
+        den = np.sqrt((s**2 - (said**2).sum(axis=-1)) * (s**2 - (true**2).sum(axis=-1)))
+        return _ratio(num, den)
     tp1, fp1, fn1 = (x[..., 1] if x.shape[-1] > 1 else np.zeros_like(x[..., 0])
                      for x in (tp, fp, fn))
     return from_counts(metric, tp1, fp1, fn1, total - tp1 - fp1 - fn1)

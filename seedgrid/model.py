@@ -70,6 +70,35 @@ def resolve(name: str) -> str:
     return name
 
 
+def check_on_hub(name: str) -> str | None:
+    """Whether a hub model id names a model, asked of the hub before a grid goes out: None when
+    it does (or ``name`` is a folder, the packaged or a tiny model); a warning to show when the
+    hub could not be asked (offline: the id is not checked) or the model is gated; UsageError
+    when the hub says there is no such model."""
+    if name in TINY_MODELS or name in EMBEDDED or Path(resolve(name)).exists():
+        return None
+    try:
+        import huggingface_hub
+        from huggingface_hub import constants, errors
+
+        if constants.HF_HUB_OFFLINE:
+            return f"model {name!r} not checked on the hub (HF_HUB_OFFLINE is set)"
+        huggingface_hub.model_info(name, timeout=15)
+    except ImportError:
+        return None
+    except errors.GatedRepoError:
+        return (f"model {name!r} is gated on the hub: log in where the cells train "
+                "(huggingface-cli login, or HF_TOKEN)")
+    except (errors.RepositoryNotFoundError, errors.HFValidationError):
+        raise UsageError(f"model {name!r} is not on the hub (nor a local folder): check the id, "
+                         "e.g. bert-large-uncased, or give a folder saved with "
+                         "save_pretrained") from None
+    except Exception as e:  # no network, a proxy, a timeout: the id stays unchecked
+        first = str(e).strip().splitlines()[0][:120] if str(e).strip() else type(e).__name__
+        return f"model {name!r} not checked on the hub (it did not answer: {first})"
+    return None
+
+
 def load_tokenizer(cfg: ModelConfig):
     source = resolve(cfg.name)
     try:

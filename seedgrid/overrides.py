@@ -29,7 +29,20 @@ FOREIGN_NAMES = {
     **dict.fromkeys(("hidden_dropout_prob", "attention_probs_dropout_prob"),
                     "[train] dropout, which sets the model's own dropout"),
     "r": "[lora] rank", "lora_alpha": "[lora] alpha", "lora_dropout": "[lora] dropout",
-    "seed": "[grid] seeds_wi and seeds_do: a cell's seeds are the grid's",
+    "seed": "[grid] seeds_wi (seed_wi: the new weights, the classification head) and seeds_do: "
+            "a cell's seeds are the grid's",
+    "data_seed": "[grid] seeds_do (seed_do: the order of the training data; dropout follows "
+                 "it unless [train] dropout_seed says otherwise)",
+    "lr_scheduler_type": "the schedule, linear with warmup as Trainer's default and Dodge et al.'s "
+                         "([train] warmup_ratio); seedgrid has no other",
+    "max_steps": "[train] epochs (whole epochs; [task] train_size for a smaller training set)",
+    **dict.fromkeys(("eval_steps", "eval_strategy", "evaluation_strategy"),
+                    "[train] evals_per_epoch (evenly spaced in each epoch, and one before "
+                    "training)"),
+    "optim": "[train] weight_decay: seedgrid's optimizer is AdamW (fused), the papers' own",
+    **dict.fromkeys(("save_steps", "save_strategy"), "[runtime] checkpoint_every_evals"),
+    "torch_compile": "[runtime] compile", "output_dir": "submit --out",
+    "logging_steps": "none: every update's loss is kept (the shard's train_loss)",
     "bf16": '[train] mixed_precision = "bf16"', "fp16": '[train] mixed_precision = "fp16"',
     "lr": "[train] learning_rate",
 }
@@ -62,3 +75,43 @@ def with_overrides(raw: dict[str, Any], overrides: Sequence[str],
             raise UsageError(f"--set {item!r}: [{section}] is not a table in the config")
         table[name] = value
     return raw
+
+
+def sweep(overrides: Sequence[str]) -> list[tuple[str, list[str]]]:
+    """The runs of ``--set KEY=a,b,c`` (hydra's multirun): a run per value — per combination
+    when several keys list values — each with its overrides, named ``KEY=a`` (``K1=a,K2=x``);
+    without a list, one run named "". A comma inside brackets, braces or quotes is TOML's."""
+    fixed: list[str] = []
+    swept: list[list[tuple[str, str]]] = []
+    for item in overrides:
+        key, equals, text = item.partition("=")
+        values = _top_level_split(text) if equals else [text]
+        if len(values) > 1:
+            if any(not v.strip() for v in values):
+                raise UsageError(f"--set {item!r}: a value of the sweep is empty")
+            swept.append([(key.strip(), v.strip()) for v in values])
+        else:
+            fixed.append(item)
+    runs = [("", fixed)]
+    for choices in swept:
+        runs = [(",".join(filter(None, [name, f"{k}={v}"])), sets + [f"{k}={v}"])
+                for name, sets in runs for k, v in choices]
+    return runs
+
+
+def _top_level_split(text: str) -> list[str]:
+    """``text`` cut at the commas outside brackets, braces and quotes."""
+    parts, depth, quote, start = [], 0, "", 0
+    for i, c in enumerate(text):
+        if quote:
+            quote = "" if c == quote else quote
+        elif c in "\"'":
+            quote = c
+        elif c in "[{":
+            depth += 1
+        elif c in "]}":
+            depth -= 1
+        elif c == "," and depth == 0:
+            parts.append(text[start:i])
+            start = i + 1
+    return parts + [text[start:]]

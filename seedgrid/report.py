@@ -83,10 +83,11 @@ def _analyse(ds: xr.Dataset, samples: int, seed: int) -> dict:
             # Bui et al.: accuracy and F1 (macro-F1 beyond two labels), mean and VAR at the end;
             # a regression task: Pearson and Spearman
             "by_metric": {m: analysis.summary(acc.final(m)) for m in reported_metrics(ds)},
-            "decoupled_std": None if coupled else {"end": acc.decoupled_std(),
-                                                   "best": acc.decoupled_std(best=True)},
-            "anova": None if coupled else acc.anova(),
-            "permutation": None if coupled else acc.permutation_test(seed=seed),
+            "decoupled_std": None if coupled else {
+                "end": acc.decoupled_std().to_dict(),
+                "best": acc.decoupled_std(best=True).to_dict()},
+            "anova": None if coupled else _plain(acc.anova()),
+            "permutation": None if coupled else _plain(acc.permutation_test(seed=seed)),
             "diverged": {"count": int(diverged.sum()), "runs": int(diverged.count()),
                          "rate": float(diverged.mean()),
                          "threshold": acc.majority_baseline()},
@@ -101,6 +102,7 @@ def _analyse(ds: xr.Dataset, samples: int, seed: int) -> dict:
                     for r in analysis.REGIMES},
         "micro": None if acc.regression else _micro(acc, coupled),
         "dynamics": {"epochs": ds.epoch.sel(step=spearman["step"]).values.tolist(),
+                     "updates": [int(u) for u in spearman["step"].values],
                      "spearman": spearman.values.tolist(), "pearson": pearson.values.tolist()},
     }
     try:  # on whole runs only: an --early-stop run's stopped cells have no end
@@ -267,6 +269,12 @@ def _run_name(path: Path) -> str:
     return path.name
 
 
+def _plain(table: pd.DataFrame) -> dict:
+    """A table of the accessor as report.json holds it: column -> row -> value, NaN as None."""
+    return {col: {row: None if isinstance(v, float) and np.isnan(v) else v
+                  for row, v in values.items()} for col, values in table.to_dict().items()}
+
+
 def _figures(cubes, results, cross, out: Path) -> dict[str, dict[str, str]]:
     """Draw every figure; returns run name → figure key → file name (relative to ``out``)."""
     drawn = {}
@@ -275,47 +283,44 @@ def _figures(cubes, results, cross, out: Path) -> dict[str, dict[str, str]]:
         folder.mkdir(exist_ok=True)
         acc, r = ds.seedgrid, results[name]
         final, metric = acc.final(), acc.best_so_far()
-        during = metric["step"] > 0
-        epoch = ds.epoch.sel(step=during)
-        files = {
-            "fig1_expected_max": figures.expected_max_curves(acc.expected_max(), final.name,
-                                                             folder / "fig1_expected_max.png"),
-            "fig2_grid": figures.grid_heatmap(final, folder / "fig2_grid.png"),
-            **({} if r["coupled"] else {"fig3_best_worst": figures.best_worst_density(
-                final, r["macro"]["anova"], folder / "fig3_best_worst.png")}),
-            "fig4_curves": figures.training_curves(acc.metric(), ds.epoch,
-                                                   folder / "fig4_curves.png"),
-            "fig5_spearman": figures.correlation_heatmap(acc.step_correlation(), epoch,
-                                                         folder / "fig5_spearman.png",
-                                                         "Spearman, best so far"),
-            **({} if r["coupled"] else {"fig8_std": figures.std_distribution(
-                final, folder / "fig8_std.png")}),
-            "fig9_pearson": figures.correlation_heatmap(acc.step_correlation(method="pearson"),
-                                                        epoch, folder / "fig9_pearson.png",
-                                                        "Pearson, best so far"),
+        epoch = ds.epoch.sel(step=metric["step"] > 0)
+        draw = {
+            "fig1_expected_max": lambda p: figures.expected_max_curves(acc.expected_max(),
+                                                                       final.name, p),
+            "fig2_grid": lambda p: figures.grid_heatmap(final, p),
+            "fig3_best_worst": lambda p: figures.best_worst_density(final, r["macro"]["anova"],
+                                                                    p),
+            "fig4_curves": lambda p: figures.training_curves(acc.metric(), ds.epoch, p),
+            "fig5_spearman": lambda p: figures.correlation_heatmap(
+                acc.step_correlation(), epoch, p, "Spearman, best so far"),
+            "fig8_std": lambda p: figures.std_distribution(final, p),
+            "fig9_pearson": lambda p: figures.correlation_heatmap(
+                acc.step_correlation(method="pearson"), epoch, p, "Pearson, best so far"),
         }
+        if r["coupled"]:  # (no WI / DO split: no best and worst seeds, no spread within)
+            del draw["fig3_best_worst"], draw["fig8_std"]
         agreement = None if acc.regression else \
             analysis.agreement_matrix(acc.predictions(step=-1))
         if agreement is not None and agreement.sizes["run"]:
             accuracy = acc.correct(step=-1).mean("example").sel(
                 seed_wi=agreement["seed_wi"], seed_do=agreement["seed_do"])  # along run
-            files["consistency"] = figures.agreement_heatmap(agreement, accuracy.values,
-                                                             folder / "consistency.png")
+            draw["consistency"] = lambda p: figures.agreement_heatmap(agreement,
+                                                                      accuracy.values, p)
         es = r["early_stopping"]
         if "best_per_budget" in es:
             best = pd.DataFrame(es["best_per_budget"]).astype(float)
-            files["fig6_early_stopping"] = figures.early_stopping_choices(
-                best, folder / "fig6_early_stopping.png")
-            files["fig7_early_stopping_gain"] = figures.early_stopping_gain(
-                best, folder / "fig7_early_stopping_gain.png")
-        drawn[name] = {k: str(v.relative_to(out)) for k, v in files.items()}
+            draw["fig6_early_stopping"] = lambda p: figures.early_stopping_choices(best, p)
+            draw["fig7_early_stopping_gain"] = lambda p: figures.early_stopping_gain(best, p)
+        for key, make in draw.items():
+            make(folder / f"{key}.png")
+        drawn[name] = {key: f"{name}/{key}.png" for key in draw}
     if cross and cross["by_training_size"]:
-        path = figures.by_training_size(pd.DataFrame(cross["by_training_size"]),
-                                        out / "bui_fig2_training_size.png")
-        drawn["across"] = {"bui_fig2": path.name}
+        figures.by_training_size(pd.DataFrame(cross["by_training_size"]),
+                                 out / "bui_fig2_training_size.png")
+        drawn["across"] = {"bui_fig2": "bui_fig2_training_size.png"}
     if cross and cross["zeta"]["seeds"]:
         z = cross["zeta"]
-        path = figures.zeta_heatmap(pd.DataFrame(z["values"], index=z["seeds"]).T.astype(float),
-                                    out / "bui_fig3_zeta.png")
-        drawn.setdefault("across", {})["bui_fig3"] = path.name
+        figures.zeta_heatmap(pd.DataFrame(z["values"], index=z["seeds"]).T.astype(float),
+                             out / "bui_fig3_zeta.png")
+        drawn.setdefault("across", {})["bui_fig3"] = "bui_fig3_zeta.png"
     return drawn

@@ -178,9 +178,13 @@ def _dynamics_line(d: dict) -> str:
     corr = np.array(d["spearman"], dtype=float)
     if corr.size < 4:
         return "Fewer than two evaluations during training: no correlation between them.\n\n"
+    def when(i: int) -> str:  # an imported grid may not know its epochs: its updates then
+        epoch = d["epochs"][i]
+        return f"epoch {epoch:.2f}" if epoch is not None else f"update {d['updates'][i]}"
+
     return (f"Spearman correlation (best so far, across runs) between the first evaluation "
-            f"(epoch {d['epochs'][0]:.2f}) and the end: {_fmt(_none(corr[0, -1]))}; halfway "
-            f"(epoch {d['epochs'][len(corr) // 2]:.2f}) and the end: "
+            f"({when(0)}) and the end: {_fmt(_none(corr[0, -1]))}; halfway "
+            f"({when(len(corr) // 2)}) and the end: "
             f"{_fmt(_none(corr[len(corr) // 2, -1]))}.\n\n")
 
 

@@ -9,6 +9,7 @@
       jobs.json                    every submission: array job ids, each task's cells
       early_stop.json              the --early-stop plan and its decision
       logs/                        submitit's folder: <job id>_<rank>_log.{out,err}, pickles
+      weights/wi<W>_do<D>/         [output] keep_weights: a cell's final save_pretrained folder
       cube.nc, report/             what collect and report write
 
 A folder belongs to one config (by hash): cells of another config are refused, never mixed in.
@@ -58,7 +59,8 @@ def cell_of(path: str | Path, suffix: str) -> Cell | None:
     """The cell a file of the run folder belongs to (``wi3_do12.nc`` -> (3, 12)); None when its
     name is not exactly a cell's name with ``suffix``."""
     name = Path(path).name
-    match = _CELL_NAME.fullmatch(name[:-len(suffix)]) if name.endswith(suffix) else None
+    match = _CELL_NAME.fullmatch(name[:len(name) - len(suffix)]) if name.endswith(suffix) \
+        else None
     return (int(match[1]), int(match[2])) if match else None
 
 

@@ -196,7 +196,9 @@ def cell_dataset(*, seed_wi: int, seed_do: int, logits: np.ndarray, labels: np.n
         "wall_time_s": np.array([[wall_time_s]], dtype=np.float64),
     }
     flags = {"flag_values": np.arange(len(label_names), dtype=np.int64),
-             "flag_meanings": " ".join(label_names)} if label_names else {}
+             # (CF: the names separated by blanks, each one word)
+             "flag_meanings": " ".join("_".join(n.split()) for n in label_names)
+             } if label_names else {}
     return xr.Dataset(
         {name: (dims, values[name], flags if name == "label" else {})
          for name, dims in VARIABLES.items()},

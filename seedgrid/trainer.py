@@ -18,6 +18,7 @@ divergence and early stop, whatever the layout.
 from __future__ import annotations
 
 import time
+from pathlib import Path
 from typing import Callable
 
 import numpy as np
@@ -32,8 +33,9 @@ from seedgrid.resume import NotInStep, resume_cells
 #: called on every process after each update with (update, each cell's example positions this
 #: process used)
 OnUpdate = Callable[[int, list], None]
-#: called on the main process with (cell index, its shard) as soon as a cell ends
-OnEnd = Callable[[int, object], None]
+#: called on the main process with (cell index, its shard, a function writing the cell's final
+#: weights to a folder: seedgrid.engine.save_weights) as soon as a cell ends
+OnEnd = Callable[[int, object, Callable[[Path], None]], None]
 
 #: a mean cross-entropy above this (nats per example: the gold label's probability below
 #: e^-100; regression: a squared error of 100) means training has exploded; the cell is marked
@@ -95,7 +97,7 @@ def train_cells(cfg: Config, cells: list[tuple[int, int]], *,
         if main:
             shards[k] = engine.shard(pack, runs[k])
             if on_end is not None:
-                on_end(k, shards[k])
+                on_end(k, shards[k], lambda folder: engine.save_weights(pack, k, folder))
 
     # --- evaluations due by now: before training, or interrupted during one ------------------
     due = int(np.searchsorted(pack.eval_at, runs[0].progress.update, side="right"))
@@ -157,9 +159,9 @@ def _in_step(cfg: Config, cells: list[tuple[int, int]], e: NotInStep, checkpoint
             if checkpointers[k] is not None:
                 checkpointers[k].keep(e.saved[k])
 
-        def ended(i: int, shard, group: list[int] = group) -> None:
+        def ended(i: int, shard, save, group: list[int] = group) -> None:
             if on_end is not None:
-                on_end(group[i], shard)
+                on_end(group[i], shard, save)
 
         done = train_cells(cfg, [cells[k] for k in group],
                            checkpointers=[checkpointers[k] for k in group],

@@ -19,7 +19,8 @@ def test_the_lower_bounds_are_the_oldest_set_the_tests_run_against():
     CONSTRAINTS=constraints/oldest.txt` installs) name the same versions, for every dependency."""
     import re
 
-    needs = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["dependencies"]
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+    needs = project["dependencies"] + project["optional-dependencies"]["train"]
     bounds = dict(re.fullmatch(r"([\w-]+)>=([\w.]+)", need).groups() for need in needs)
     pins = dict(line.split("==") for line in (REPO / "constraints/oldest.txt").read_text()
                 .splitlines() if line and not line.startswith("#"))
@@ -296,8 +297,16 @@ def test_set_refuses_in_one_line_and_points_to_seedgrids_names(tmp_path):
                "'r' is [lora] rank)",
         "train.epochs": "give section.key=value",
         "warmup_ratio=0.06": "(seedgrid's 'warmup_ratio' is [train] warmup_ratio)",
-        "train.epochs=two": "[train] epochs = 'two' should be a int",
+        "train.epochs=two": "[train] epochs = 'two' should be an integer",
         "train.learning_rate=inf": "is not a finite number",
+        "train.data_seed=3": "seedgrid's is [grid] seeds_do (seed_do: the order of the training",
+        "seed=42": "(seedgrid's 'seed' is [grid] seeds_wi (seed_wi: the new weights",
+        "train.max_steps=100": "seedgrid's is [train] epochs (whole epochs",
+        "train.eval_steps=50": "seedgrid's is [train] evals_per_epoch",
+        "train.lr_scheduler_type=cosine": "seedgrid's is the schedule, linear with warmup",
+        "train.optim=adafactor": "seedgrid's is [train] weight_decay: seedgrid's optimizer is "
+                                 "AdamW",
+        "train.learning_rate=1e-5,x": "run trains one cell of one config: a sweep",
     }
     for item, message in cases.items():
         result = run_cli("run", "--config", config, "--wi", "1", "--do", "1", "--out",
@@ -420,3 +429,32 @@ def test_profiles_lists_what_cluster_finds_and_sites_pass_any_sbatch_option(tmp_
     clash = run_cli("submit", "--config", str(config), "--cluster", "clash", "--dry-run",
                     cwd=tmp_path)
     assert clash.returncode == 2 and "is seedgrid's to set" in clash.stderr
+
+
+def test_a_sweep_submits_one_grid_per_value_and_cluster_settings_hold_for_one_submission(
+        tmp_path):
+    """--set KEY=a,b: one grid per value, each in <out>/KEY=a with its own frozen config (as
+    hydra's launcher); --set cluster.KEY=VALUE: the profile's KEY for this submission only,
+    recorded in jobs.json; both said before anything is written when wrong."""
+    from conftest import tiny_raw, write_toml
+    from seedgrid.rundir import load_run_config
+
+    config = str(write_toml(tmp_path / "tiny.toml", tiny_raw(grid={"n_wi": 1, "n_do": 1})))
+    out = tmp_path / "sweep"
+    result = run_cli("submit", "--config", config, "--cluster", "local", "--out", str(out),
+                     "--set", "train.learning_rate=1e-3,2e-3", "--set", "cluster.time_min=7",
+                     "--wait")
+    assert result.returncode == 0, result.stdout + result.stderr
+    folders = sorted(p.name for p in out.iterdir())
+    assert folders == ["train.learning_rate=1e-3", "train.learning_rate=2e-3"]
+    rates = [load_run_config(out / f).train.learning_rate for f in folders]
+    assert rates == [1e-3, 2e-3]
+    for folder in folders:
+        last = json.loads((out / folder / "jobs.json").read_text())["submissions"][-1]
+        assert last["cluster_set"] == ["time_min=7"]
+        assert (out / folder / "shards/wi1_do1.nc").exists()
+    assert "compare two of them: python -m seedgrid compare" in result.stdout
+    bad = run_cli("submit", "--config", config, "--cluster", "local", "--out",
+                  str(tmp_path / "never"), "--set", "cluster.time_mn=7")
+    assert bad.returncode == 2 and "did you mean 'time_min'?" in bad.stderr, bad.stderr
+    assert not (tmp_path / "never").exists()

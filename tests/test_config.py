@@ -56,11 +56,11 @@ def test_frozen_toml_round_trips(tmp_path):
 
 @pytest.mark.parametrize("sections, message", [
     ({"train": {"learnign_rate": 1.0}}, "unknown key 'learnign_rate' in [train]: did you mean 'learning_rate'? valid keys are"),
-    ({"train": {"epochs": "3"}}, "[train] epochs = '3' should be a int"),
+    ({"train": {"epochs": "3"}}, "[train] epochs = '3' should be an integer"),
     ({"train": {"epochs": 0}}, "[train] epochs = 0 must be from 1 to 1000"),
     ({"train": {"dropout_seed": "seed_xx"}}, "dropout_seed = 'seed_xx' must be one of"),
     ({"train": {"mixed_precision": "fp8"}}, "mixed_precision = 'fp8' must be one of"),
-    ({"task": {"name": "sts-b"}}, "unknown task 'sts-b': choose one of"),
+    ({"task": {"name": "sts-b"}}, "unknown task 'sts-b': did you mean 'stsb'? choose one of"),
     ({"grid": {"seeds_wi": [1, -2]}}, "seed_wi = -2 is not an integer from 0 to 2**63 - 1"),
     ({"grid": {"seeds_do": [3, 4, 3]}}, "seed_do 3 is given twice"),
     ({"grid": {"n_wi": 0}}, "n_wi = 0 must be an integer from 1 to 10000"),

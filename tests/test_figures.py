@@ -203,3 +203,22 @@ def test_across_runs_figures_name_every_seed_and_keep_legends_off_the_data(tmp_p
     assert [line.get_label() for line in _lines(right)] == ["CON", "CCON"]
     for ax in (left, right):
         _legend_clear_of_data(fig, ax, ax.get_legend())
+
+
+def test_in_a_notebook_a_figure_is_returned_drawn_on_given_axes_and_saved_only_if_asked(
+        tmp_path):
+    from matplotlib.figure import Figure
+
+    run = _grid(tmp_path / "run", 2, 2)
+    ds = seedgrid.open_cube(run).load()
+    final = ds.seedgrid.final()
+    fig = figures.grid_heatmap(final)  # a notebook shows it
+    assert isinstance(fig, Figure) and not list(tmp_path.glob("*.png"))
+    mine = Figure(figsize=(8, 3))
+    left, right = mine.subplots(1, 2)
+    assert figures.grid_heatmap(final, ax=left) is mine  # one panel of the user's figure
+    assert figures.std_distribution(final, ax=right) is mine
+    assert left.images and right.get_lines()
+    assert isinstance(figures.expected_max_curves(ds.seedgrid.expected_max(), final.name,
+                                                  tmp_path / "fig1.png"), Figure)
+    assert (tmp_path / "fig1.png").read_bytes().startswith(b"\x89PNG")

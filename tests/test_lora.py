@@ -113,7 +113,7 @@ def test_lora_changes_the_config_hash_and_full_fine_tuning_keeps_its_own():
     ({"rank": 4}, "[lora] rank > 0 needs target_modules"),
     ({**LORA, "rank": -1}, "[lora] rank = -1 must be from 0 (off) to 4096"),
     ({**LORA, "dropout": 1.5}, "[lora] dropout = 1.5 must be in [0, 1)"),
-    ({**LORA, "target_modules": "q_proj"}, "[lora] target_modules = 'q_proj' should be a list"),
+    ({**LORA, "target_modules": "q_proj"}, "[lora] target_modules = 'q_proj' should be a list of strings"),
 ])
 def test_bad_lora_is_one_line_exit_2_and_nothing_written(tmp_path, lora, message):
     config = write_toml(tmp_path / "bad.toml", tiny_raw(model=LLAMA, lora=lora))

@@ -75,3 +75,28 @@ def test_majority_baseline_is_the_metric_of_the_constant_majority_prediction(lab
         expected = SKLEARN[name](labels, constant)
     assert metrics.majority_label(labels) == majority
     assert metrics.majority_baseline(labels, name) == pytest.approx(expected)
+
+
+@pytest.mark.parametrize("classes", [3, 4, 7])
+def test_multiclass_mcc_and_macro_f1_match_sklearn_also_from_bootstrap_counts(classes):
+    """A task of your own may have any number of labels: MCC is R_K (matthews_corrcoef), and
+    the bootstrap's weighted counts give the same as the metric of the resampled examples."""
+    rng = np.random.default_rng(classes)
+    labels = rng.integers(0, classes, 60)
+    pred = np.where(rng.random((3, 60)) < 0.6, labels, rng.integers(0, classes, (3, 60)))
+    pred[2, :] = 1  # a constant run: 0, as scikit-learn
+    for name, reference in [("mcc", matthews_corrcoef),
+                            ("macro_f1", lambda y, p: f1_score(y, p, average="macro",
+                                                               zero_division=0))]:
+        got = metrics.METRICS[name](pred, labels)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            assert got == pytest.approx([reference(labels, p) for p in pred], abs=1e-12)
+        draws = rng.integers(0, 60, (4, 60))  # a bootstrap: examples drawn with replacement
+        weights = np.stack([np.bincount(d, minlength=60) for d in draws]).astype(float)
+        counted = metrics.from_class_counts(name, *metrics.weighted_class_counts(pred, labels,
+                                                                                  weights))
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            expected = [[reference(labels[d], p[d]) for p in pred] for d in draws]
+        assert counted == pytest.approx(np.array(expected), abs=1e-12)

@@ -8,7 +8,7 @@ import xarray as xr
 from seedgrid import data
 from seedgrid.cli import main
 from seedgrid.store import SCHEMA_VERSION, read_shard
-from seedgrid.tasks import load_splits
+from seedgrid.splits import load_splits
 from seedgrid.trainer import train_cell
 
 from conftest import run_cli, tiny_config, tiny_raw, write_toml

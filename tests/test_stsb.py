@@ -14,7 +14,8 @@ import scipy.stats
 from seedgrid import compare, metrics
 from seedgrid.config import TaskConfig
 from seedgrid.errors import UsageError
-from seedgrid.tasks import TASKS, load_splits
+from seedgrid.splits import load_splits
+from seedgrid.tasks import TASKS
 
 from conftest import run_cli, tiny_raw, train_twice, write_toml
 

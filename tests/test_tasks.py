@@ -10,7 +10,8 @@ import pytest
 from seedgrid.config import TaskConfig
 from seedgrid.errors import UsageError
 from seedgrid import metrics
-from seedgrid.tasks import TASKS, load_splits
+from seedgrid.splits import load_splits
+from seedgrid.tasks import TASKS
 
 
 def test_mr_split_is_fixed_disjoint_and_balanced():
@@ -342,5 +343,5 @@ def test_em_on_examples_that_are_not_multirc_is_refused(tmp_path, tiny_toml):
     from conftest import tiny_config
 
     shard = train_cell(tiny_config(), 1, 1, log=lambda _: None)
-    with pytest.raises(UsageError, match="not MultiRC's paragraph/question/answer"):
+    with pytest.raises(UsageError, match="these examples' ids say none"):
         shard.seedgrid.metric("em")

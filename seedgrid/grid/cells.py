@@ -82,14 +82,18 @@ def check_inputs(cfg: Config) -> dict[str, str]:
     """What every cell will need, checked where the user is, before anything is written or
     submitted: the model's files, the data (files readable, columns, labels; downloaded into
     the cache from the hub where there is one) and an evaluation schedule the training set
-    can keep. A task that would fail on these fails here instead, once, in one line. Returns
+    can keep; a hub model id, asked of the hub where it answers. A task that would fail on
+    these fails here instead, once, in one line. Returns
     the data's fingerprints, as shards record them."""
-    from seedgrid import data, model, tasks
+    from seedgrid import data, model, splits
 
     model.resolve(cfg.model.name)
+    unchecked = model.check_on_hub(cfg.model.name)
+    if unchecked:
+        logger.warning(unchecked)
     if cfg.lora.rank:
         model.check_lora(cfg.model, cfg.lora)
-    train, validation = tasks.load_splits(cfg.task)
+    train, validation = splits.load_splits(cfg.task)
     data.evaluation_updates(data.updates_per_epoch(len(train), cfg.train.batch_size),
                             cfg.train.epochs, cfg.train.evals_per_epoch)
     return {"data_train": train.fingerprint(), "data_validation": validation.fingerprint()}

@@ -48,6 +48,8 @@ class Request:
     pack_as: str | None = None
     #: say what would be submitted, and write nothing
     dry_run: bool = False
+    #: --set cluster.KEY=VALUE: the profile's settings for this submission ("KEY=VALUE")
+    cluster_set: tuple[str, ...] = ()
 
 
 def run_one(config_name: str | config.Config, seed_wi: int, seed_do: int, out: str | None) -> bool:
@@ -99,7 +101,8 @@ def run_one(config_name: str | config.Config, seed_wi: int, seed_do: int, out: s
 
 
 def profile_named(cluster_name: str | None, pack: int | None = None,
-                  pack_as: str | None = None) -> tuple[Profile, str, list[str]]:
+                  pack_as: str | None = None, overrides: tuple[str, ...] = ()
+                  ) -> tuple[Profile, str, list[str]]:
     """The profile of --cluster, else of SEEDGRID_CLUSTER (a site's or user's default, so that
     a pasted command does not train on a login node), else local — with the name as given, and
     the GPU groups local tasks get. Checked against the machine, once per command
@@ -107,7 +110,7 @@ def profile_named(cluster_name: str | None, pack: int | None = None,
     (no --cluster, no SEEDGRID_CLUSTER) and SLURM is installed, a warning follows before
     submitting."""
     name = cluster_name or os.environ.get("SEEDGRID_CLUSTER") or "local"
-    profile = load_profile(name)
+    profile = load_profile(name, overrides)
     if pack is not None:  # submit --pack K: the profile's cells_per_gpu, for this submission
         profile = dataclasses.replace(profile, cells_per_gpu=pack)
     if pack_as is not None:
@@ -132,7 +135,7 @@ def submit_grid(request: Request) -> bool:
     pack, pack_as = r.pack, r.pack_as
     if r.resume and pack is None:  # the cells resume packed as they were submitted
         pack, pack_as = rundir.recorded_pack(rundir.read_jobs(run_dir), pack_as)
-    profile, name, groups = profile_named(r.cluster, pack, pack_as)
+    profile, name, groups = profile_named(r.cluster, pack, pack_as, r.cluster_set)
     grid_cells.check_precision(cfg, profile)
     total = len(cfg.grid.cells())
     plan = _early_stop_plan(cfg, run_dir, r)
@@ -170,7 +173,7 @@ def submit_grid(request: Request) -> bool:
             early_stop.start(run_dir, plan, started)
         _warn_by_default(r.cluster, profile)
         submitted, jobs = grid_jobs.submit(cfg, profile, groups, run_dir, cells, n_tasks,
-                                           parallel)
+                                           parallel, r.cluster_set)
     except (UsageError, OSError):  # refused, or a full disk
         if new_folder and not (run_dir / rundir.JOBS).exists():
             shutil.rmtree(run_dir, ignore_errors=True)  # nothing submitted: nothing left

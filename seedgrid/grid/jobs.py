@@ -37,7 +37,7 @@ def parameters(profile: Profile, run_dir: Path, parallel: int, guard: bool = Tru
 
 
 def submit(cfg: Config, profile: Profile, groups: list[str], run_dir: Path, cells: list[Cell],
-           n_tasks: int, parallel: int) -> tuple[dict, list]:
+           n_tasks: int, parallel: int, cluster_set: tuple[str, ...] = ()) -> tuple[dict, list]:
     """Submit ``cells`` as ``n_tasks`` array tasks (``groups``: the GPU groups local tasks get,
     from :func:`seedgrid.grid.cells.check_backend`); returns the jobs.json record and the jobs."""
     import submitit
@@ -64,17 +64,18 @@ def submit(cfg: Config, profile: Profile, groups: list[str], run_dir: Path, cell
                                                profile=profile, groups=groups)
         except UsageError:
             if arrays:
-                record(run_dir, cfg, profile, arrays)  # keep what was accepted
+                record(run_dir, cfg, profile, arrays, cluster_set)  # keep what was accepted
             raise
         jobs += array_jobs
         # submitit's id of each task: "<array>_<index>", or "<job>" when it sent a single job
         arrays.append({"job_id": array_jobs[0].job_id.split("_")[0],
                        "task_ids": [j.job_id for j in array_jobs],
                        "tasks": [[list(c) for c in task] for task in chunk]})
-    return record(run_dir, cfg, profile, arrays), jobs
+    return record(run_dir, cfg, profile, arrays, cluster_set), jobs
 
 
-def record(run_dir: Path, cfg: Config, profile: Profile, arrays: list[dict]) -> dict:
+def record(run_dir: Path, cfg: Config, profile: Profile, arrays: list[dict],
+           cluster_set: tuple[str, ...] = ()) -> dict:
     with locked(run_dir / JOBS):  # another submit, or the decider job, may append too
         record = read_jobs(run_dir)
         record.update(config_hash=cfg.hash)
@@ -83,6 +84,7 @@ def record(run_dir: Path, cfg: Config, profile: Profile, arrays: list[dict]) -> 
                 timespec="seconds"),
             "cluster": profile.name, "executor": profile.executor,
             "host": socket.gethostname(), "cells_per_gpu": profile.cells_per_gpu,
-            "pack_as": profile.pack_as, "arrays": arrays})
+            "pack_as": profile.pack_as, "arrays": arrays,
+            **({"cluster_set": list(cluster_set)} if cluster_set else {})})
         write_text_atomic(run_dir / JOBS, json.dumps(record, indent=1))
     return record

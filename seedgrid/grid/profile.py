@@ -16,9 +16,15 @@ import dataclasses
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from seedgrid.config import read_text, table
+from seedgrid.config import read_text
+from seedgrid.tables import table
 from seedgrid.errors import UsageError
+from seedgrid.overrides import with_overrides
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
 
 EXECUTORS = ("local", "slurm")
 #: how a pack of cells trains (Profile.pack_as)
@@ -85,34 +91,43 @@ def search_path() -> list[Path]:
     return [here, PACKAGED]
 
 
-def load_profile(spec: str) -> Profile:
+def load_profile(spec: str, overrides: Sequence[str] = ()) -> Profile:
+    """The profile ``--cluster`` names (a name or a TOML file), with ``overrides``
+    (``--set cluster.KEY=VALUE``: ``KEY=VALUE``, read as TOML) applied for this submission —
+    all of it validated as one profile file is."""
     path: Path | None = Path(spec)
     if not Path(spec).is_file():
         path = next((d / f"{spec}.toml" for d in search_path() if (d / f"{spec}.toml").is_file()),
                     None)
-    if path is None:
-        if spec == "local":
-            return Profile()
+    if path is None and spec != "local":
         known = sorted({p.stem for d in search_path() if d.is_dir() for p in d.glob("*.toml")})
         raise UsageError(f"unknown cluster profile {spec!r}: choose one of "
                          f"{', '.join(known) or 'local'} or give a TOML file")
-    try:
-        raw = tomllib.loads(read_text(path, "cluster profile"))
-    except tomllib.TOMLDecodeError as e:
-        raise UsageError(f"cluster profile {str(path)!r} is not valid TOML ({e})") from None
-    where = f"cluster profile {str(path)!r}:"
+    raw: dict = {}
+    if path is not None:
+        try:
+            raw = tomllib.loads(read_text(path, "cluster profile"))
+        except tomllib.TOMLDecodeError as e:
+            raise UsageError(f"cluster profile {str(path)!r} is not valid TOML ({e})") from None
+    if overrides:
+        raw = with_overrides({"cluster": raw}, [f"cluster.{o}" for o in overrides],
+                             {"cluster": Profile})["cluster"]
+    where = (f"cluster profile {str(path)!r}" if path is not None else "cluster profile 'local'") \
+        + (" with --set cluster." + ", cluster.".join(overrides) if overrides else "")
+    if path is None and not overrides:
+        return Profile()
     if "name" in raw:
-        raise UsageError(f"{where} unknown key 'name' (the profile is named after its file)")
+        raise UsageError(f"{where}: unknown key 'name' (the profile is named after its file)")
     if "slurm_additional_parameters" in raw:  # submitit's name for the same table
         if "sbatch" in raw:
-            raise UsageError(f"{where} give sbatch or slurm_additional_parameters, not both")
+            raise UsageError(f"{where}: give sbatch or slurm_additional_parameters, not both")
         raw["sbatch"] = raw.pop("slurm_additional_parameters")
     own = next((k for k in raw.get("sbatch", {}) if isinstance(raw["sbatch"], dict)
                 and k.replace("-", "_") in SBATCH_OWN), None)
     if own is not None:
-        raise UsageError(f"{where} sbatch option {own!r} is seedgrid's to set: use the "
+        raise UsageError(f"{where}: sbatch option {own!r} is seedgrid's to set: use the "
                          f"profile's {SBATCH_OWN[own.replace('-', '_')]} instead")
-    profile = table(Profile, {**raw, "name": path.stem}, where)
+    profile = table(Profile, {**raw, "name": path.stem if path is not None else "local"}, where)
     checks = [
         (profile.executor in EXECUTORS, f"executor = {profile.executor!r} must be one of "
                                         f"{', '.join(EXECUTORS)}"),
@@ -138,7 +153,7 @@ def load_profile(spec: str) -> Profile:
     ]
     for ok, message in checks:
         if not ok:
-            raise UsageError(f"{where} {message}")
+            raise UsageError(f"{where}: {message}")
     return profile
 
 

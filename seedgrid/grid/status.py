@@ -166,10 +166,21 @@ def format_status(run_dir: Path, cluster: str = "") -> str:
         lines.append(f"  {s.state} (wi={wi}, do={do}) task {s.task}: {s.reason}")
     if len(explained) > 20:
         lines.append(f"  ... and {len(explained) - 20} more")
-    if n["failed"] or n["missing"] or n["damaged"]:
+    unfixable = sum(1 for s in cells.values() if s.state == "failed" and bad_input(s.reason))
+    if unfixable:  # a resume runs the same config on the same model and data: it fails again
+        lines.append(f"{unfixable} cell(s) failed on their input (the model, the data or the "
+                     "config: the error lines above): a resume would fail again; fix it and "
+                     "submit a new run (--out)")
+    if n["failed"] - unfixable or n["missing"] or n["damaged"]:
         lines.append(f"resubmit the cells without a finished shard: "
                      f"{resubmit_command(run_dir, cluster)}")
     return "\n".join(lines)
+
+
+def bad_input(reason: str | None) -> bool:
+    """Whether a failed cell's reason is bad input (seedgrid's UsageError: a model that does
+    not load, data that does not check), which no rerun of the same config can mend."""
+    return bool(reason) and ("UsageError" in str(reason) or "seedgrid: error:" in str(reason))
 
 
 #: states always shown in the counts line (the others only when some cell has them)

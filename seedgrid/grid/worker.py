@@ -32,7 +32,7 @@ import sys
 import time
 from pathlib import Path
 
-from seedgrid import log
+from seedgrid import log, weights
 from seedgrid.grid import early_stop
 from seedgrid.grid.cells import needs_training
 from seedgrid.config import Config
@@ -94,7 +94,8 @@ def run_cell(cfg: Config, run_dir: str | Path, cells: list[Cell], plan: dict | N
     from seedgrid.checkpoint import saved_on_terminate
     from seedgrid.trainer import train_cells  # torch: imported only where a cell trains
 
-    def store(k: int, shard) -> None:  # the main process writes, once every input proved valid
+    def store(k: int, shard, save_weights) -> None:  # the main process writes, once every
+        # input proved valid
         write_config(Path(run_dir), cfg)  # (a run folder made by submit has it already)
         wi, do = cells[k]
         path = shard_path(run_dir, wi, do)
@@ -104,6 +105,8 @@ def run_cell(cfg: Config, run_dir: str | Path, cells: list[Cell], plan: dict | N
         write_atomic(shard, path, root=run_dir)
         if shard.status.item() != "stopped":
             checkpointers[k].remove()
+        if cfg.output.keep_weights:
+            weights.keep(cfg, Path(run_dir), (wi, do), shard, save_weights)
 
     with saved_on_terminate(*checkpointers):
         return train_cells(cfg, cells, checkpointers=checkpointers, on_end=store,
