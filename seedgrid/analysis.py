@@ -32,6 +32,7 @@ import pandas as pd
 import xarray as xr
 
 from seedgrid.store import SEEDS
+from seedgrid.tasks import f1_metric
 
 REGIMES = ("every", "epoch_ends", "end")
 
@@ -63,6 +64,25 @@ def regimes(metric: xr.DataArray, epoch: xr.DataArray) -> xr.DataArray:
     masks = xr.DataArray(np.stack([trained, ends, last]), dims=("regime", "step"),
                          coords={"regime": list(REGIMES)})
     return metric.where(masks).max("step", skipna=True).rename(metric.name)
+
+
+def variance_shares(metric: xr.DataArray) -> dict[str, float]:
+    """What share of the variance of a (seed_wi, seed_do) metric the WI seeds, the DO seeds and
+    the rest (their interaction: each run on its own) explain — the sums of squares of a
+    two-way layout without replication, each over the total. On the seeds whose runs are all
+    there (a WI seed with a missing cell is left out, then a DO seed). NaN with fewer than two
+    seeds of a kind, or no spread at all."""
+    m = metric.dropna("seed_wi", how="any").dropna("seed_do", how="any")
+    v = np.asarray(m.transpose("seed_wi", "seed_do"), dtype=np.float64)
+    if min(v.shape) < 2:
+        return dict.fromkeys(("wi", "do", "rest", "runs"), float("nan")) | {"runs": v.size}
+    grand = v.mean()
+    total = ((v - grand) ** 2).sum()
+    ss_wi = v.shape[1] * ((v.mean(axis=1) - grand) ** 2).sum()
+    ss_do = v.shape[0] * ((v.mean(axis=0) - grand) ** 2).sum()
+    shares = [ss / total if total > 0 else float("nan") for ss in (ss_wi, ss_do,
+                                                                   total - ss_wi - ss_do)]
+    return {"wi": shares[0], "do": shares[1], "rest": shares[2], "runs": int(v.size)}
 
 
 def decoupled_std(metric: xr.DataArray, ddof: int = 0) -> dict[str, float]:
@@ -286,8 +306,8 @@ def run_pairs(predictions: xr.DataArray, label: xr.DataArray, tolerance: float =
 def by_training_size(cubes: list[xr.Dataset], step: int = -1) -> pd.DataFrame:
     """Bui et al.'s Fig. 2: one row per cube — n_train, VAR over runs of its task's own metric
     (``var``: MCC for CoLA, Pearson for STS-B...), of accuracy (``var_accuracy``) and of F1
-    (``var_f1``: macro-F1 beyond two labels) — the paper's abstract speaks of "accuracy and
-    F1" — and CON, CCON.
+    (``var_f1``: macro-F1 beyond two labels and for COPA's alternatives) — the paper's abstract
+    speaks of "accuracy and F1" — and CON, CCON.
 
     All at evaluation ``step`` (position; default the last); sorted by training-set size. What a
     task cannot have (accuracy, F1, CON and CCON of a regression task) is NaN.
@@ -297,7 +317,7 @@ def by_training_size(cubes: list[xr.Dataset], step: int = -1) -> pd.DataFrame:
         acc = ds.seedgrid
         m = acc.metric().isel(step=step)
         micro = None if acc.regression else acc.consistency(step=step)
-        f1 = "f1" if ds.sizes["class"] == 2 else "macro_f1"
+        f1 = f1_metric(ds.attrs["task"], ds.sizes["class"])
         by = {} if acc.regression else {
             k: summary(acc.metric(name).isel(step=step))["var"]
             for k, name in (("var_accuracy", "accuracy"), ("var_f1", f1))}

@@ -12,7 +12,8 @@ experiment draws ``started`` trials of the grid **with replacement**, ranks them
 score over the first ``evaluations`` evaluations (ties broken at random, per experiment), stops the ``stopped``
 lowest — they keep that early best — and the others score their best over all E evaluations; the
 experiment's result is the best of its trials. The expected result is the mean over ``samples``
-experiments (50,000 by default, seeded). See notes/peers.md for the authors' code it follows.
+experiments (50,000 by default, seeded), as the authors' analysis code does
+(https://github.com/dodgejesse/bert_on_stilts, its analysis/ folder).
 
 Vectorised: the experiments are drawn as sorted rank positions, a block of samples at a time, so
 "the best of the continued trials" is a maximum over the top places of the sorted draws; one

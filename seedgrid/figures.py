@@ -105,16 +105,23 @@ def grid_heatmap(final: xr.DataArray, path: str | Path | None = None, ax=None) -
     return _save(fig, path)
 
 
-def _density(ax, values, **style):
+def _density(ax, values, nonnegative: bool = False, **style):
+    """A kernel density of ``values``; ``nonnegative`` (a standard deviation): reflected at 0,
+    so none of it lies below. Values without spread (one, or all equal) are one vertical line,
+    its legend entry saying so."""
     values = np.asarray(values, dtype=float)
     values = values[~np.isnan(values)]
     if len(values) >= 2 and np.ptp(values) > 0:
-        x = np.linspace(values.min() - np.ptp(values) * 0.2, values.max() + np.ptp(values) * 0.2,
-                        200)
-        ax.plot(x, scipy.stats.gaussian_kde(values)(x), **style)
-    else:  # a KDE needs spread: mark the values instead
-        for v in values:
-            ax.axvline(v, **style)
+        spread = np.ptp(values) * 0.2
+        lo = max(0.0, values.min() - spread) if nonnegative else values.min() - spread
+        x = np.linspace(lo, values.max() + spread, 200)
+        kde = scipy.stats.gaussian_kde(values)
+        ax.plot(x, kde(x) + (kde(-x) if nonnegative else 0), **style)
+    elif len(values):  # a KDE needs spread: mark the value, once
+        label = style.pop("label", None)
+        ax.axvline(values[0], **style, label=None if label is None else
+                   f"{label}: {'every run' if len(values) > 1 else 'one run'} at "
+                   f"{values[0]:.4g}")
 
 
 def best_worst_density(final: xr.DataArray, anova: dict, path: str | Path | None = None,
@@ -243,11 +250,13 @@ def early_stopping_gain(best: pd.DataFrame, path: str | Path | None = None, ax=N
 
 def std_distribution(final: xr.DataArray, path: str | Path | None = None, ax=None) -> Figure:
     """Fig. 8: density of the per-seed standard deviations (WI: over DO seeds; DO: over WI
-    seeds), and the overall standard deviation (dashed)."""
+    seeds; reflected at 0: a deviation is never negative), and the overall standard deviation
+    (dashed)."""
     fig, ax = _subplots(figsize=(5.5, 3.2), ax=ax)
-    _density(ax, final.std("seed_do").values, color=PALETTE[0], label="fixed WI")
-    _density(ax, final.std("seed_wi").values, color=PALETTE[3], linestyle="-.",
-             label="fixed DO")
+    _density(ax, final.std("seed_do").values, nonnegative=True, color=PALETTE[0],
+             label="fixed WI")
+    _density(ax, final.std("seed_wi").values, nonnegative=True, color=PALETTE[3],
+             linestyle="-.", label="fixed DO")
     ax.axvline(float(final.std()), color=PALETTE[1], linestyle="--", label="overall")
     ax.set_xlabel(f"standard deviation of {final.name}")
     ax.set_ylabel("density")
@@ -285,22 +294,23 @@ def zeta_heatmap(zeta: pd.DataFrame, path: str | Path | None = None, ax=None) ->
     return _save(fig, path)
 
 
-def by_training_size(table: pd.DataFrame, path: str | Path | None = None) -> Figure:
-    """Bui et al.'s Fig. 2: VAR (of each task's own metric, of accuracy, of F1), CON and CCON of
-    several cubes against training-set size."""
-    fig, (left, right) = _subplots(1, 2, figsize=(8, 3.2))
-    for k, (name, label) in enumerate((("var", "task's metric"), ("var_accuracy", "accuracy"),
-                                       ("var_f1", "F1"))):
-        if name in table and table[name].notna().any():
-            left.plot(table.n_train, table[name], label=label, **_style(k))
-    left.set_ylabel("VAR over runs")
-    _legend_beside(left)
-    for k, name in enumerate(("con", "ccon")):
-        right.plot(table.n_train, table[name], label=name.upper(), **_style(k))
-    right.set_ylabel("fraction of examples")
-    _legend_beside(right)
-    for ax in (left, right):
+def by_training_size(table: pd.DataFrame, path: str | Path | None = None,
+                     title: str = "") -> Figure:
+    """Bui et al.'s Fig. 2 (RoBERTa-large) and Fig. 4 (Llama): for the cubes of one model, VAR of
+    each task's own metric, CON and CCON against training-set size, one line per task (its
+    cubes in order of size)."""
+    fig, axes = _subplots(1, 3, figsize=(11, 3.2))
+    panels = (("var", "VAR over runs (task's metric)"), ("con", "CON"), ("ccon", "CCON"))
+    for ax, (name, label) in zip(axes, panels):
+        for k, (task, rows) in enumerate(table.groupby("task", sort=True)):
+            rows = rows.sort_values("n_train")
+            if rows[name].notna().any():
+                ax.plot(rows.n_train, rows[name], label=task, **_style(k))
         ax.set_xscale("log")
         ax.set_xlabel("training examples")
-    fig.subplots_adjust(wspace=0.8)
+        ax.set_ylabel(label)
+    _legend_beside(axes[-1])
+    if title:
+        fig.suptitle(title, fontsize=9)
+    fig.subplots_adjust(wspace=0.45)
     return _save(fig, path)

@@ -25,21 +25,23 @@ import xarray as xr
 
 from seedgrid import analysis, early_stopping, figures, metrics
 from seedgrid.cube import open_cube
-from seedgrid.report_markdown import markdown
+from seedgrid.report_markdown import bui_figure, markdown, slug
 from seedgrid.errors import UsageError
 from seedgrid.progress import Ticker
 from seedgrid.rundir import REPORT, check_output
 from seedgrid.files import json_ready, publish, raise_if_disk_full, temporary_folder
 from seedgrid.store import STATUS
+from seedgrid.tasks import f1_metric
 
 
 def reported_metrics(ds: xr.Dataset) -> tuple[str, ...]:
-    """Bui et al.'s two macro metrics of a cube: accuracy and F1 (macro-F1 beyond two labels);
-    Pearson and Spearman for a regression task. The first is the one ζ (Fig. 3) ranks on.
-    MultiRC adds its question-level exact match (SuperGLUE's F1a/EM)."""
+    """Bui et al.'s two macro metrics of a cube: accuracy and F1 (macro-F1 beyond two labels,
+    and for COPA's two alternatives: :func:`seedgrid.tasks.f1_metric`); Pearson and Spearman
+    for a regression task. The first is the one ζ (Fig. 3) ranks on. MultiRC adds its
+    question-level exact match (SuperGLUE's F1a/EM)."""
     if ds.seedgrid.regression:
         return ("pearson", "spearman")
-    pair = ("accuracy", "f1" if ds.sizes["class"] == 2 else "macro_f1")
+    pair = ("accuracy", f1_metric(ds.attrs["task"], ds.sizes["class"]))
     return pair + (("em",) if metrics.questions(ds["example"].values) is not None else ())
 
 
@@ -86,6 +88,7 @@ def _analyse(ds: xr.Dataset, samples: int, seed: int) -> dict:
             "decoupled_std": None if coupled else {
                 "end": acc.decoupled_std().to_dict(),
                 "best": acc.decoupled_std(best=True).to_dict()},
+            "variance_shares": None if coupled else analysis.variance_shares(acc.final()),
             "anova": None if coupled else _plain(acc.anova()),
             "permutation": None if coupled else _plain(acc.permutation_test(seed=seed)),
             "diverged": {"count": int(diverged.sum()), "runs": int(diverged.count()),
@@ -146,7 +149,10 @@ def across(cubes: dict[str, xr.Dataset]) -> dict:
         "training_size_correlation": analysis.training_size_correlation(sizes).to_dict(
             "records"),
         "zeta": {"seeds": zeta["seed"].values.tolist(),
-                 "values": {t: zeta.sel(task=t).values.tolist() for t in cubes}},
+                 "values": {t: zeta.sel(task=t).values.tolist() for t in cubes},
+                 # (ζ is over the seeds every run has: the others, by run, said)
+                 "left_out": {t: sorted(set(_seeds(ds)) - set(zeta["seed"].values.tolist()))
+                              for t, ds in cubes.items()}},
     })
 
 
@@ -269,6 +275,12 @@ def _run_name(path: Path) -> str:
     return path.name
 
 
+def _seeds(ds: xr.Dataset) -> list[int]:
+    """A cube's seeds as ζ counts them: a coupled grid's runs k, a WI × DO grid's WI seeds."""
+    wi = ds["seed_wi"].values.tolist()
+    return [k for k in wi if k in ds["seed_do"].values] if ds.attrs.get("coupled") else wi
+
+
 def _plain(table: pd.DataFrame) -> dict:
     """A table of the accessor as report.json holds it: column -> row -> value, NaN as None."""
     return {col: {row: None if isinstance(v, float) and np.isnan(v) else v
@@ -315,9 +327,11 @@ def _figures(cubes, results, cross, out: Path) -> dict[str, dict[str, str]]:
             make(folder / f"{key}.png")
         drawn[name] = {key: f"{name}/{key}.png" for key in draw}
     if cross and cross["by_training_size"]:
-        figures.by_training_size(pd.DataFrame(cross["by_training_size"]),
-                                 out / "bui_fig2_training_size.png")
-        drawn["across"] = {"bui_fig2": "bui_fig2_training_size.png"}
+        table = pd.DataFrame(cross["by_training_size"])
+        for model, rows in table.groupby("model", sort=True):  # a figure per model (family)
+            key = f"training_size_{slug(model)}"
+            figures.by_training_size(rows, out / f"bui_{key}.png", bui_figure(model))
+            drawn.setdefault("across", {})[key] = f"bui_{key}.png"
     if cross and cross["zeta"]["seeds"]:
         z = cross["zeta"]
         figures.zeta_heatmap(pd.DataFrame(z["values"], index=z["seeds"]).T.astype(float),

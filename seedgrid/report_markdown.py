@@ -32,6 +32,20 @@ def markdown(report: dict, drawn: dict) -> str:
     return "\n".join(parts)
 
 
+def bui_figure(model: str) -> str:
+    """Which of Bui et al.'s training-size figures a model's is: Fig. 2 for RoBERTa, Fig. 4 for
+    Llama; another model's (a Dodge grid's BERT) is drawn apart, said to be neither."""
+    family = {"roberta": "Fig. 2 (RoBERTa)", "llama": "Fig. 4 (Llama)"}
+    found = next((f for name, f in family.items() if name in model.lower()), None)
+    return (f"Bui et al.'s {found}: {model}" if found else
+            f"{model} by training size (not a model of Bui et al.'s Figs. 2 and 4)")
+
+
+def slug(text: str) -> str:
+    """A file name's part from ``text`` (a model id: ``meta-llama/Llama-3.2-3B``)."""
+    return "".join(c if c.isalnum() or c in "-." else "_" for c in text).strip("._") or "model"
+
+
 def _image(files: dict, key: str, caption: str) -> str:
     return f"![{caption}]({files[key]})\n\n*{caption}*\n" if key in files else ""
 
@@ -57,7 +71,7 @@ def _macro_section(name: str, r: dict, files: dict) -> list[str]:
                                   *((f"{k} at the end", v)
                                     for k, v in macro.get("by_metric", {}).items()
                                     if k != m))]),
-         *(_coupled_note(r) if r.get("coupled") else _wi_do_tables(macro)),
+         *(_coupled_note(r) if r.get("coupled") else _wi_do_tables(macro, r["metric"])),
          f"\nDiverged (training blew up, or {m} at or below the majority baseline at the end): "
          f"{macro['diverged']['count']} of {macro['diverged']['runs']} runs "
          f"({_fmt(macro['diverged']['rate'], 3)})."
@@ -78,7 +92,7 @@ def _coupled_note(r: dict) -> list[str]:
             "data order are not varied apart, so Tables 3-4 (the WI/DO split) do not apply.\n"]
 
 
-def _wi_do_tables(macro: dict) -> list[str]:
+def _wi_do_tables(macro: dict, metric: str) -> list[str]:
     """Dodge et al.'s Tables 3-4: the spread with one seed fixed, best vs worst seed."""
     return [
         "\nTable 3 — standard deviation with one seed fixed, averaged over that seed:\n\n",
@@ -99,8 +113,38 @@ def _wi_do_tables(macro: dict) -> list[str]:
                 for k in ("seed_wi", "seed_do")]),
         *[f"\nANOVA's assumptions fail for {k.removeprefix('seed_').upper()} seeds (p < 0.05 "
           "in Levene's or the Shapiro-Wilk test): read the permutation test instead.\n"
-          for k in ("seed_wi", "seed_do") if macro["anova"][k]["assumptions_met"] is False]
+          for k in ("seed_wi", "seed_do") if macro["anova"][k]["assumptions_met"] is False],
+        conclusion(macro, metric),
     ]
+
+
+def conclusion(macro: dict, metric: str) -> str:
+    """Dodge et al.'s §4.1-4.2 read off this grid's numbers: what share of the variance of the
+    final metric the WI seeds and the DO seeds explain, whether either dominates (twice the
+    other's share), and whether the best and worst seed of each kind really differ."""
+    shares = macro.get("variance_shares") or {}
+    wi, do, rest = (float(shares.get(k) or np.nan) for k in ("wi", "do", "rest"))
+    if not np.isfinite(wi) or not np.isfinite(do):
+        return ("\nWhich seed matters more cannot be said from this grid (fewer than two seeds "
+                "of a kind with all their runs, or no spread at all).\n")
+    lead = "WI" if wi > do else "DO"
+    verdict = (f"{lead} dominates: its share is more than twice the other's"
+               if max(wi, do) > 2 * min(wi, do) else
+               "neither dominates: they are comparable, as Dodge et al. found on all four of "
+               "their tasks")
+    differ = []
+    for kind in ("seed_wi", "seed_do"):
+        a, name = macro["anova"][kind], kind.removeprefix("seed_").upper()
+        p = a.get("p")
+        if p is not None and np.isfinite(p):
+            differ.append(f"the best and worst {name} seeds ({a['best']}, {a['worst']}) "
+                          + ("differ" if p < 0.05 else "do not differ significantly")
+                          + f" in mean (ANOVA p = {p:.3g})")
+    return (f"\n**What this grid says** (Dodge et al. §4.1-4.2): the WI seeds explain "
+            f"{100 * wi:.0f}% of the variance of the final {metric} "
+            f"across its {shares['runs']} runs, the DO seeds {100 * do:.0f}%, their interaction "
+            f"(each run on its own) {100 * rest:.0f}%: {verdict}"
+            + ("; " + "; ".join(differ) if differ else "") + ".\n")
 
 
 def _micro_section(r: dict, files: dict) -> list[str]:
@@ -210,8 +254,10 @@ def _across_markdown(a: dict, files: dict) -> str:
                        [[b["task"], b["n_train"], b["runs"], b["metric"], b["var"],
                          b.get("var_accuracy"), b.get("var_f1"), b["con"], b["ccon"]]
                         for b in a["by_training_size"]]),
-                "\n", _image(files, "bui_fig2", "Bui Fig. 2: VAR (of each run's metric, of "
-                              "accuracy, of F1), CON, CCON by training size"),
+                "\n", *[_image(files, f"training_size_{slug(model)}",
+                               f"{bui_figure(model)}: VAR, CON and CCON by training size, a "
+                               "line per task")
+                        for model in sorted({b["model"] for b in a["by_training_size"]})],
                 "\nTheir correlation with log10(training size), per model family (Bui Figs. "
                 "2 and 4; n/a with fewer than three runs of a family):\n\n",
                 _table(["model", "with", "runs", "Pearson", "Spearman"],
@@ -225,4 +271,8 @@ def _across_markdown(a: dict, files: dict) -> str:
                 _table(["run", *[str(s) for s in z["seeds"]]],
                        [[t, *v] for t, v in z["values"].items()]),
                 "\n", _image(files, "bui_fig3", "Bui Fig. 3: normalised ζ, darker = better")]
+        left = {t: seeds for t, seeds in z.get("left_out", {}).items() if seeds}
+        if left:
+            out.append("\nζ is over the seeds every run has; left out: " + "; ".join(
+                f"{t}: seeds {', '.join(map(str, seeds))}" for t, seeds in left.items()) + ".\n")
     return "\n".join(out)

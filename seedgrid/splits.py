@@ -13,7 +13,9 @@ Data comes from, in order of preference:
 
 Splits keep the dataset's own example ids. ``train_size``/``validation_size`` keep a fixed subset
 (the same for every seed and every run): the first n of ``numpy.random.default_rng(0)``'s
-permutation of the split, in the split's own order.
+permutation of the split, in the split's own order. A validation split whose examples come in
+groups (MultiRC's questions; a task of your own's ``group_field``) keeps whole groups:
+``validation_size`` counts examples, and the subset stops at the last whole group within it.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from seedgrid import metrics
 from seedgrid.errors import UsageError, shown
 from seedgrid.tasks import TASKS, Task, TaskConfig, get_task
 
@@ -173,8 +176,17 @@ def _subset(split: Split, n: int, which: str = "train") -> Split:
                          f"{which} split: give at most {len(split)} (0: all of them)")
     if n == 0 or n == len(split):
         return split
-    keep = np.sort(np.random.default_rng(0).permutation(len(split))[:n])
-    return split.take(keep)
+    groups = metrics.questions(split.ids) if which == "validation" else None
+    if groups is None:
+        keep = np.sort(np.random.default_rng(0).permutation(len(split))[:n])
+        return split.take(keep)
+    # a task that groups its examples (MultiRC's questions): whole groups, taken in a fixed
+    # random order while the examples stay within n (at least one group) — so that the exact
+    # match of a group is never scored on some of its examples
+    order = np.random.default_rng(0).permutation(groups.max() + 1)
+    sizes = np.bincount(groups)[order]
+    taken = order[:max(1, int(np.searchsorted(np.cumsum(sizes), n, side="right")))]
+    return split.take(np.flatnonzero(np.isin(groups, taken)))
 
 
 def _read_local(path: str | None, which: str, task: Task) -> pd.DataFrame:

@@ -182,6 +182,18 @@ TASKS: dict[str, Task] = {t.name: t for t in [
 ]}
 
 
+#: tasks whose two labels are two alternatives, not a negative and a positive (COPA: which of
+#: two choices): binary F1 would depend on which alternative is listed second, so their F1 is
+#: the macro-F1 of both
+ALTERNATIVES = ("copa",)
+
+
+def f1_metric(task: str, classes: int) -> str:
+    """The F1 a cube of ``task`` reports (Bui et al.'s second macro metric): binary F1 with
+    label 1 positive; macro-F1 beyond two labels, and for a task of two alternatives."""
+    return "f1" if classes == 2 and task not in ALTERNATIVES else "macro_f1"
+
+
 #: the keys of [task] that describe a task of your own, and their defaults (unset: not hashed)
 _OWN = ("text_fields", "label_field", "labels", "num_labels", "metric", "group_field", "hub",
         "hub_name", "splits")

@@ -301,3 +301,26 @@ def test_seeds_across_tasks_ranks_against_scipy_with_ties_and_unshared_seeds():
     np.testing.assert_allclose(got.mean_rank, [1.75, 1.25, 3])
     expected = scipy.stats.spearmanr([0.7, 0.7, 0.5], [0.6, 0.8, 0.5])[0]
     assert got.correlation.sel(task="a", task_other="b").item() == pytest.approx(expected)
+
+
+def test_variance_shares_are_the_sums_of_squares_of_a_two_way_layout_by_hand():
+    """Dodge et al. §4.1-4.2 in the report: what share of the variance the WI and DO seeds
+    explain, against a plain loop over the cells; a grid with a missing cell drops that WI
+    seed; one seed of a kind: undefined."""
+    from seedgrid.analysis import variance_shares
+
+    rng = np.random.default_rng(7)
+    values = rng.random((4, 5)) + np.arange(4)[:, None] * 0.3  # WI matters here
+    grid = xr.DataArray(values, dims=("seed_wi", "seed_do"),
+                        coords={"seed_wi": [1, 2, 3, 4], "seed_do": [1, 2, 3, 4, 5]})
+    grand = sum(sum(row) for row in values) / values.size
+    total = sum((v - grand) ** 2 for row in values for v in row)
+    wi = sum(5 * (sum(row) / 5 - grand) ** 2 for row in values)
+    do = sum(4 * (sum(values[i][j] for i in range(4)) / 4 - grand) ** 2 for j in range(5))
+    got = variance_shares(grid)
+    assert got["wi"] == pytest.approx(wi / total) and got["do"] == pytest.approx(do / total)
+    assert got["rest"] == pytest.approx(1 - (wi + do) / total) and got["runs"] == 20
+    holed = grid.copy()
+    holed[2, 1] = np.nan
+    assert variance_shares(holed) == pytest.approx(variance_shares(grid.drop_sel(seed_wi=3)))
+    assert np.isnan(variance_shares(grid.isel(seed_wi=[0]))["wi"])

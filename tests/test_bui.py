@@ -138,3 +138,49 @@ def test_a_training_size_sweep_is_one_run_folder_per_size_reported_together(tmp_
     assert again.returncode == 0 and again.stdout.count("nothing to submit") == 2
     bad = run_cli("submit", "--config", str(config), "--train-sizes", "16,16")
     assert bad.returncode == 2 and "must be distinct positive sizes" in bad.stderr
+
+
+def test_training_size_is_a_figure_per_model_a_line_per_task_and_zeta_says_what_it_left_out(
+        tmp_path):
+    """Bui draws Fig. 2 for RoBERTa-large and Fig. 4 for Llama: a figure per model found, each
+    line one task of that model over its training sizes; a model of neither (a Dodge grid's
+    BERT) is drawn apart and said to be neither. ζ is over the seeds every run has: the others
+    are listed by run."""
+    import netCDF4
+
+    from seedgrid import figures
+
+    runs = []
+    for i, (model, task, n_train, n_wi) in enumerate([
+            ("roberta-large", "rte", 100, 4), ("roberta-large", "rte", 1000, 4),
+            ("roberta-large", "cola", 100, 4), ("meta-llama/Llama-3.2-3B", "rte", 100, 4),
+            ("meta-llama/Llama-3.2-3B", "rte", 1000, 4), ("bert-large-uncased", "rte", 100, 6)]):
+        path = _cube(tmp_path / f"run{i}", 0.7, seed=i, task="mr", n_wi=n_wi)
+        with netCDF4.Dataset(path / "cube.nc", "a") as nc:
+            nc.setncatts({"model": model, "task": task, "n_train": n_train})
+        runs.append(path)
+    drawn = {}
+    real = figures._save
+
+    def keep(fig, where):
+        drawn[where.name] = fig
+        return real(fig, where)
+
+    figures._save = keep
+    try:
+        out, report = write(runs, tmp_path / "report", samples=20)
+    finally:
+        figures._save = real
+    expected = {"bui_training_size_roberta-large.png": (["cola", "rte"], "Fig. 2 (RoBERTa)"),
+                "bui_training_size_meta-llama_Llama-3.2-3B.png": (["rte"], "Fig. 4 (Llama)"),
+                "bui_training_size_bert-large-uncased.png": (["rte"], "not a model of Bui")}
+    for name, (tasks, title) in expected.items():
+        fig = drawn[name]
+        assert title in fig._suptitle.get_text()
+        for ax in fig.axes:
+            assert [line.get_label() for line in ax.get_lines()] == tasks
+    text = (out / "report.md").read_text()
+    assert all(f"]({name})" in text for name in expected)
+    left = report["across"]["zeta"]["left_out"]
+    assert left["run5"] == [5, 6] and all(not left[f"run{i}"] for i in range(5))
+    assert "left out: run5: seeds 5, 6" in text

@@ -98,7 +98,8 @@ def test_bui_presets_are_ten_coupled_runs_per_task_and_family():
 
     tasks = [n.removeprefix("bui2025-") for n in preset_names()
              if n.startswith("bui2025-") and not n.endswith("-llama")]
-    assert len(tasks) >= 12 and set(tasks) <= set(TASKS)
+    assert len(tasks) >= 15 and set(tasks) <= set(TASKS)
+    assert {"copa", "wsc", "multirc"} <= set(tasks)  # SuperGLUE's other classification tasks
     for task in tasks:
         roberta, llama = load_config(f"bui2025-{task}"), load_config(f"bui2025-{task}-llama")
         for cfg in (roberta, llama):

@@ -72,3 +72,16 @@ def test_every_slurm_command_is_run_by_the_slurm_backend():
                     node.args[0].elts[0].value)
     assert set(where) == {"seedgrid/grid/slurm.py"}, where
     assert {"sbatch", "scontrol", "sacct"} <= set(where["seedgrid/grid/slurm.py"])
+
+
+def test_every_citation_is_of_a_public_source_or_a_file_of_the_project():
+    """A reader has no development notes: code, presets, docs and benchmarks cite papers, public
+    repositories and the project's own files only."""
+    import re
+
+    private = re.compile(r"\.\./shared|(?<![\w/])notes/[\w.-]+\.md")
+    files = [p for folder in ("seedgrid", "docs", "benchmarks", "analysis")
+             for p in (REPO / folder).rglob("*") if p.suffix in (".py", ".md", ".toml")]
+    cited = [f"{p.relative_to(REPO)}: {m.group(0)}" for p in [*files, REPO / "README.md"]
+             for m in private.finditer(p.read_text())]
+    assert not cited, cited

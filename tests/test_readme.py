@@ -24,6 +24,8 @@ CHECKED = {
                          "reruns_only_them",
     "  early stop (given)": "test_early_stop_run.py::test_early_stop_on_slurm_continues_the_best_"
                             "bitwise",
+    "t = 5.60, p = 0.0304": "test_compare.py::test_the_tutorials_worked_example_runs_as_its_page_"
+                            "shows",
     "wrote runs/reviews/cube.nc": "test_own_task.py::test_the_worked_example_runs_as_its_page_"
                                   "says",
 }

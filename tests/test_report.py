@@ -266,3 +266,18 @@ def test_a_report_of_a_cube_opened_lazily_gives_the_same_numbers_in_a_few_passes
     written = json.loads((tmp_path / "lazy/report.json").read_text())["runs"]["run"]
     assert written["macro"] == json.loads(json.dumps(eager))["macro"]
     assert (tmp_path / "lazy/run/consistency.png").exists()
+
+
+@pytest.mark.parametrize("wi, do, said", [(0.6, 0.1, "WI dominates"), (0.05, 0.3, "DO dominates"),
+                                          (0.3, 0.25, "neither dominates")])
+def test_the_report_says_which_seed_matters_more_from_its_numbers(wi, do, said):
+    from seedgrid.report_markdown import conclusion
+
+    anova = {k: {"best": 3, "worst": 7, "p": p} for k, p in (("seed_wi", 0.001),
+                                                               ("seed_do", 0.4))}
+    text = conclusion({"variance_shares": {"wi": wi, "do": do, "rest": 1 - wi - do,
+                                           "runs": 625}, "anova": anova}, "accuracy")
+    assert f"WI seeds explain {100 * wi:.0f}% of the variance of the final accuracy" in text
+    assert f"the DO seeds {100 * do:.0f}%" in text and said in text
+    assert "the best and worst WI seeds (3, 7) differ in mean (ANOVA p = 0.001)" in text
+    assert "the best and worst DO seeds (3, 7) do not differ significantly" in text

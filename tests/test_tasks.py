@@ -345,3 +345,28 @@ def test_em_on_examples_that_are_not_multirc_is_refused(tmp_path, tiny_toml):
     shard = train_cell(tiny_config(), 1, 1, log=lambda _: None)
     with pytest.raises(UsageError, match="these examples' ids say none"):
         shard.seedgrid.metric("em")
+
+
+def test_a_validation_subset_of_multirc_keeps_whole_questions(tmp_path):
+    """validation_size counts answers and stops at a question's boundary: every question kept
+    has all its answers, so its exact match is scored on the whole question."""
+    from seedgrid.tasks import TaskConfig
+
+    rng = np.random.default_rng(3)
+    files = {}
+    for split in ("train", "validation"):
+        files[split] = str(tmp_path / f"{split}.jsonl")
+        _multirc_rows(12, rng).to_json(files[split], orient="records", lines=True)
+    whole = pd.read_json(files["validation"], lines=True)
+    answers = pd.Series([i["question"] for i in whole["idx"]]).value_counts()
+    for n in (1, 5, 20, len(whole) - 1):
+        _, val = load_splits(TaskConfig("multirc", validation_size=n, data_files=files))
+        kept = pd.Series([i.split("/")[1] for i in val.ids]).astype(int).value_counts()
+        assert all(kept[q] == answers[q] for q in kept.index)  # each question whole
+        assert len(val) <= max(n, answers[kept.index].min())  # within n (one question at least)
+        asked = metrics.questions(val.ids)
+        pred = val.labels.copy()
+        pred[0] = 1 - pred[0]  # one answer wrong: its question is wrong, the others right
+        expected = 1 - 1 / len(kept)
+        assert metrics.score_predictions(pred.astype(float), val.labels, "em",
+                                         asked) == pytest.approx(expected)
