@@ -63,7 +63,8 @@ def regimes(metric: xr.DataArray, epoch: xr.DataArray) -> xr.DataArray:
     last = np.arange(len(epochs)) == len(epochs) - 1
     masks = xr.DataArray(np.stack([trained, ends, last]), dims=("regime", "step"),
                          coords={"regime": list(REGIMES)})
-    return metric.where(masks).max("step", skipna=True).rename(metric.name)
+    picks = metric.where(masks).max("step", skipna=True).rename(metric.name)
+    return picks.transpose("regime", ...)
 
 
 def variance_shares(metric: xr.DataArray) -> dict[str, float]:

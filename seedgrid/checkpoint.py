@@ -2,11 +2,12 @@
 
 ``runs/<name>/checkpoints/wi<W>_do<D>.pt`` holds everything a cell needs to go on as if it had
 never stopped: model, optimizer, scheduler (and fp16 scaler) states, the update count, the
-dropout RNG state after that update, the losses and logits so far. The data order needs no
-saving: it is a function of (seed_do, epoch) (:mod:`seedgrid.seeds`), so a resumed cell skips
-the global batches it has done. A resumed cell's shard equals the uninterrupted one bitwise
-(same hardware, ``deterministic = true``; with several processes, only rank 0's dropout stream
-is saved, so multi-process resumes are not bitwise).
+losses and logits so far — and what it trained on (the config hash, the data's fingerprints:
+a resume on anything else is refused, :mod:`seedgrid.resume`). Neither the data order nor the
+dropout masks need saving: they are functions of the cell's seeds, the epoch and the update
+(:mod:`seedgrid.seeds`, :mod:`seedgrid.dropout`), so a resumed cell skips the global batches it
+has done and draws the masks it would have. A resumed cell's shard equals the uninterrupted
+one bitwise (same hardware, ``deterministic = true``).
 
 The trainer binds a function returning its state; :meth:`Checkpointer.save` may then be called
 at any moment of the main thread — from submitit's signal handler too. The trainer holds the
@@ -137,8 +138,6 @@ class Progress:
     update: int = 0
     #: evaluations written into ``logits``
     evaluated: int = 0
-    #: torch's RNG state (dropout) for the next update
-    rng: dict = field(default_factory=dict)
     #: seconds spent training before this process took the cell over
     spent_before: float = 0.0
     #: when this process took the cell over (time.time())
@@ -150,22 +149,23 @@ class Progress:
     def state(self) -> dict:
         """The checkpoint's share of the progress (tensors, not numpy arrays: the file loads
         with weights_only=True)."""
-        return {"update": self.update, "evaluated": self.evaluated, "rng": self.rng,
+        return {"update": self.update, "evaluated": self.evaluated,
                 "logits": torch.from_numpy(self.logits.copy()),
                 "train_loss": torch.from_numpy(self.train_loss.copy()),
                 "wall_time_s": self.wall_time_s()}
 
     def restore(self, saved: dict) -> None:
-        """Take over the progress of a checkpoint's state (and its dropout RNG)."""
+        """Take over the progress of a checkpoint's state. (No RNG state: a cell's dropout masks
+        are a function of its seeds and the update, seedgrid.dropout, and nothing else of its
+        training draws from torch's generators.)"""
         self.logits, self.train_loss = saved["logits"].numpy(), saved["train_loss"].numpy()
-        self.update, self.evaluated, self.rng = saved["update"], saved["evaluated"], saved["rng"]
-        self.spent_before = saved["wall_time_s"]
-        set_rng_state(self.rng)
+        self.update, self.evaluated = saved["update"], saved["evaluated"]
+        self.spent_before = float(saved["wall_time_s"])
 
 
 #: what a checkpoint must hold to resume a cell (seedgrid.trainer writes these)
 _KEYS = ("seed_wi", "seed_do", "config_hash", "model", "optimizer", "scheduler", "update",
-         "evaluated", "rng", "logits", "train_loss", "wall_time_s")
+         "evaluated", "logits", "train_loss", "wall_time_s")
 
 
 @contextlib.contextmanager
@@ -191,20 +191,6 @@ def saved_on_terminate(*checkpointers: Checkpointer | None):
     finally:
         for s, handler in previous.items():
             signal.signal(s, handler)
-
-
-def rng_state() -> dict:
-    """torch's global RNG (dropout) on the CPU and every GPU."""
-    state: dict = {"cpu": torch.get_rng_state()}
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def set_rng_state(state: dict) -> None:
-    torch.set_rng_state(state["cpu"])
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
 
 
 @contextlib.contextmanager

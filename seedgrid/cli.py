@@ -35,7 +35,7 @@ class _Parser(argparse.ArgumentParser):
         sys.exit(2)
 
 
-def json_out(where: str, result: dict) -> None:
+def json_out(where: str, result) -> None:
     """``--json [FILE]``: the JSON alone on stdout ('-', or the flag alone), else to FILE."""
     from seedgrid.files import json_ready, write_json_atomic
 
@@ -51,7 +51,27 @@ def json_out(where: str, result: dict) -> None:
 def _collect(args: argparse.Namespace) -> None:
     from seedgrid.cube import collect
 
-    print(collect(Path(args.run), compress=args.compress).summary())
+    _check_json(args)
+    done = collect(Path(args.run), compress=args.compress)
+    if args.json != "-":
+        print(done.summary())
+    if args.json:
+        json_out(args.json, {"path": str(done.path), "counts": done.counts,
+                             "damaged": [{"seed_wi": wi, "seed_do": do, "path": str(path),
+                                          "why": why} for wi, do, path, why in done.damaged]})
+
+
+def _check_json(args: argparse.Namespace) -> None:
+    """--json FILE: a file that can be written, checked before any work."""
+    if args.json and args.json != "-":
+        from seedgrid.rundir import check_output
+
+        check_output(args.json, "--json")
+
+
+def _json_arg(p: argparse.ArgumentParser, what: str) -> None:
+    p.add_argument("--json", nargs="?", const="-", metavar="FILE",
+                   help=f"{what} as JSON (for scripts): alone on stdout, or written to FILE")
 
 
 def _import(args: argparse.Namespace) -> None:
@@ -68,26 +88,9 @@ def _import(args: argparse.Namespace) -> None:
 
 
 def _export(args: argparse.Namespace) -> None:
-    import seedgrid
+    from seedgrid.export import export
 
-    from seedgrid.rundir import check_output
-    from seedgrid.files import atomic_path
-
-    out = Path(args.to)
-    writers = {".csv": "to_csv", ".parquet": "to_parquet"}
-    if args.to != "-" and out.suffix not in writers:
-        raise UsageError(f"--to {args.to!r}: give a .csv or .parquet file name, or - (CSV on "
-                         "stdout)")
-    if args.to != "-":
-        check_output(out, "--to")
-    with seedgrid.open_cube(args.cube) as ds:
-        table = ds.seedgrid.table(args.metric)
-    if args.to == "-":  # for a pipe: the CSV alone on stdout
-        table.to_csv(sys.stdout, index=False)
-        return
-    with atomic_path(out, through_link=True) as tmp:
-        getattr(table, writers[out.suffix])(tmp, index=False)
-    print(f"wrote {out}: {len(table)} rows (seed_wi, seed_do, update) x {list(table.columns[3:])}")
+    export(args.cube, args.to, args.metric)
 
 
 def _report(args: argparse.Namespace) -> None:
@@ -102,10 +105,13 @@ def _report(args: argparse.Namespace) -> None:
 
 def _compare(args: argparse.Namespace) -> None:
     from seedgrid.compare import compare, format_result
-    from seedgrid.rundir import check_output
 
-    if args.json and args.json != "-":
-        check_output(args.json, "--json")
+    if args.b is None:  # `compare --json A B`: A was read as --json's file
+        if args.json not in (None, "-") and _a_run(args.json):
+            args.a, args.b, args.json = args.json, args.a, "-"
+        else:
+            raise UsageError("compare needs two runs: compare A B [--json [FILE]]")
+    _check_json(args)
     result = compare(args.a, args.b, metric=args.metric, step=args.step, alpha=args.alpha,
                      min_effect=args.min_effect, n_boot=args.boot, test=args.test)
     if args.json != "-":  # with '-' (for scripts) the JSON alone is on stdout
@@ -117,36 +123,82 @@ def _compare(args: argparse.Namespace) -> None:
     sys.exit(1 if result["significant"] else 0)
 
 
+def _a_run(path: str) -> bool:
+    """Whether ``path`` is a run folder or a cube file (what --json may have swallowed)."""
+    return Path(path).is_dir() or path.endswith(".nc")
+
+
 def _regress(args: argparse.Namespace) -> None:
     from seedgrid.regress import gate
 
-    regression = gate(args.baseline, args.candidate, Path(args.history), max_drop=args.max_drop,
-                      alpha=args.alpha, max_con_drop=args.max_con_drop, metric=args.metric,
-                      allow_incomplete=args.allow_incomplete)
-    sys.exit(1 if regression else 0)
+    _check_json(args)
+    result = gate(args.baseline, args.candidate, Path(args.history), max_drop=args.max_drop,
+                  alpha=args.alpha, max_con_drop=args.max_con_drop, metric=args.metric,
+                  allow_incomplete=args.allow_incomplete, quiet=args.json == "-")
+    if args.json:
+        json_out(args.json, result)
+    sys.exit(1 if result["regression"] else 0)
 
 
 def _profiles(args: argparse.Namespace) -> None:
     from seedgrid.grid.profile import load_profile, profiles
 
+    _check_json(args)
+    found = []
     for name, path, what in profiles():
         try:
             executor = load_profile(str(path)).executor if path else "local"
         except UsageError as e:  # listed all the same, with what is wrong with it
             executor, what = "?", f"{what}; cannot be used: {e}"
-        print(f"{name:<16} {executor:<6} {str(path) if path else '-'}  ({what})")
+        found.append({"name": name, "executor": executor,
+                      "path": str(path) if path else None, "what": what})
+        if args.json != "-":
+            print(f"{name:<16} {executor:<6} {str(path) if path else '-'}  ({what})")
+    if args.json:
+        json_out(args.json, found)
 
 
 def _presets(args: argparse.Namespace) -> None:
-    from seedgrid.config import presets_table
+    from seedgrid.config import load_config, preset_names, preset_text, presets_table
 
-    print(presets_table())
+    _check_json(args)
+    if args.name and args.json:
+        json_out(args.json, load_config(args.name).to_dict() if args.name in preset_names()
+                 else preset_text(args.name))
+    elif args.name:
+        print(preset_text(args.name), end="")
+    elif args.json:
+        json_out(args.json, [{"name": n, "model": c.model.name, "task": c.task.name,
+                              "seeds_wi": list(c.grid.seeds_wi),
+                              "seeds_do": list(c.grid.seeds_do), "coupled": c.grid.coupled,
+                              "hash": c.hash}
+                             for n in preset_names() for c in [load_config(n)]])
+    else:
+        print(presets_table())
 
 
 def _collect_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("run", help="the run folder")
     p.add_argument("--compress", action="store_true",
                    help="zlib level 1 (smaller file, slower to write and read)")
+    _json_arg(p, "the cube's path, counts by status and damaged shards")
+
+
+def _completion(args: argparse.Namespace) -> None:
+    import shtab
+
+    parser = build_parser()
+    parser.prog = "seedgrid"  # (the console script: what a shell completes)
+    print(shtab.complete(parser, shell=args.shell), end="")
+
+
+def _completion_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("shell", choices=("bash", "zsh"), help="the shell to complete in")
+
+
+def _presets_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("name", nargs="?", help="a preset: print its TOML (a config to start from)")
+    _json_arg(p, "every preset (model, task, seeds, hash), or NAME's config")
 
 
 def _import_args(p: argparse.ArgumentParser) -> None:
@@ -162,8 +214,8 @@ def _import_args(p: argparse.ArgumentParser) -> None:
 def _export_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("cube", help="a cube file or a run folder")
     p.add_argument("--to", "--out", dest="to", required=True,
-                   help="output file: .csv or .parquet (--out, as the other commands); - for CSV "
-                        "on stdout")
+                   help="output file: .csv, .csv.gz, .parquet or .json (--out, as the other "
+                        "commands); - for CSV on stdout")
     p.add_argument("--metric", help=METRIC_HELP)
 
 
@@ -182,7 +234,7 @@ def _report_args(p: argparse.ArgumentParser) -> None:
 
 def _compare_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("a", help="run folder or cube of configuration A (the reference)")
-    p.add_argument("b", help="run folder or cube of configuration B")
+    p.add_argument("b", nargs="?", help="run folder or cube of configuration B")
     p.add_argument("--metric", help=METRIC_HELP)
     p.add_argument("--step", default="end", help="end: the last evaluation (default); best: "
                    "each run's best evaluation in training")
@@ -216,13 +268,14 @@ def _regress_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--history", default="regress/history.jsonl",
                    help="JSON-lines history, one row per night; its report is the .md beside "
                         "it (default regress/history.jsonl)")
+    _json_arg(p, "the night's verdict and numbers")
 
 
 COMMANDS = {
     **GRID_COMMANDS,
     "collect": (_collect, _collect_args, "collect a run's shards into one cube (cube.nc)", """
-        Streams every shard of the run folder into <run>/cube.nc (netCDF4; one cell per chunk;
-        memory: one shard at a time). Cells without a valid shard are NaN with status
+        Streams every shard of the run folder into <run>/cube.nc (netCDF4, chunked by WI seed
+        row; memory: a shard and one chunk of at most 64 MB a variable at a time). Cells without a valid shard are NaN with status
         'missing'; unreadable shards are reported by cell with the command that reruns them.
         Works while the grid still runs (a partial cube); collecting again rewrites it.
 
@@ -242,7 +295,7 @@ COMMANDS = {
           python -m seedgrid import predictions.csv --out runs/trainer-sst2
           python -m seedgrid report runs/trainer-sst2
         """),
-    "export": (_export, _export_args, "write a cube's per-cell table to CSV or Parquet", """
+    "export": (_export, _export_args, "write a cube's per-cell table: CSV, Parquet, JSON", """
         One row per (seed_wi, seed_do, evaluation): update, epoch, the metric, the best so far,
         the cell's status and wall time; for pandas, R or a spreadsheet.
 
@@ -284,7 +337,7 @@ COMMANDS = {
         example:
           python -m seedgrid regress --baseline runs/baseline --candidate runs/nightly-2026-11-23
         """),
-    "profiles": (_profiles, lambda p: None, "list the cluster profiles --cluster finds", """
+    "profiles": (_profiles, lambda p: _json_arg(p, "every profile (name, executor, file)"), "list the cluster profiles --cluster finds", """
         Every profile --cluster NAME finds, in the order it looks (./cluster/NAME.toml, your
         site's, before those installed with seedgrid), with its executor and file; one that
         cannot be read is an error naming it.
@@ -292,9 +345,17 @@ COMMANDS = {
         example:
           python -m seedgrid profiles
         """),
-    "presets": (_presets, lambda p: None, "list the packaged configs and tasks", """
+    "completion": (_completion, _completion_args, "print a shell completion script", """
+        Commands, options and their choices, completed by the shell.
+
+        example:
+          source <(python -m seedgrid completion bash)        # in ~/.bashrc
+          python -m seedgrid completion zsh > ~/.zfunc/_seedgrid
+        """),
+    "presets": (_presets, _presets_args, "list the packaged configs and tasks, or print one", """
         example:
           python -m seedgrid presets
+          python -m seedgrid presets dodge2020-rte > my-rte.toml    # a config to start from
         """),
 }
 
@@ -349,10 +410,10 @@ def main(argv: list[str] | None = None) -> None:
     try:
         args.func(args)
     except UsageError as e:
-        print(f"seedgrid: error: {e}", file=sys.stderr)
+        print(f"seedgrid: error: {log.clean_lines(str(e))}", file=sys.stderr)
         sys.exit(2)
     except Interrupted as e:
-        print(f"seedgrid: {e}", file=sys.stderr)
+        print(f"seedgrid: {log.clean_lines(str(e))}", file=sys.stderr)
         sys.exit(130)
     except KeyboardInterrupt:
         print("seedgrid: interrupted", file=sys.stderr)
@@ -370,7 +431,8 @@ def main(argv: list[str] | None = None) -> None:
                               "raise the quota) and run again; nothing finished was lost")
         if not isinstance(e, DiskFullError):
             traceback.print_exc()
-        print(f"seedgrid: error: {e}" if isinstance(e, DiskFullError) else
-              f"seedgrid: unexpected error ({type(e).__name__}: {str(e)[:200]}); exit status "
-              f"{UNEXPECTED}: please report it with the traceback above", file=sys.stderr)
+        print(log.clean_lines(f"seedgrid: error: {e}" if isinstance(e, DiskFullError) else
+                              f"seedgrid: unexpected error ({type(e).__name__}: "
+                              f"{str(e)[:200]}); exit status {UNEXPECTED}: please report it "
+                              "with the traceback above"), file=sys.stderr)
         sys.exit(UNEXPECTED)

@@ -20,6 +20,7 @@ Presets live in ``seedgrid/presets/<name>.toml``; ``load_config("demo")`` reads 
 from __future__ import annotations
 
 import collections
+import difflib
 import dataclasses
 import hashlib
 import json
@@ -206,6 +207,16 @@ def read_text(path: Path, what: str) -> str:
 def preset_names() -> list[str]:
     folder = resources.files("seedgrid") / "presets"
     return sorted(p.name.removesuffix(".toml") for p in folder.iterdir() if p.name.endswith(".toml"))
+
+
+def preset_text(name: str) -> str:
+    """A preset's TOML as shipped (its header says what each value is and whose)."""
+    if name not in preset_names():
+        close = difflib.get_close_matches(name, preset_names(), n=1)
+        raise UsageError(f"unknown preset {name!r}: "
+                         + (f"did you mean {close[0]!r}? " if close else "")
+                         + f"choose one of {', '.join(preset_names())}")
+    return (resources.files("seedgrid") / "presets" / f"{name}.toml").read_text()
 
 
 def presets_table() -> str:

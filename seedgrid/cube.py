@@ -1,8 +1,8 @@
 """The cube: collect a run's shards into ``cube.nc``, and open it.
 
-``collect`` streams shards into variables preallocated in a netCDF4 file (one cell per chunk),
-so memory holds one shard at a time, not the cube; the file is written under a temporary name
-and renamed. Cells without a valid shard stay NaN with status ``missing`` — never dropped; a
+``collect`` streams shards, in the grid's order, into variables preallocated in a netCDF4 file
+(chunked by WI seed row, at most 64 MB a chunk), so memory holds a shard and one chunk of each
+variable at a time, not the cube; the file is written under a temporary name and renamed. Cells without a valid shard stay NaN with status ``missing`` — never dropped; a
 truncated or unreadable shard is reported by cell (and treated as missing) rather than failing
 the collect; a shard of another config refuses the whole collect. Collecting while the grid
 still runs gives a partial cube; collecting again rewrites it from the shards.
@@ -13,7 +13,10 @@ with the ``ds.seedgrid`` accessor (:mod:`seedgrid.accessor`).
 
 from __future__ import annotations
 
+import contextlib
 import datetime
+import shlex
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -24,7 +27,8 @@ import xarray as xr
 from seedgrid import accessor  # noqa: F401  (registers ds.seedgrid)
 from seedgrid.errors import UsageError
 from seedgrid.progress import Ticker
-from seedgrid.rundir import CUBE, command, load_run_config, resubmit_command, shards_on_disk
+from seedgrid.log import clean_text, logger
+from seedgrid.rundir import CUBE, SHARDS, command, load_run_config, resubmit_command, shards_on_disk
 from seedgrid.files import atomic_path, check_regular
 from seedgrid.store import (CF_ATTRS, CONVENTIONS, PER_CELL_INT, PER_CELL_TEXT, SCHEMA_VERSION,
                             SEEDS, STATUS, VARIABLES, cell_attrs, decode, grid_attrs,
@@ -46,7 +50,7 @@ class Collected:
         c = self.counts
         lines = [f"wrote {self.path} ({self.path.stat().st_size / 1e6:.1f} MB): "
                  f"{sum(c.values())} cells — " + ", ".join(f"{s} {n}" for s, n in c.items() if n)]
-        lines += [f"  damaged (wi={wi}, do={do}) {path}: {why}"
+        lines += [f"  damaged (wi={wi}, do={do}) {path}: {clean_text(why)}"
                   for wi, do, path, why in self.damaged]
         with open_cube(self.path) as ds:
             final, best = ds.seedgrid.final(), ds.seedgrid.final(best=True)
@@ -60,8 +64,8 @@ class Collected:
                     f"max {float(best.max()):.4f} (majority baseline "
                     f"{ds.seedgrid.majority_baseline():.4f})")
         if self.damaged:
-            paths = " ".join(str(p) for *_, p, _ in self.damaged)
-            lines.append(f"these cells count as missing; to train them again: rm {paths} && "
+            paths = shlex.join(["rm", *(str(p) for *_, p, _ in self.damaged)])
+            lines.append(f"these cells count as missing; to train them again: {paths} && "
                          f"{resubmit_command(self.path.parent)}")
         return "\n".join(lines)
 
@@ -70,9 +74,12 @@ def collect(run_dir: str | Path, *, compress: bool = False) -> Collected:
     """Write ``run_dir/cube.nc`` from its shards; see the module docstring."""
     run_dir = Path(run_dir)
     cfg, found = _shards(run_dir, "collect")
+    _check_writable(run_dir)
+    _say_what_is_not_a_shard(run_dir, found)
     damaged, template = [], None
-    for cell, path in found.items():  # the first readable shard fixes examples, steps, attrs
-        try:
+    width, common = _survey(found.values())
+    for cell, path in sorted(found.items(), key=lambda item: item[1] not in common):
+        try:  # the first readable shard of the most common layout fixes examples, steps, attrs
             template = _read_shard(path, cfg.hash, cell=cell)
             break
         except _Damaged as e:
@@ -94,11 +101,11 @@ def collect(run_dir: str | Path, *, compress: bool = False) -> Collected:
     counts = dict.fromkeys(STATUS, 0)
     with atomic_path(final) as tmp:
         with netCDF4.Dataset(tmp, "w", format="NETCDF4") as nc:
-            variables = _create(nc, template, seeds_wi, seeds_do, cfg, compress,
-                                _text_width(found.values()))
+            variables = _create(nc, template, seeds_wi, seeds_do, cfg, compress, width)
             unreadable = {(wi, do) for wi, do, *_ in damaged}  # found before the writing
             ticker = Ticker("collect: shards read", len(found))
-            for k, (cell, path) in enumerate(found.items()):
+            # in the grid's order (by seeds, as numbers): each row's chunks fill in turn
+            for k, (cell, path) in enumerate(sorted(found.items())):
                 ticker.tick(k)
                 if cell in unreadable:
                     continue
@@ -121,6 +128,18 @@ def collect(run_dir: str | Path, *, compress: bool = False) -> Collected:
     return Collected(final, counts, sorted(damaged, key=lambda d: d[:2]))
 
 
+def _check_writable(run_dir: Path) -> None:
+    """UsageError, before any work, where this user cannot write the run's cube (a teammate's
+    run folder): say so and what to do, rather than fail at the end."""
+    try:
+        with tempfile.TemporaryFile(dir=run_dir):
+            pass
+    except OSError as e:
+        raise UsageError(f"cannot write {str(run_dir / CUBE)!r} ({e.strerror}): collect a run "
+                         "folder you can write to — a copy of this one (cp -r), or ask its "
+                         "owner; open_shards reads the shards without writing") from None
+
+
 def _mark_unused(status, seeds_wi: list[int], seeds_do: list[int]) -> int:
     """A coupled grid's cells off the diagonal, never trained: ``unused``, not missing."""
     codes = status[:]
@@ -134,7 +153,7 @@ def open_cube(path: str | Path, chunks: dict | str | None = None) -> xr.Dataset:
     with ``chunks``, its numeric variables backed by dask arrays (the per-cell text stays in
     numpy): ``"rows"`` one WI seed row a chunk (all its DO seeds, examples and evaluations: a
     625-cell MNLI cube in 25 chunks of 88 MB; what scales), ``"auto"`` dask's choice, ``{}``
-    the file's own (one cell a chunk: a graph of thousands of tasks, slow), or a dict by
+    the file's own (a row, or as much of one as fits in 64 MB, a chunk), or a dict by
     dimension."""
     path = Path(path)
     if path.is_dir():
@@ -207,6 +226,19 @@ def _shards(run_dir: Path, verb: str) -> tuple:
         raise UsageError(f"no shards in {str(run_dir / 'shards')!r}: nothing to {verb} yet "
                          f"({command('status', run_dir)})")
     return cfg, found
+
+
+def _say_what_is_not_a_shard(run_dir: Path, found: dict) -> None:
+    """One warning naming the files in shards/ that collect leaves out because their names are
+    not a cell's (temporaries and damaged shards set aside are seedgrid's own, not named)."""
+    used = {path.name for path in found.values()}
+    with contextlib.suppress(OSError):
+        others = sorted(p.name for p in (run_dir / SHARDS).iterdir() if p.name not in used
+                        and not p.name.startswith(".") and ".damaged" not in p.name)
+        if others:
+            logger.warning(f"collect: left out {len(others)} file(s) of {run_dir / SHARDS} "
+                           f"that are not shards (a shard is wiW_doD.nc): "
+                           f"{clean_text(', '.join(others[:5]))}{' ...' if len(others) > 5 else ''}")
 
 
 def _grid_seeds(cfg, found: dict) -> tuple[list[int], list[int]]:
@@ -304,11 +336,12 @@ def _create(nc, template: dict, seeds_wi: list[int], seeds_do: list[int], cfg,
             out[name].setncatts(status_flags())
         else:
             kind = "f8" if name == "wall_time_s" else "f4"
-            chunks = tuple(1 if d in SEEDS else sizes[d] for d in dims)
+            chunks = _chunks(dims, sizes, 8 if kind == "f8" else 4)
             out[name] = nc.createVariable(name, kind, dims, fill_value=np.nan, chunksizes=chunks,
                                           **packing)
-            # each chunk (one cell) is written once: HDF5 need not cache more than a couple
-            out[name].set_var_chunk_cache(size=2 * int(np.prod(chunks)) * (8 if kind == "f8" else 4)
+            # the cells come in the grid's order, so each chunk fills in turn and is written
+            # once: HDF5 need not cache more than it
+            out[name].set_var_chunk_cache(size=int(np.prod(chunks)) * (8 if kind == "f8" else 4)
                                           + 4096, nelems=7, preemption=1.0)
     nc.createDimension("text", text_width)  # the longest per-cell text: nothing is cut
     for name in PER_CELL_TEXT:  # char arrays (CF text): every reader takes them
@@ -333,16 +366,38 @@ def _create(nc, template: dict, seeds_wi: list[int], seeds_do: list[int], cfg,
     return out
 
 
-def _text_width(paths) -> int:
-    """Bytes of the longest per-cell text (host, device, gpu, ...) of the shards at ``paths``:
-    the cube's text dimension (eight GPU UUIDs and all; unreadable shards are skipped here)."""
+#: the most bytes of one chunk of the cube's variables (a row of cells, or part of one)
+CHUNK_BYTES = 64 << 20
+
+
+def _chunks(dims: tuple[str, ...], sizes: dict[str, int], itemsize: int) -> tuple[int, ...]:
+    """On-disk chunks a reader uses as they are (``chunks={}``: dask's one task a chunk): one
+    WI seed's row of cells a chunk — as many of its DO seeds as fit in CHUNK_BYTES — and the
+    rest of each dimension whole."""
+    cell = itemsize * int(np.prod([sizes[d] for d in dims if d not in SEEDS]))
+    per_chunk = max(1, min(sizes["seed_do"], CHUNK_BYTES // max(cell, 1)))
+    return tuple(1 if d == "seed_wi" else per_chunk if d == "seed_do" else sizes[d]
+                 for d in dims)
+
+
+def _survey(paths) -> tuple[int, set]:
+    """One look at every shard at ``paths`` before any is read whole: the bytes of the longest
+    per-cell text (host, device, gpu, ...: the cube's text dimension), and the shards of the
+    most common layout (examples, steps, classes) — so that one odd shard, read first, is the
+    one called damaged, not all the others. Unreadable and over-long shards count for neither."""
     longest = 1
+    layouts: dict[tuple, set] = {}
     for path in paths:
         try:
+            check_regular(path)
             with netCDF4.Dataset(path) as nc:
+                if shard_problem(nc, None):
+                    continue
                 attrs = {k: nc.getncattr(k) for k in nc.ncattrs()}
-        except (OSError, RuntimeError):
+                layout = tuple(np.asarray(nc[c][:]).tobytes() for c in ("example", "step", "class"))
+        except (OSError, RuntimeError, KeyError, IndexError, ValueError, TypeError):
             continue
         texts = [v for k, v in cell_attrs(attrs).items() if k in PER_CELL_TEXT]
         longest = max([longest, *(len(str(t).encode("utf-8")) for t in texts)])
-    return longest
+        layouts.setdefault(layout, set()).add(path)
+    return longest, max(layouts.values(), key=len, default=set())

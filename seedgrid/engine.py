@@ -33,7 +33,7 @@ from transformers import get_linear_schedule_with_warmup
 
 from seedgrid import data, metrics, seeds, stacked
 from seedgrid.version import __version__
-from seedgrid.checkpoint import Checkpointer, Progress, rng_state, signals_held
+from seedgrid.checkpoint import Checkpointer, Progress, signals_held
 from seedgrid.config import Config
 from seedgrid.dropout import Masks, use_cell_dropout
 from seedgrid.errors import UsageError
@@ -127,6 +127,7 @@ class Pack:
                                                               self.stacked)
         scaler = self.accelerator.scaler
         return {"seed_wi": wi, "seed_do": do, "config_hash": self.cfg.hash,
+                "data": dict(self.fingerprints),
                 "model": model_state, "optimizer": optimizer_state,
                 "scheduler": self.scheduler.state_dict(),
                 "scaler": scaler.state_dict() if scaler else None}
@@ -246,7 +247,6 @@ def update_cells(pack: Pack, runs: list[Run], update: int, batches: list[np.ndar
             if live[k]:
                 run.progress.train_loss[update] = means[k]
                 run.progress.update = update + 1
-                run.progress.rng = rng_state()
     return [batch[np.concatenate(micro)] for batch in batches]
 
 

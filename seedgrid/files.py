@@ -23,8 +23,8 @@ from typing import Iterator
 import numpy as np
 
 from seedgrid.errors import UsageError
-from seedgrid.folders import (digest, folder_fd, kind_of, provably_own, remove_own,
-                              remove_stale_temporaries, set_aside, temporary_prefix)
+from seedgrid.folders import (aside_said, digest, folder_fd, kind_of, provably_own,
+                              remove_own, remove_stale_temporaries, temporary_prefix)
 from seedgrid.log import logger
 
 
@@ -190,7 +190,7 @@ def read_json(path: str | Path, default):
         return default
     except (OSError, ValueError) as e:
         error = e
-    logger.warning(f"{path} was damaged ({error}); moved to {set_aside(path).name}")
+    logger.warning(f"{path} was damaged ({error}); {aside_said(path)}")
     return default
 
 
@@ -284,13 +284,44 @@ def _manifest(path: Path) -> dict[str, list[str]]:
 
 
 @contextlib.contextmanager
-def locked(path: str | Path):
-    """Hold ``<path>.lock`` (filelock: works on NFS and Lustre) for a read-modify-write of
-    ``path``, so two writers (two submits, a submit and the decider job) never lose a record."""
-    import filelock
+def locked(path: str | Path, timeout_s: float = 120):
+    """Hold ``<path>.lock`` for a read-modify-write of ``path``, so two writers (two submits, a
+    submit and the decider job) never lose a record: an exclusive flock on a regular file
+    opened without following a link (a link or folder planted there is refused, one line;
+    nothing it points to is opened, let alone truncated). On NFS and Lustre the lock holds
+    only where the filesystem is mounted with locking (NFS's ``lock``, not ``nolock``;
+    Lustre's ``flock``, not ``localflock`` or ``noflock``); without locks, a warning."""
+    import fcntl
+    import time
 
-    with filelock.FileLock(str(path) + ".lock", timeout=120):
+    lock = Path(str(path) + ".lock")
+    try:
+        fd = os.open(lock, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK, 0o644)
+    except OSError as e:
+        raise UsageError(f"cannot open the lock file {str(lock)!r} ({e.strerror}: seedgrid "
+                         "makes it a regular file): move what is there away") from None
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise UsageError(f"the lock file {str(lock)!r} is {kind_of(os.fstat(fd).st_mode)}, "
+                             "not a regular file: move it away")
+        deadline = time.monotonic() + timeout_s
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    raise UsageError(f"{str(lock)!r} stayed locked for {timeout_s:.0f} s by "
+                                     "another seedgrid (a submit, the decider job): run again "
+                                     "once it has finished") from None
+                time.sleep(0.1)
+            except OSError as e:  # a filesystem without locks
+                logger.warning(f"cannot lock {lock} ({e.strerror}): two writers at once could "
+                               "lose a record")
+                break
         yield
+    finally:
+        os.close(fd)  # (the lock goes with the descriptor; the file stays: see claim)
 
 
 def check_regular(path: str | Path) -> None:

@@ -57,6 +57,17 @@ def set_aside(path: Path, root: Path | None = None) -> Path:
     return path.with_name(aside)
 
 
+def aside_said(path: Path, root: Path | None = None) -> str:
+    """:func:`set_aside` ``path``, saying what became of it: "moved to <name>.damaged", or —
+    where this user may not move it (a teammate's read-only run folder) — that it was left
+    where it is. Never raises: reading on is what the caller does next."""
+    try:
+        return f"moved to {set_aside(path, root).name}"
+    except (OSError, UsageError) as e:
+        why = e.strerror if isinstance(e, OSError) and e.strerror else str(e)
+        return f"left where it is ({why}: not yours to move) and read as if absent"
+
+
 def keep_aside(path: Path, data: bytes) -> Path:
     """Keep ``data`` (what ``path`` held before seedgrid rewrites it) as ``<name>.damaged``,
     at the first free name as :func:`set_aside` (made exclusively: nothing is replaced)."""

@@ -37,7 +37,7 @@ class _Format(logging.Formatter):
     """Progress as it is; ``seedgrid: warning: ...`` for warnings and errors."""
 
     def format(self, record: logging.LogRecord) -> str:
-        line = record.getMessage()
+        line = clean_lines(record.getMessage())
         if record.levelno >= logging.WARNING:
             return f"seedgrid: {record.levelname.lower()}: {line}"
         return line
@@ -88,6 +88,12 @@ def quiet_transformers():
         tlog.set_verbosity(verbosity)
         if bars:
             tlog.enable_progress_bar()
+
+
+def clean_lines(text: str) -> str:
+    """:func:`clean_text` line by line: what seedgrid prints on a terminal (every message and
+    error passes here, so no text read from a file reaches the terminal raw)."""
+    return "\n".join(clean_text(line) for line in str(text).split("\n"))
 
 
 def clean_text(text: str) -> str:

@@ -149,9 +149,10 @@ def _or_na(x, fmt: str) -> str:
     return "n/a" if x is None else format(x, fmt)
 
 
-def gate(baseline, candidate, history: Path, **options) -> bool:
-    """``regress`` as the command runs it: judge, print the verdict, append the night to
-    ``history`` and rewrite its report (the .md beside it). True on a regression."""
+def gate(baseline, candidate, history: Path, quiet: bool = False, **options) -> dict:
+    """``regress`` as the command runs it: judge, print the verdict (unless ``quiet``), append
+    the night to ``history`` and rewrite its report (the .md beside it). Returns the night's
+    result (``regression``: True on a regression)."""
     import datetime
 
     from seedgrid.rundir import check_output
@@ -159,18 +160,19 @@ def gate(baseline, candidate, history: Path, **options) -> bool:
     check_output(history, "--history")
     check_output(history.with_suffix(".md"), "--history (its .md report)")
     r = regress(baseline, candidate, **options)
-    print(f"{r['metric']}: candidate {r['mean_candidate']:.4f} vs baseline "
+    say = (lambda *_: None) if quiet else print
+    say(f"{r['metric']}: candidate {r['mean_candidate']:.4f} vs baseline "
           f"{r['mean_baseline']:.4f} ({r['difference']:+.4f}; {r['pairing']}, runs "
           f"{r['runs'][1]} vs {r['runs'][0]}): p(worse by more than {r['max_drop']}) = "
           f"{r['p_worse']:.4g}")
     if r["con_candidate"] is None:
-        print("CON: n/a (a regression task: outputs are real numbers, no labels to agree on)")
+        say("CON: n/a (a regression task: outputs are real numbers, no labels to agree on)")
     else:
-        print(f"CON: candidate {r['con_candidate']:.4f} vs baseline {r['con_baseline']:.4f}: "
+        say(f"CON: candidate {r['con_candidate']:.4f} vs baseline {r['con_baseline']:.4f}: "
               f"p(less consistent by more than {r['max_con_drop']}) = "
               f"{r['p_less_consistent']:.4g}")
     if r["incomplete"]:
-        print(f"{r['incomplete']} cell(s) of the candidate failed or are missing"
+        say(f"{r['incomplete']} cell(s) of the candidate failed or are missing"
               + ("" if options.get("allow_incomplete") else ": the gate fails "
                  "(--allow-incomplete to judge the cells that finished)"))
     history.parent.mkdir(parents=True, exist_ok=True)  # checked above: it can be made
@@ -179,6 +181,6 @@ def gate(baseline, candidate, history: Path, **options) -> bool:
     report = write_text_atomic(history.with_suffix(".md"), history_markdown(rows),
                                through_link=True)
     verdict = "REGRESSION" if r["regression"] else "pass"
-    print(f"{verdict} at alpha = {r['alpha']}; history {history} ({len(rows)} nights), "
-          f"report {report}")
-    return bool(r["regression"])
+    say(f"{verdict} at alpha = {r['alpha']}; history {history} ({len(rows)} nights), "
+        f"report {report}")
+    return {**r, "regression": bool(r["regression"]), "history": str(history)}

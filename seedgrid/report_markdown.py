@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import urllib.parse
+
 import numpy as np
 
 from seedgrid import figures
@@ -16,9 +18,14 @@ def _fmt(value, digits: int = 4) -> str:
 
 
 def _table(header: list[str], rows: list[list]) -> str:
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(_fmt(v) for v in row) + " |" for row in rows]
+    lines = ["| " + " | ".join(map(_cell, header)) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(_cell(_fmt(v)) for v in row) + " |" for row in rows]
     return "\n".join(lines) + "\n"
+
+
+def _cell(text) -> str:
+    """Text safe in a table cell: a run named ``p|q`` is one cell, not two."""
+    return str(text).replace("\\", "\\\\").replace("|", "\\|").replace("\n", " ")
 
 
 def markdown(report: dict, drawn: dict) -> str:
@@ -47,7 +54,12 @@ def slug(text: str) -> str:
 
 
 def _image(files: dict, key: str, caption: str) -> str:
-    return f"![{caption}]({files[key]})\n\n*{caption}*\n" if key in files else ""
+    """A figure, its path percent-encoded (a run folder named with blanks, brackets or ``|``
+    still links)."""
+    if key not in files:
+        return ""
+    caption = caption.replace("[", "\\[").replace("]", "\\]")
+    return f"![{caption}]({urllib.parse.quote(files[key])})\n\n*{caption}*\n"
 
 
 def _run_markdown(name: str, r: dict, files: dict) -> str:

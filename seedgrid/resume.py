@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from seedgrid import stacked
-from seedgrid.checkpoint import Progress, rng_state
+from seedgrid.checkpoint import Progress
 from seedgrid.engine import Pack, Run
 
 
@@ -26,10 +26,13 @@ def resume_cells(pack: Pack, checkpointers: list, say, started: float) -> list[R
         progress = Progress(
             logits=np.full((len(pack.eval_at), len(pack.val), pack.task.num_labels), np.nan,
                            np.float32),
-            train_loss=np.full(pack.total_updates, np.nan, np.float32), rng=rng_state(),
+            train_loss=np.full(pack.total_updates, np.nan, np.float32),
             started=started)
         runs.append(Run(wi, do, progress, checkpointer))
     saved = [None if c is None else c.load() for c in checkpointers]
+    for state, c in zip(saved, checkpointers):
+        if state is not None:
+            _refuse_other_inputs(pack, state, c.path)
     for k, (run, state, c) in enumerate(zip(runs, saved, checkpointers)):
         problem = None if state is None else _checkpoint_problem(pack, run, state)
         if problem is not None:
@@ -41,7 +44,14 @@ def resume_cells(pack: Pack, checkpointers: list, say, started: float) -> list[R
         raise NotInStep([[k for k, s in enumerate(saved) if (0 if s is None else s["update"])
                            == u] for u in sorted(updates)], saved)
     if any(s is not None for s in saved):
-        _load(pack, [s if s is not None else pack.state(k) for k, s in enumerate(saved)])
+        try:
+            _load(pack, [s if s is not None else pack.state(k) for k, s in enumerate(saved)])
+        except (RuntimeError, KeyError, TypeError, ValueError, IndexError) as e:  # (checked
+            # whole above: this is what no check foresaw) the pack starts afresh, without them
+            for state, c in zip(saved, checkpointers):
+                if state is not None and pack.accelerator.is_main_process:
+                    c.reject(f"it does not load ({type(e).__name__}: {str(e)[:120]})")
+            raise NotInStep([list(range(pack.k))], [None] * pack.k) from None
         for run, state, c in zip(runs, saved, checkpointers):
             if state is not None:
                 run.progress.restore(state)
@@ -75,10 +85,30 @@ def _checkpoint_problem(pack: Pack, run: Run, state: dict) -> str | None:
         return f"not a checkpoint of this shape ({type(e).__name__}: {e})"
 
 
+def _refuse_other_inputs(pack: Pack, state: dict, path) -> None:
+    """UsageError naming the file when a checkpoint trained on another config or other data
+    than this run's: resuming it would make a cell of neither (the data file edited, the
+    config changed under a run folder)."""
+    from seedgrid.errors import UsageError
+
+    if not isinstance(state, dict):
+        return
+    if isinstance(state.get("config_hash"), str) and state["config_hash"] != pack.cfg.hash:
+        raise UsageError(f"checkpoint {path} trained config {state['config_hash']}, and this "
+                         f"run is config {pack.cfg.hash}: resume with the config it trained, "
+                         "or start a new run (--out)")
+    data = state.get("data")
+    for split, fingerprint in (data.items() if isinstance(data, dict) else ()):
+        now = pack.fingerprints.get(split)
+        if now is not None and fingerprint != now:
+            raise UsageError(f"checkpoint {path} trained on other data ({split} {fingerprint}, "
+                             f"now {now}): restore the data it trained on, or start a new run "
+                             "(--out)")
+
+
 def _state_problem(pack: Pack, run: Run, state: dict) -> str | None:
-    if (state["config_hash"], state["seed_wi"], state["seed_do"]) != (
-            pack.cfg.hash, run.seed_wi, run.seed_do):
-        return "it is of another config or cell"
+    if (state["seed_wi"], state["seed_do"]) != (run.seed_wi, run.seed_do):
+        return "it is of another cell"
     update, evaluated = state["update"], state["evaluated"]
     if not (isinstance(update, int) and 0 <= update <= pack.total_updates):
         return f"update {update!r} is not within 0..{pack.total_updates}"
@@ -106,7 +136,49 @@ def _state_problem(pack: Pack, run: Run, state: dict) -> str | None:
         for key, value in per_param.items():
             if torch.is_tensor(value) and value.dim() and tuple(value.shape) != shapes[names[i]]:
                 return f"its optimizer's {key} of {names[i]} is not of shape {shapes[names[i]]}"
+    return _optimizer_problem(pack, state) or _progress_problem(pack, state)
+
+
+def _optimizer_problem(pack: Pack, state: dict) -> str | None:
+    """Why a checkpoint's optimizer, schedule or scaler cannot be this pack's (None if they
+    can): parameter groups of other parameters, hyperparameters that are not numbers, a
+    schedule of another shape."""
+    ours = pack.optimizer.state_dict()["param_groups"]
+    groups = state["optimizer"]["param_groups"]
+    if not isinstance(groups, list) or len(groups) != len(ours) or any(
+            not isinstance(g, dict) or list(g.get("params", [])) != list(o["params"])
+            for g, o in zip(groups, ours)):
+        return "its optimizer's parameter groups are not this model's"
+    for g in groups:
+        numbers = [g.get(k) for k in ("lr", "eps", "weight_decay")] + list(g.get("betas", ()))
+        if len(numbers) != 5 or not all(_number(x) for x in numbers):
+            return "its optimizer's settings are not numbers"
+    for per_param in state["optimizer"]["state"].values():
+        if not isinstance(per_param, dict) or not set(per_param) <= {"step", "exp_avg",
+                                                                    "exp_avg_sq"}:
+            return "its optimizer state is not AdamW's"
+    schedule = state["scheduler"]
+    if not (isinstance(schedule, dict) and isinstance(schedule.get("last_epoch"), int)
+            and isinstance(schedule.get("base_lrs"), list)
+            and len(schedule["base_lrs"]) == len(ours)
+            and all(_number(x) for x in schedule["base_lrs"])
+            and isinstance(schedule.get("lr_lambdas", []), list)
+            and all(f is None or isinstance(f, dict) for f in schedule.get("lr_lambdas", []))):
+        return "its schedule is not this run's"
+    if state.get("scaler") is not None and not isinstance(state["scaler"], dict):
+        return "its loss scale is not a scaler's state"
     return None
+
+
+def _progress_problem(pack: Pack, state: dict) -> str | None:
+    if not _number(state["wall_time_s"]) or state["wall_time_s"] < 0:
+        return f"its wall time {state['wall_time_s']!r} is not a number of seconds"
+    return None
+
+
+def _number(x) -> bool:
+    return (isinstance(x, (int, float)) and not isinstance(x, bool) and np.isfinite(x)) or (
+        torch.is_tensor(x) and x.numel() == 1 and bool(torch.isfinite(x).all()))
 
 
 def _load(pack: Pack, states: list[dict]) -> None:

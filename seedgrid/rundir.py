@@ -30,9 +30,9 @@ from pathlib import Path
 
 from seedgrid.config import Config, config_from_toml, load_config, with_seeds
 from seedgrid.errors import UsageError
-from seedgrid.log import logger
+from seedgrid.log import clean_text, logger
 from seedgrid.files import check_regular, read_json, write_target, write_text_atomic
-from seedgrid.folders import folder_fd, make_folder, set_aside
+from seedgrid.folders import aside_said, folder_fd, make_folder
 from seedgrid.store import shard_state
 
 CONFIG = "config.toml"
@@ -146,8 +146,7 @@ def read_jobs(run_dir: str | Path) -> dict:
     if record is None:
         return {"submissions": []}
     if not _jobs_shape(record):
-        logger.warning(f"{path} is not a record of submissions; moved to "
-                       f"{set_aside(path).name}")
+        logger.warning(f"{path} is not a record of submissions; {aside_said(path)}")
         return {"submissions": []}
     return record
 
@@ -172,7 +171,9 @@ def _jobs_shape(record) -> bool:
     return (isinstance(record, dict) and isinstance(record.get("submissions"), list)
             and all(isinstance(s, dict) and isinstance(s.get("arrays"), list)
                     and all(array(a) for a in s["arrays"])
-                    and all(text(s.get(k, "")) for k in ("cluster", "executor", "host"))
+                    and all(text(s.get(k, "")) for k in ("cluster", "executor", "host", "id"))
+                    and all(isinstance(s.get(k, []), list) and all(map(cell, s.get(k, [])))
+                            for k in ("intended", "unrecorded"))
                     for s in record["submissions"]))
 
 
@@ -402,7 +403,7 @@ def guard(run_dir: str) -> None:
     try:
         check_private(Path(run_dir))
     except UsageError as e:
-        print(f"seedgrid: error: {e}", file=sys.stderr)
+        print(f"seedgrid: error: {clean_text(str(e))}", file=sys.stderr)
         raise SystemExit(2) from None
 
 

@@ -25,7 +25,7 @@ On disk (schema 2) the files follow the CF conventions (``Conventions = "CF-1.8"
 newest the CF community's own checker knows; nothing later is used), with a ``title`` and a
 ``history``: every variable and coordinate has a ``long_name`` and ``units`` (``"1"`` for
 seeds, ids, indices and counts), ``status`` is a
-byte flag variable (``flag_values`` 0-4, ``flag_meanings`` the names above) and ``label`` names
+byte flag variable (``flag_values`` 0-5, ``flag_meanings`` the names above) and ``label`` names
 its classes in ``flag_meanings`` where the task has names. :func:`decode` gives status back as
 names; :func:`open_cube` and :func:`read_shard` apply it, so in memory ``ds.status == "done"``.
 A cube also keeps, per cell, what the cell ran on and with (``host``, ``device``, ``gpu``,
@@ -47,6 +47,7 @@ import numpy as np
 import xarray as xr
 
 from seedgrid.files import atomic_path, check_regular
+from seedgrid.log import clean_text
 
 SCHEMA_VERSION = 2
 #: the schema versions this seedgrid opens
@@ -69,6 +70,8 @@ ATTRS = ("schema_version", "task", "metric", "model", "majority_baseline", "conf
 #: a shard's attributes that describe its cell, not the grid: per-cell variables in a cube
 #: (text, then integers; ``versions`` joins the shard's ``<package>_version`` attributes)
 PER_CELL_TEXT = ("host", "device", "gpu", "pack", "started", "created", "versions")
+#: the longest per-cell text a shard may hold (eight GPU UUIDs and a pack take a few hundred)
+TEXT_LIMIT = 4096
 PER_CELL_INT = ("num_processes", "gradient_accumulation", "deterministic", "torch_threads")
 #: CF metadata of every variable and coordinate
 CF_ATTRS: dict[str, dict[str, str]] = {
@@ -284,9 +287,17 @@ def shard_state(path: Path, cell: tuple[int, int] | None = None) -> str | None:
 def shard_problem(nc, cell: tuple[int, int] | None) -> str | None:
     """What makes the open netCDF4 file ``nc`` not a whole shard of ``cell``, or None: every
     variable of the schema with its dimensions, one cell, and that cell's seeds."""
+    version = getattr(nc, "schema_version", None)
+    if not isinstance(version, (int, np.integer)) or int(version) not in READABLE:
+        return (f"schema version {clean_text(str(version))[:20]}, this seedgrid reads versions "
+                f"{', '.join(map(str, READABLE))}")
     for name, dims in VARIABLES.items():
         if name not in nc.variables or tuple(nc[name].dimensions) != dims:
             return f"no variable {name!r} of dimensions {dims}"
+    long = next((k for k in nc.ncattrs() if (k in PER_CELL_TEXT or _is_package_version(k))
+                 and len(str(nc.getncattr(k))) > TEXT_LIMIT), None)
+    if long is not None:  # (each becomes a column of the cube as wide as the longest)
+        return f"its attribute {long!r} is over {TEXT_LIMIT} characters"
     if any(nc.dimensions[seed].size != 1 for seed in SEEDS):
         return "not one cell"
     held = (int(nc["seed_wi"][0]), int(nc["seed_do"][0]))

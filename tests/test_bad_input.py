@@ -164,7 +164,7 @@ CASES = [
     ("report out unwritable", lambda p: ["report", str(p / "cubes/run"), "--out", "/sys/report"],
      "--out '/sys/report' is not writable"),
     ("export to txt", lambda p: ["export", str(p / "cubes/run"), "--to", str(p / "x.txt")],
-     "give a .csv or .parquet file name"),
+     "give a file name ending in .csv, .csv.gz, .parquet, .json"),
     ("export to unwritable", lambda p: ["export", str(p / "cubes/run"), "--to", "/sys/x.csv"],
      "--to '/sys/x.csv' is not writable"),
     # --- metrics: unknown, or of the other kind of task (this cube is classification)

@@ -4,6 +4,10 @@ import contextlib
 import json
 import tomllib
 
+import pytest
+
+from seedgrid.cube import collect
+
 from conftest import REPO, run_cli
 from test_cube import _run
 
@@ -394,7 +398,8 @@ def test_streams_results_on_stdout_notes_and_warnings_on_stderr(tmp_path):
     assert json.loads(status.stdout)["seedgrid_status"] == 1
 
 
-def test_profiles_lists_what_cluster_finds_and_sites_pass_any_sbatch_option(tmp_path):
+def test_profiles_lists_what_cluster_finds_and_sites_pass_any_sbatch_option(tmp_path,
+                                                                          monkeypatch):
     from seedgrid.grid.profile import PACKAGED, load_profile
 
     from conftest import tiny_raw, write_toml
@@ -420,6 +425,11 @@ def test_profiles_lists_what_cluster_finds_and_sites_pass_any_sbatch_option(tmp_
     assert "sbatch option 'cpus-per-task' is seedgrid's to set: use the profile's " \
            "cpus_per_task instead" in listed.stdout
     site = load_profile(str(tmp_path / "cluster/site.toml"))
+    assert site.name == str(tmp_path / "cluster/site.toml")  # a file is named by its path,
+    monkeypatch.chdir(tmp_path / "cluster")  # resolved: the hints repeat it from any folder
+    assert load_profile("site.toml").name == str(tmp_path / "cluster/site.toml")
+    monkeypatch.chdir(tmp_path)
+    assert load_profile("site").name == "site"  # one found by its name, by that name
     from seedgrid.grid import jobs
 
     assert jobs.parameters(site, tmp_path / "run", 4)["slurm_additional_parameters"] == {
@@ -458,3 +468,90 @@ def test_a_sweep_submits_one_grid_per_value_and_cluster_settings_hold_for_one_su
                   str(tmp_path / "never"), "--set", "cluster.time_mn=7")
     assert bad.returncode == 2 and "did you mean 'time_min'?" in bad.stderr, bad.stderr
     assert not (tmp_path / "never").exists()
+
+
+def test_json_where_a_command_prints_a_result_and_compare_json_keeps_its_runs(tmp_path):
+    """--json on collect, regress, presets, profiles (as status and compare): alone, the JSON
+    alone on stdout; `compare --json A B` reads A and B as the runs."""
+    from seedgrid.config import preset_names
+
+    run, _ = _run(tmp_path, [(1, 1), (1, 2), (2, 1), (2, 2)], n=2)
+    collected = run_cli("collect", str(run), "--json")
+    assert collected.returncode == 0, collected.stderr
+    assert json.loads(collected.stdout)["counts"]["done"] == 4
+    compared = run_cli("compare", "--json", str(run), str(run))
+    assert compared.returncode == 0, compared.stderr
+    assert json.loads(compared.stdout)["a"] == str(run)
+    gated = run_cli("regress", "--baseline", str(run), "--candidate", str(run), "--history",
+                    str(tmp_path / "h.jsonl"), "--json", str(tmp_path / "night.json"))
+    assert gated.returncode == 0 and gated.stdout.startswith("accuracy: candidate")
+    assert json.loads((tmp_path / "night.json").read_text())["regression"] is False
+    listed = json.loads(run_cli("presets", "--json").stdout)
+    assert [p["name"] for p in listed] == preset_names()
+    assert {p["name"] for p in json.loads(run_cli("profiles", "--json").stdout)} >= {"local"}
+
+
+def test_presets_name_prints_the_presets_toml_to_start_from(tmp_path):
+    from seedgrid.config import load_config
+
+    shown = run_cli("presets", "dodge2020-rte")
+    assert shown.returncode == 0
+    assert shown.stdout == (REPO / "seedgrid/presets/dodge2020-rte.toml").read_text()
+    (tmp_path / "mine.toml").write_text(shown.stdout)
+    assert load_config(str(tmp_path / "mine.toml")).hash == load_config("dodge2020-rte").hash
+    wrong = run_cli("presets", "dodge2020-rt")
+    assert wrong.returncode == 2 and "did you mean 'dodge2020-rte'?" in wrong.stderr
+
+
+@pytest.mark.parametrize("suffix", [".json", ".csv.gz"])
+def test_export_writes_json_and_compressed_csv_with_the_csvs_rows(tmp_path, suffix):
+    import pandas as pd
+
+    run, _ = _run(tmp_path, [(1, 1), (1, 2)], n=2)
+    collect(run)
+    assert run_cli("export", str(run), "--to", str(tmp_path / "t.csv")).returncode == 0
+    result = run_cli("export", str(run), "--to", str(tmp_path / f"t{suffix}"))
+    assert result.returncode == 0, result.stderr
+    csv = pd.read_csv(tmp_path / "t.csv")
+    other = pd.read_json(tmp_path / "t.json") if suffix == ".json" else \
+        pd.read_csv(tmp_path / "t.csv.gz")
+    pd.testing.assert_frame_equal(other[csv.columns], csv, check_dtype=False)
+
+
+def test_shell_completion_completes_commands_and_options():
+    import subprocess
+
+    script = run_cli("completion", "bash").stdout
+    completed = subprocess.run(
+        ["bash", "-c", script + '\nCOMP_WORDS=(seedgrid rep); COMP_CWORD=1; _shtab_seedgrid; '
+         'echo "${COMPREPLY[@]}"; COMP_WORDS=(seedgrid compare --te); COMP_CWORD=2; '
+         '_shtab_seedgrid; echo "${COMPREPLY[@]}"'], capture_output=True, text=True, timeout=60)
+    assert completed.stdout.split("\n")[:2] == ["report", "--test"], completed.stderr
+    assert run_cli("completion", "zsh").stdout.startswith("#compdef seedgrid")
+
+
+@pytest.mark.parametrize(("sbatch", "said"), [
+    ('{"--time" = "10"}', "sbatch option '--time' is seedgrid's to set: use the profile's time_min"),
+    ('{Job_Name = "x"}', "sbatch option 'Job_Name' is seedgrid's to set"),
+    ('{" array" = "1-9"}', "sbatch option ' array' is seedgrid's to set: use the profile's "
+                           "(--array, --parallel)"),
+    ('{gpus-per-node = "8"}', "is seedgrid's to set: use the profile's gpus_per_cell"),
+    ('{t = "10"}', "sbatch option 't' is not an option name"),
+    ('{"gres gpu" = "1"}', "sbatch option 'gres gpu' is not an option name"),
+    ('{comment = "a\\nrm -rf ~"}', "sbatch option comment = 'a\\nrm -rf ~' must be one line"),
+    ('{comment = 3}', "sbatch"),
+])
+def test_a_profiles_sbatch_options_are_names_and_one_line_values_not_seedgrids_own(
+        tmp_path, sbatch, said):
+    """Each sbatch entry is one #SBATCH line: no spelling of seedgrid's own options, no short
+    or made-up names, no value that would start a second line of the job script."""
+    from seedgrid.errors import UsageError
+    from seedgrid.grid.profile import load_profile
+
+    path = tmp_path / "site.toml"
+    path.write_text(f'executor = "slurm"\nsbatch = {sbatch}\n')
+    with pytest.raises(UsageError) as e:
+        load_profile(str(path))
+    assert said in str(e.value) and "\n" not in str(e.value)
+    with pytest.raises(UsageError):  # the same rule for --set cluster.sbatch=...
+        load_profile("local", [f"sbatch={sbatch}"])

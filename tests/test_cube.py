@@ -268,7 +268,7 @@ def test_a_cube_opens_with_dask_chunks_by_row_auto_or_cell_and_gives_the_same_nu
     expected = eager.seedgrid.metric().values
     for chunks, logits_chunks in (("rows", ((1, 1, 1), (3,), (30,), (3,), (2,))),
                                   ("auto", ((3,), (3,), (30,), (3,), (2,))),
-                                  ({}, ((1, 1, 1), (1, 1, 1), (30,), (3,), (2,)))):
+                                  ({}, ((1, 1, 1), (3,), (30,), (3,), (2,)))):  # on disk: rows
         ds = seedgrid.open_cube(run, chunks=chunks)
         assert ds.logits.chunks == logits_chunks, chunks
         np.testing.assert_array_equal(ds.seedgrid.metric().values, expected)
@@ -305,3 +305,35 @@ def test_open_shards_gives_the_cube_collect_writes_lazily_and_refuses_what_is_no
         seedgrid.open_shards(run)
     with pytest.raises(UsageError, match="no shards in"):
         seedgrid.open_shards(_run(tmp_path / "empty", [])[0])
+
+
+def _odd_examples(ds):
+    return ds.assign_coords(example=ds.example + 1000)
+
+
+def _schema_9(ds):
+    ds.attrs["schema_version"] = 9
+    return ds
+
+
+def _megabyte_host(ds):
+    ds.attrs["host"] = "n" * 1_000_000
+    return ds
+
+
+@pytest.mark.parametrize("odd", [_odd_examples, _schema_9, _megabyte_host])
+def test_one_odd_shard_read_first_is_the_one_left_out(tmp_path, capsys, odd):
+    """Whatever is odd about the first shard (its examples, its schema version, a huge text
+    attribute), it is that shard collect leaves out, never the good ones, and the cube stays
+    the size of the good ones."""
+    run, cfg = _run(tmp_path, [(1, 2), (2, 2), (3, 3)])
+    write_atomic(odd(_shard(cfg, 1, 1, np.random.default_rng(1))), shard_path(run, 1, 1))
+    (run / "shards" / "notes.txt").write_text("mine")  # not a shard: named, left out
+    done = collect(run)
+    assert done.counts["done"] == 3 and [d[:2] for d in done.damaged] == [(1, 1)]
+    assert "left out 1 file(s)" in capsys.readouterr().err
+    assert (run / "shards" / "notes.txt").read_text() == "mine"
+    ds = seedgrid.open_cube(run)
+    np.testing.assert_array_equal(ds.example, np.arange(100, 130))
+    assert ds.status.sel(seed_wi=1, seed_do=1).item() == "missing"
+    assert (run / "cube.nc").stat().st_size < 200_000

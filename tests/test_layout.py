@@ -70,6 +70,12 @@ def test_every_slurm_command_is_run_by_the_slurm_backend():
                     and node.args[0].elts[0].value in commands):
                 where.setdefault(str(path.relative_to(REPO)), []).append(
                     node.args[0].elts[0].value)
+        for node in ast.walk(ast.parse(path.read_text())):  # shutil.which("sbatch") too
+            if (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)
+                    and node.func.attr == "which" and node.args
+                    and isinstance(node.args[0], ast.Constant) and node.args[0].value in commands):
+                where.setdefault(str(path.relative_to(REPO)), []).append(
+                    f"which {node.args[0].value}")
     assert set(where) == {"seedgrid/grid/slurm.py"}, where
     assert {"sbatch", "scontrol", "sacct"} <= set(where["seedgrid/grid/slurm.py"])
 

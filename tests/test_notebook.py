@@ -58,3 +58,29 @@ def test_compare_takes_cubes_in_memory_with_the_numbers_of_their_files(tmp_path)
     for key in ("difference", "p", "rank_p", "ci", "d_z", "significant", "paired_cells"):
         assert np.allclose(in_memory[key], from_files[key], equal_nan=True), key
     assert in_memory["a"].startswith("a cube in memory (mr, config ")
+
+
+def test_the_accessors_docstrings_give_the_dimensions_it_returns(cube):
+    """Each method whose docstring names its result's dimensions — "(seed_wi, seed_do, step)"
+    — returns them, in that order."""
+    import inspect
+    import re
+
+    _, ds = cube
+    acc = ds.seedgrid
+    names = {"seed_wi", "seed_do", "step", "example", "regime", "class", "run", "n"}
+    checked = 0
+    for name, method in inspect.getmembers(type(acc), inspect.isfunction):
+        if name.startswith("_") or not method.__doc__:
+            continue
+        said = next((tuple(d.strip() for d in m.split(","))
+                     for m in re.findall(r"\(([a-z_]+(?:, [a-z_]+)+)\)", method.__doc__)
+                     if set(d.strip() for d in m.split(",")) <= names), None)
+        if said is None:
+            continue
+        result = getattr(acc, name)()
+        if not isinstance(result, xr.DataArray):  # (a table's rows named in its docstring)
+            continue
+        assert tuple(result.dims) == said, (name, result.dims, said)
+        checked += 1
+    assert checked >= 4

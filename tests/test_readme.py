@@ -104,6 +104,19 @@ def test_the_compare_example_has_the_shape_of_compare(tmp_path):
     assert_shapes(example("accuracy (end) on mr"), printed)
 
 
+def test_the_demos_numbers_are_one_on_every_page():
+    """Every page that shows the demo's output shows the same run: a line of it on two pages is
+    the same line, numbers and all (the shape test above masks numbers)."""
+    seen: dict[str, set[str]] = {}
+    for lines in output_blocks():
+        if any(line.startswith("demo: ") for line in lines):
+            for line in lines:
+                if line.strip() and line.strip() != "...":
+                    seen.setdefault(shape(line), set()).add(line)
+    assert seen and all(len(lines) == 1 for lines in seen.values()), \
+        [sorted(lines) for lines in seen.values() if len(lines) > 1]
+
+
 def test_every_output_example_is_run_by_a_test():
     unchecked = [b[0] for b in output_blocks() if b and not b[0].startswith(tuple(CHECKED))]
     assert not unchecked, f"output examples no test runs: {unchecked}"

@@ -281,3 +281,32 @@ def test_the_report_says_which_seed_matters_more_from_its_numbers(wi, do, said):
     assert f"the DO seeds {100 * do:.0f}%" in text and said in text
     assert "the best and worst WI seeds (3, 7) differ in mean (ANOVA p = 0.001)" in text
     assert "the best and worst DO seeds (3, 7) do not differ significantly" in text
+
+
+def test_a_run_folder_named_with_a_bar_blanks_and_brackets_keeps_report_md_whole(tmp_path):
+    """report.md's tables keep a run named `p|q (x)` in one cell, and its figure links lead to
+    the files (percent-encoded)."""
+    import re
+    import urllib.parse
+
+    from test_compare import _cube
+
+    runs = [_cube(tmp_path / "p|q (x)", 0.7, seed=1), _cube(tmp_path / "plain", 0.7, seed=2)]
+    from seedgrid.report import write
+
+    out, _ = write(runs, tmp_path / "report", samples=20)
+    text = (out / "report.md").read_text()
+    lines, checked = text.splitlines(), 0
+    cells = lambda line: len(re.split(r"(?<!\\)\|", line))  # noqa: E731 (unescaped bars)
+    for i, line in enumerate(lines):
+        if line.startswith("|---"):  # a table: every row as many cells as its header
+            header, j = cells(lines[i - 1]), i + 1
+            while j < len(lines) and lines[j].startswith("| "):
+                assert cells(lines[j]) == header, lines[j]
+                checked += "p\\|q (x)" in lines[j]
+                j += 1
+    assert checked
+    links = re.findall(r"!\[[^\]]*\]\(([^)]+)\)", text)
+    assert links and any("p%7Cq%20%28x%29/" in link for link in links)
+    for link in links:
+        assert (out / urllib.parse.unquote(link)).is_file(), link

@@ -78,17 +78,18 @@ def split(cells: list[Cell], n_tasks: int) -> list[list[Cell]]:
     return [cells[a:b] for a, b in zip(bounds, bounds[1:])]
 
 
-def check_inputs(cfg: Config) -> dict[str, str]:
+def check_inputs(cfg: Config, ask_hub: bool = True) -> dict[str, str]:
     """What every cell will need, checked where the user is, before anything is written or
     submitted: the model's files, the data (files readable, columns, labels; downloaded into
     the cache from the hub where there is one) and an evaluation schedule the training set
-    can keep; a hub model id, asked of the hub where it answers. A task that would fail on
-    these fails here instead, once, in one line. Returns
+    can keep; a hub model id, asked of the hub where it answers (``ask_hub``: not for ``run``,
+    which loads the model right here). A task that would fail on these fails here instead,
+    once, in one line. Returns
     the data's fingerprints, as shards record them."""
     from seedgrid import data, model, splits
 
     model.resolve(cfg.model.name)
-    unchecked = model.check_on_hub(cfg.model.name)
+    unchecked = model.check_on_hub(cfg.model.name) if ask_hub else None
     if unchecked:
         logger.warning(unchecked)
     if cfg.lora.rank:

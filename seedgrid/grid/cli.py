@@ -144,7 +144,8 @@ def _submit_args(p: argparse.ArgumentParser) -> None:
                         "(recorded in jobs.json)")
     p.add_argument("--dry-run", action="store_true",
                    help="print what would be submitted (cells, task layout, what each task "
-                        "asks of the cluster) and write nothing")
+                        "asks of the cluster) and write nothing in the run folder (the model's "
+                        "and data's files may be downloaded into the hub's cache to check them)")
     p.add_argument("--cluster",
                    help="cluster profile: a name (./cluster/NAME.toml, else seedgrid's own) or a TOML "
                         "file (default: $SEEDGRID_CLUSTER, else local)")

@@ -65,7 +65,7 @@ def run_one(config_name: str | config.Config, seed_wi: int, seed_do: int, out: s
     run_dir = Path(out or f"runs/{Path(cfg.source).stem}")
     rundir.check_writable(run_dir)
     rundir.check_config(run_dir, cfg)
-    rundir.check_unchanged(run_dir, cfg, grid_cells.check_inputs(cfg))
+    rundir.check_unchanged(run_dir, cfg, grid_cells.check_inputs(cfg, ask_hub=False))
     grid_cells.check_precision(cfg, Profile())
     path = rundir.shard_path(run_dir, seed_wi, seed_do)
     state = store.shard_state(path, (seed_wi, seed_do))
@@ -147,6 +147,8 @@ def submit_grid(request: Request) -> bool:
         cells = grid_cells.cells_to_resume(run_dir, record)
     else:
         cells = grid_cells.missing_cells(cfg, run_dir)
+    if r.resume and not r.dry_run:
+        _say_unrecorded(run_dir)
     live = _live(run_dir, cells) if r.resume else []
     if live:  # cells still training, or queued to, are not submitted twice
         cells = [c for c in cells if c not in live]
@@ -175,7 +177,7 @@ def submit_grid(request: Request) -> bool:
         submitted, jobs = grid_jobs.submit(cfg, profile, groups, run_dir, cells, n_tasks,
                                            parallel, r.cluster_set)
     except (UsageError, OSError):  # refused, or a full disk
-        if new_folder and not (run_dir / rundir.JOBS).exists():
+        if new_folder and not rundir.read_jobs(run_dir)["submissions"]:
             shutil.rmtree(run_dir, ignore_errors=True)  # nothing submitted: nothing left
         raise
     ids = ", ".join(a["job_id"] for a in submitted["submissions"][-1]["arrays"])
@@ -219,6 +221,17 @@ def _live(run_dir: Path, cells: list) -> list:
         print(f"{len(live)} cell(s) are still training or queued (task(s) "
               f"{', '.join(tasks) or 'of another submit'}): not submitted again")
     return live
+
+
+def _say_unrecorded(run_dir: Path) -> None:
+    """A warning for each submission a crash cut short after it started tasks and before it
+    recorded them: those tasks may still be queued; each claims its cell before training, so a
+    cell submitted again trains once (the later task skips it)."""
+    for when, cells in grid_jobs.unrecorded(run_dir):
+        logger.warning(f"the submission of {when} stopped before it recorded its jobs; "
+                       f"{len(cells)} cell(s) it was submitting may still be queued (look for "
+                       f"job name {slurm.job_name(run_dir)!r}): each trains once, as a task "
+                       "claims its cell before training it")
 
 
 def _sweep(request: Request) -> bool:

@@ -21,17 +21,18 @@ from __future__ import annotations
 
 import json
 import math
+from collections import Counter
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 
 from seedgrid.errors import UsageError
-from seedgrid.log import logger
+from seedgrid.log import clean_text, logger
 from seedgrid.rundir import EARLY_STOP, shard_path
 from seedgrid.files import locked, read_json, write_text_atomic
-from seedgrid.folders import set_aside
-from seedgrid.store import read_shard
+from seedgrid.folders import aside_said
+from seedgrid.store import read_shard, shard_state
 
 MAX_BUDGET = 1000
 #: Dodge §5: stopping after 20-30% of training did best on three of four tasks; their Fig. 6
@@ -165,8 +166,7 @@ def read(run_dir: Path) -> dict | None:
         return None
     problem = _problem(record, Path(run_dir))
     if problem:
-        logger.warning(f"{path} cannot be the run's plan ({problem}); moved to "
-                       f"{set_aside(path).name}")
+        logger.warning(f"{path} cannot be the run's plan ({problem}); {aside_said(path)}")
         return None
     return record
 
@@ -183,6 +183,10 @@ def _problem(record, run_dir: Path) -> str | None:
             isinstance(c, list) and len(c) == 2 and all(type(s) is int for s in c)
             for c in group) for group in cells):
         return "cells that are not pairs of seeds"
+    twice = next((c for group in cells for c, n in Counter(map(tuple, group)).items() if n > 1),
+                 None)
+    if twice is not None:  # (a plan is a set of cells: a repeat would count one cell twice)
+        return f"cell (wi={twice[0]}, do={twice[1]}) is listed twice"
     grid = {tuple(c) for c in load_run_config(run_dir).grid.cells()}
     outside = [c for group in cells for c in group if tuple(c) not in grid]
     if outside:
@@ -192,6 +196,10 @@ def _problem(record, run_dir: Path) -> str | None:
     fraction = record.get("fraction")
     if not (isinstance(fraction, (int, float)) and 0 < fraction <= 1):
         return f"fraction {fraction!r} is not in (0, 1]"
+    job = record.get("decider_job")  # (shown by status and given to sacct and scancel)
+    if job is not None and not (isinstance(job, str) and job.isascii() and job.isdigit()
+                                and len(job) <= 20):
+        return f"decider_job {clean_text(repr(job))[:40]} is not a SLURM job id"
     return None
 
 
@@ -255,11 +263,10 @@ def _decide(run_dir: Path) -> dict:
         return record  # decided already (a rerun of the decider changes nothing)
     scores, missing, finished = {}, [], []
     for wi, do in record["phase_one"]:
-        path = shard_path(run_dir, wi, do)
-        if not path.exists():
+        shard = _phase_one_shard(run_dir, (wi, do))
+        if shard is None:
             missing.append([wi, do])
             continue
-        shard = read_shard(path)
         finished.append([wi, do])
         if shard.status.item() == "stopped":
             scores[wi, do] = _best_during_training(shard)
@@ -271,6 +278,26 @@ def _decide(run_dir: Path) -> dict:
                   decided_on=len(finished))
     write(run_dir, record)
     return record
+
+
+def _phase_one_shard(run_dir: Path, cell: tuple[int, int], quiet: bool = False):
+    """A phase-one cell's shard, checked whole first (:func:`seedgrid.store.shard_state`); None
+    without one — or with a damaged one (cut short, another cell's), which counts as missing:
+    the decision goes on without it, saying so, on every rerun alike."""
+    path = shard_path(run_dir, *cell)
+    state = shard_state(path, cell)
+    if state == "damaged":
+        if not quiet:
+            logger.warning(f"[wi={cell[0]} do={cell[1]}] its shard {path} is damaged: the "
+                           "decision counts the cell as missing (train it again: "
+                           "submit --resume)")
+        return None
+    if state is None:
+        return None
+    try:
+        return read_shard(path)
+    except (OSError, RuntimeError, ValueError, KeyError):
+        return None
 
 
 def _best_during_training(shard) -> float:
@@ -286,10 +313,9 @@ def accounting(run_dir: Path) -> dict:
     record = read_record(run_dir)
     spent, full, finals = 0.0, [], []
     for wi, do in record["phase_one"]:
-        path = shard_path(run_dir, wi, do)
-        if not path.exists():
+        shard = _phase_one_shard(run_dir, (wi, do), quiet=True)
+        if shard is None:
             continue
-        shard = read_shard(path)
         seconds = float(shard.wall_time_s.item())
         spent += seconds
         if shard.status.item() == "done":

@@ -17,6 +17,7 @@ import subprocess
 from typing import Callable
 
 from seedgrid.errors import UsageError
+from seedgrid.grid import slurm
 from seedgrid.grid.profile import Profile
 from seedgrid.log import logger
 
@@ -85,7 +86,7 @@ def warn_if_login_node(profile: Profile) -> None:
     """Warn (stderr) when the local executor is about to train where SLURM is at hand — a
     login node, most likely — outside any SLURM job. Called once the input has proved good:
     bad input stays one line."""
-    if (profile.executor == "local" and shutil.which("sbatch") is not None
+    if (profile.executor == "local" and slurm.installed()
             and "SLURM_JOB_ID" not in os.environ):
         logger.warning("training on this machine (--cluster local), where SLURM is installed: "
                        "is this a login node? Give --cluster <your profile> (or set "

@@ -3,7 +3,8 @@
 A profile is a TOML file of :class:`Profile` fields. ``--cluster NAME`` reads ``NAME`` as a
 file path, else ``cluster/NAME.toml`` in the current folder (a site's own profiles), else
 the profiles installed with seedgrid (the repository's ``cluster/``, in the wheel as
-``seedgrid/profiles/``: ``local`` and the template ``example-gpu``; the tests' own, for the SLURM that ``slurm/`` starts, is ``slurm/dev.toml``); ``local`` needs no file.
+``seedgrid/profiles/``: ``local`` and the template ``example-gpu``; the tests' own, for the
+SLURM that ``slurm/`` starts, is ``slurm/dev.toml``); ``local`` needs no file.
 
 ``executor`` names the backend that runs the tasks: ``"local"`` (:mod:`seedgrid.grid.local`,
 subprocesses of this machine) or ``"slurm"`` (:mod:`seedgrid.grid.slurm`, one array per
@@ -13,6 +14,7 @@ submission). A profile is data only: what each backend makes of it is the backen
 from __future__ import annotations
 
 import dataclasses
+import re
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
@@ -122,12 +124,13 @@ def load_profile(spec: str, overrides: Sequence[str] = ()) -> Profile:
         if "sbatch" in raw:
             raise UsageError(f"{where}: give sbatch or slurm_additional_parameters, not both")
         raw["sbatch"] = raw.pop("slurm_additional_parameters")
-    own = next((k for k in raw.get("sbatch", {}) if isinstance(raw["sbatch"], dict)
-                and k.replace("-", "_") in SBATCH_OWN), None)
-    if own is not None:
-        raise UsageError(f"{where}: sbatch option {own!r} is seedgrid's to set: use the "
-                         f"profile's {SBATCH_OWN[own.replace('-', '_')]} instead")
-    profile = table(Profile, {**raw, "name": path.stem if path is not None else "local"}, where)
+    if isinstance(raw.get("sbatch"), dict):
+        _check_sbatch(raw["sbatch"], where)
+    # a profile given as a file is named by that file (resolved), so that what jobs.json
+    # records and the hints repeat finds the same file again; one found by its name, by it
+    name = str(Path(spec).resolve()) if Path(spec).is_file() else \
+        (path.stem if path is not None else "local")
+    profile = table(Profile, {**raw, "name": name}, where)
     checks = [
         (profile.executor in EXECUTORS, f"executor = {profile.executor!r} must be one of "
                                         f"{', '.join(EXECUTORS)}"),
@@ -155,6 +158,28 @@ def load_profile(spec: str, overrides: Sequence[str] = ()) -> Profile:
         if not ok:
             raise UsageError(f"{where}: {message}")
     return profile
+
+
+#: an sbatch option as a profile names it: its long name, with - or _ between words
+_OPTION = re.compile(r"[a-z][a-z0-9]+(?:[-_][a-z0-9]+)*")
+
+
+def _check_sbatch(options: dict, where: str) -> None:
+    """The rule for a profile's ``sbatch`` table (each entry becomes one ``#SBATCH --key=value``
+    line of the job script): keys are long option names, values one line of printable text,
+    and no spelling of an option seedgrid sets itself (``--time``, ``job-name``, ``Job_Name``)
+    gets past: sbatch reads ``_`` and ``-`` alike and a later line would win over seedgrid's."""
+    for key, value in options.items():
+        said = str(key).strip().lstrip("-").lower().replace("-", "_")
+        if said in SBATCH_OWN:
+            raise UsageError(f"{where}: sbatch option {key!r} is seedgrid's to set: use the "
+                             f"profile's {SBATCH_OWN[said]} instead")
+        if not _OPTION.fullmatch(str(key)):
+            raise UsageError(f"{where}: sbatch option {key!r} is not an option name: give "
+                             "sbatch's long name without dashes (gres, mail_type, comment)")
+        if isinstance(value, str) and (not value.isprintable() or len(value) > 1000):
+            raise UsageError(f"{where}: sbatch option {key} = {value[:60]!r} must be one line "
+                             "of printable text (at most 1000 characters)")
 
 
 def profiles() -> list[tuple[str, Path | None, str]]:

@@ -28,9 +28,14 @@ from seedgrid.grid.profile import SBATCH_FIELDS, Profile
 WAITING = {"PENDING", "REQUEUED", "RESIZING", "SUSPENDED", "REQUEUE_HOLD", "REQUEUE_FED"}
 
 
+def installed() -> bool:
+    """Whether SLURM's commands are at hand here (sbatch on PATH): a login node, or a node."""
+    return shutil.which("sbatch") is not None
+
+
 def check(profile: Profile) -> list[str]:
     """Refuse the profile where SLURM cannot be reached; [] (no local GPU groups)."""
-    if shutil.which("sbatch") is None:
+    if not installed():
         raise UsageError(f"cluster profile {profile.name!r} needs SLURM but sbatch is not on "
                          "PATH: use --cluster local, or run where SLURM is installed")
     return []
