@@ -107,12 +107,13 @@ def test_the_compare_example_has_the_shape_of_compare(tmp_path):
 def test_the_demos_numbers_are_one_on_every_page():
     """Every page that shows the demo's output shows the same run: a line of it on two pages is
     the same line, numbers and all (the shape test above masks numbers)."""
-    seen: dict[str, set[str]] = {}
+    seen: dict[tuple[str, int], set[str]] = {}
     for lines in output_blocks():
         if any(line.startswith("demo: ") for line in lines):
-            for line in lines:
-                if line.strip() and line.strip() != "...":
-                    seen.setdefault(shape(line), set()).add(line)
+            shown = [line for line in lines if line.strip() and line.strip() != "..."]
+            for i, line in enumerate(shown):  # (the k-th line of its shape in its block)
+                k = sum(shape(other) == shape(line) for other in shown[:i])
+                seen.setdefault((shape(line), k), set()).add(line)
     assert seen and all(len(lines) == 1 for lines in seen.values()), \
         [sorted(lines) for lines in seen.values() if len(lines) > 1]
 
